@@ -1,0 +1,300 @@
+#include "ingest/ingest_service.h"
+
+#include <deque>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "proto/grpc_status.h"
+
+namespace stepdb::ingest {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+// Fills rejections and counts of a response or ack from engine results.
+template <typename Reply>
+void FillResults(const DecodedRequest& decoded,
+                 const std::vector<storage::SeriesAppendResult>& results,
+                 Reply* reply) {
+  uint64_t accepted = 0, duplicates = 0, rejected = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    accepted += r.accepted;
+    duplicates += r.duplicates;
+    rejected += r.rejected;
+    if (r.rejected > 0) {
+      v1::SeriesRejection* rej = reply->add_rejections();
+      rej->set_index(static_cast<uint32_t>(i));
+      rej->set_series(decoded.names[i]);
+      rej->set_code(static_cast<int32_t>(grpc::StatusCode::FAILED_PRECONDITION));
+      rej->set_message(r.first_rejection);
+      rej->set_points_rejected(r.rejected);
+    }
+  }
+  reply->set_points_accepted(accepted);
+  reply->set_points_duplicate(duplicates);
+  reply->set_points_rejected(rejected);
+}
+
+}  // namespace
+
+// One streaming Write. Reads requests, hands each to the engine, and writes
+// the acks in request order as the engine makes them durable. Finishes once
+// the client is done and every read request has been answered; a client that
+// vanishes is answered by nobody, but its durable points stay.
+class IngestService::WriteReactor
+    : public grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck> {
+ public:
+  explicit WriteReactor(IngestService* service) : service_(service) {
+    service_->streams_opened_.fetch_add(1, std::memory_order_relaxed);
+    service_->streams_active_.fetch_add(1, std::memory_order_relaxed);
+    absl::MutexLock lock(&mu_);
+    reading_ = true;
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      // Nothing more is processed once the stream is over.
+      if (!ok || finished_) {
+        reading_ = false;
+        read_closed_ = true;
+        ok = false;
+      }
+    }
+    if (!ok) {
+      FinishIfOver();
+      return;
+    }
+    // reading_ stays true while request_ is in use, so that no engine
+    // callback starts the next read into it.
+    service_->requests_.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t seq = request_.seq();
+    absl::Status status;
+    absl::StatusOr<DecodedRequest> decoded;
+    {
+      absl::MutexLock lock(&mu_);
+      if (seq <= last_seq_ && any_seq_) {
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "seq: ", seq, " does not increase (last was ", last_seq_, ")"));
+      } else {
+        any_seq_ = true;
+        last_seq_ = seq;
+      }
+      ++in_flight_;
+    }
+    if (status.ok()) {
+      decoded = DecodeWriteRequest(request_, *service_->engine_, &refs_,
+                                   NowMs(), service_->options_.limits);
+      if (!decoded.ok()) status = decoded.status();
+    }
+    std::vector<storage::SeriesAppend> appends;
+    auto shared = std::make_shared<DecodedRequest>();
+    if (status.ok()) {
+      appends = std::move(decoded->appends);
+      shared->names = std::move(decoded->names);
+    } else {
+      service_->malformed_requests_.fetch_add(1, std::memory_order_relaxed);
+    }
+    // Even a malformed request goes through the engine queue (as an empty
+    // append) so that acks leave in request order.
+    service_->engine_->AppendAsync(
+        std::move(appends),
+        [this, seq, status, shared](
+            absl::Status write_status,
+            std::vector<storage::SeriesAppendResult> results) {
+          OnCommitted(seq, status, write_status, *shared, results);
+        });
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+    MaybeReadLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The client is gone: nobody will read the remaining acks.
+        write_closed_ = true;
+        acks_.clear();
+      } else {
+        acks_.pop_front();
+      }
+      MaybeWriteLocked();
+    }
+    FinishIfOver();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+    }
+    FinishIfOver();
+  }
+
+  void OnDone() override {
+    service_->streams_active_.fetch_sub(1, std::memory_order_relaxed);
+    delete this;
+  }
+
+ private:
+  void OnCommitted(uint64_t seq, const absl::Status& decode_status,
+                   const absl::Status& write_status,
+                   const DecodedRequest& decoded,
+                   const std::vector<storage::SeriesAppendResult>& results) {
+    grpc::Status status;
+    bool finish;
+    {
+      absl::MutexLock lock(&mu_);
+      Commit(seq, decode_status, write_status, decoded, results);
+      finish = ShouldFinishLocked(&status);
+    }
+    if (finish) Finish(status);
+  }
+
+  void Commit(uint64_t seq, const absl::Status& decode_status,
+              const absl::Status& write_status, const DecodedRequest& decoded,
+              const std::vector<storage::SeriesAppendResult>& results)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    --in_flight_;
+    if (!write_status.ok()) {
+      // The points may or may not be on disk; the client must resend from
+      // its last durable seq on a new stream.
+      service_->write_errors_.fetch_add(1, std::memory_order_relaxed);
+      if (finish_status_.ok()) finish_status_ = ToGrpcStatus(write_status);
+      write_failed_ = true;
+    }
+    if (!write_failed_) {
+      v1::WriteAck ack;
+      ack.set_seq(seq);
+      if (!decode_status.ok()) {
+        ack.set_error_code(static_cast<int32_t>(decode_status.code()));
+        ack.set_error_message(std::string(decode_status.message()));
+      } else {
+        FillResults(decoded, results, &ack);
+      }
+      durable_seq_ = seq;
+      ack.set_durable_seq(durable_seq_);
+      if (!write_closed_) acks_.push_back(std::move(ack));
+      MaybeWriteLocked();
+    }
+    MaybeReadLocked();
+  }
+
+  void MaybeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reading_ || read_closed_ || cancelled_ || write_failed_ ||
+        in_flight_ >= service_->options_.max_in_flight_per_stream) {
+      return;
+    }
+    reading_ = true;
+    StartRead(&request_);
+  }
+
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || acks_.empty() || write_closed_ || cancelled_) return;
+    writing_ = true;
+    StartWrite(&acks_.front());
+  }
+
+  // Decides whether the stream is over. If so, marks it finished and
+  // returns true: the caller must call Finish(*status) after releasing mu_,
+  // and touch nothing afterwards (OnDone may delete this at once).
+  bool ShouldFinishLocked(grpc::Status* status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // An engine callback or a write completion still refers to this.
+    if (finished_ || in_flight_ > 0 || writing_) return false;
+    const bool broken = write_failed_ || cancelled_ || write_closed_;
+    if (!broken && !(read_closed_ && acks_.empty())) return false;
+    // A read still outstanding is ended by Finish (OnReadDone(false)).
+    finished_ = true;
+    *status = cancelled_ ? grpc::Status::CANCELLED : finish_status_;
+    return true;
+  }
+
+  void FinishIfOver() ABSL_LOCKS_EXCLUDED(mu_) {
+    grpc::Status status;
+    bool finish;
+    {
+      absl::MutexLock lock(&mu_);
+      finish = ShouldFinishLocked(&status);
+    }
+    if (finish) Finish(status);
+  }
+
+  IngestService* const service_;
+  // Only touched by the read path, which gRPC never runs concurrently.
+  v1::WriteRequest request_;
+  StreamRefs refs_;
+
+  absl::Mutex mu_;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool any_seq_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t durable_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<v1::WriteAck> acks_ ABSL_GUARDED_BY(mu_);
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+};
+
+IngestService::IngestService(storage::Engine* engine, IngestOptions options)
+    : engine_(engine), options_(std::move(options)) {}
+
+grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>* IngestService::Write(
+    grpc::CallbackServerContext* /*context*/) {
+  return new WriteReactor(this);
+}
+
+grpc::ServerUnaryReactor* IngestService::WriteOne(
+    grpc::CallbackServerContext* context, const v1::WriteRequest* request,
+    v1::WriteResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  auto decoded = DecodeWriteRequest(*request, *engine_, /*refs=*/nullptr,
+                                    NowMs(), options_.limits);
+  if (!decoded.ok()) {
+    malformed_requests_.fetch_add(1, std::memory_order_relaxed);
+    reactor->Finish(ToGrpcStatus(decoded.status()));
+    return reactor;
+  }
+  auto names = std::make_shared<DecodedRequest>();
+  names->names = std::move(decoded->names);
+  engine_->AppendAsync(
+      std::move(decoded->appends),
+      [this, reactor, response, names](
+          absl::Status status,
+          std::vector<storage::SeriesAppendResult> results) {
+        if (!status.ok()) {
+          write_errors_.fetch_add(1, std::memory_order_relaxed);
+          reactor->Finish(ToGrpcStatus(status));
+          return;
+        }
+        FillResults(*names, results, response);
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+IngestCounters IngestService::counters() const {
+  return IngestCounters{
+      streams_opened_.load(std::memory_order_relaxed),
+      streams_active_.load(std::memory_order_relaxed),
+      requests_.load(std::memory_order_relaxed),
+      malformed_requests_.load(std::memory_order_relaxed),
+      write_errors_.load(std::memory_order_relaxed),
+  };
+}
+
+}  // namespace stepdb::ingest

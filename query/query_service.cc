@@ -1,0 +1,223 @@
+#include "query/query_service.h"
+
+#include <algorithm>
+#include <limits>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "proto/grpc_status.h"
+
+namespace stepdb::query {
+namespace {
+
+using storage::kMicrosPerStep;
+
+storage::SeriesKey KeyFromWire(const v1::SeriesKey& wire) {
+  storage::SeriesKey key{wire.project(), wire.run(), wire.metric(), {}};
+  for (const auto& [k, v] : wire.labels()) key.labels.emplace_back(k, v);
+  return key;
+}
+
+absl::StatusOr<uint64_t> StepFromWire(const v1::Step& step,
+                                      std::string_view field) {
+  if (step.whole() < 0 ||
+      static_cast<uint64_t>(step.whole()) >
+          std::numeric_limits<uint64_t>::max() / kMicrosPerStep - 1 ||
+      step.micros() >= kMicrosPerStep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(field), ": out of range"));
+  }
+  return storage::MicroStep(step.whole(), step.micros());
+}
+
+absl::StatusOr<storage::ReadRange> RangeFromWire(
+    const v1::ReadRangeRequest& request) {
+  storage::ReadRange range;
+  if (request.has_steps()) {
+    if (request.steps().has_from()) {
+      auto from = StepFromWire(request.steps().from(), "steps.from");
+      if (!from.ok()) return from.status();
+      range.steps.from = *from;
+    }
+    if (request.steps().has_to()) {
+      auto to = StepFromWire(request.steps().to(), "steps.to");
+      if (!to.ok()) return to.status();
+      range.steps.to = *to;
+    }
+  } else if (request.has_time()) {
+    range.times.from_ms = request.time().from_ms();
+    if (request.time().to_ms() != 0) range.times.to_ms = request.time().to_ms();
+  }
+  if (range.steps.from > range.steps.to || range.times.from_ms > range.times.to_ms) {
+    return absl::InvalidArgumentError("range: from is after to");
+  }
+  return range;
+}
+
+void AppendToResponse(const storage::PointColumns& points,
+                      v1::ReadRangeResponse* out) {
+  bool fractional = false;
+  for (uint64_t step : points.steps) fractional |= step % kMicrosPerStep != 0;
+  for (size_t i = 0; i < points.size(); ++i) {
+    out->add_steps(static_cast<int64_t>(points.steps[i] / kMicrosPerStep));
+    if (fractional) {
+      out->add_step_micros(static_cast<uint32_t>(points.steps[i] % kMicrosPerStep));
+    }
+    out->add_times_ms(points.times_ms[i]);
+    out->add_values(points.values[i]);
+  }
+}
+
+void StepToWire(uint64_t micro, v1::Step* out) {
+  out->set_whole(static_cast<int64_t>(micro / kMicrosPerStep));
+  out->set_micros(static_cast<uint32_t>(micro % kMicrosPerStep));
+}
+
+}  // namespace
+
+// Streams one range read a page at a time: each page is read from the
+// engine when the previous one has been sent, so a slow client holds no
+// more than one page in server memory.
+class QueryService::ReadRangeReactor
+    : public grpc::ServerWriteReactor<v1::ReadRangeResponse> {
+ public:
+  ReadRangeReactor(const storage::Engine* engine, const QueryOptions& options,
+                   storage::SeriesId series, storage::ReadRange range,
+                   uint64_t limit)
+      : engine_(engine),
+        options_(options),
+        series_(series),
+        range_(range),
+        remaining_(limit) {
+    NextPage();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    if (done_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    NextPage();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void NextPage() {
+    response_.Clear();
+    const uint64_t page = std::min(options_.page_points, remaining_);
+    uint64_t last_step = 0;
+    auto result = engine_->Read(series_, range_, page,
+                                [&](const storage::PointColumns& points) {
+                                  AppendToResponse(points, &response_);
+                                  last_step = points.steps.back();
+                                  return true;
+                                });
+    if (!result.ok()) {
+      Finish(ToGrpcStatus(result.status()));
+      return;
+    }
+    remaining_ -= result->points;
+    if (!result->truncated) {
+      done_ = true;  // the range is exhausted
+    } else if (remaining_ == 0) {
+      done_ = true;
+      response_.set_truncated(true);
+    } else {
+      range_.steps.from = last_step + 1;
+    }
+    if (done_ && result->points == 0 && !response_.truncated() && sent_any_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    sent_any_ = true;
+    StartWrite(&response_);
+  }
+
+  const storage::Engine* const engine_;
+  const QueryOptions& options_;
+  const storage::SeriesId series_;
+  storage::ReadRange range_;
+  uint64_t remaining_;
+  bool done_ = false;
+  bool sent_any_ = false;
+  v1::ReadRangeResponse response_;
+};
+
+QueryService::QueryService(const storage::Engine* engine, QueryOptions options)
+    : engine_(engine), options_(options) {}
+
+grpc::ServerWriteReactor<v1::ReadRangeResponse>* QueryService::ReadRange(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::ReadRangeRequest* request) {
+  class ErrorReactor : public grpc::ServerWriteReactor<v1::ReadRangeResponse> {
+   public:
+    explicit ErrorReactor(grpc::Status status) { Finish(status); }
+    void OnDone() override { delete this; }
+  };
+  storage::SeriesKey key = KeyFromWire(request->series());
+  const std::string name = storage::SeriesDisplayName(key);
+  auto range = RangeFromWire(*request);
+  if (!range.ok()) {
+    return new ErrorReactor(ToGrpcStatus(range.status()));
+  }
+  auto id = engine_->FindSeries(key);
+  if (!id) {
+    return new ErrorReactor(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                         absl::StrCat("series ", name, ": not found")));
+  }
+  uint64_t limit = request->limit();
+  if (limit == 0 || limit > options_.max_read_points) {
+    limit = options_.max_read_points;
+  }
+  return new ReadRangeReactor(engine_, options_, *id, *range, limit);
+}
+
+grpc::ServerUnaryReactor* QueryService::ListSeries(
+    grpc::CallbackServerContext* context, const v1::ListSeriesRequest* request,
+    v1::ListSeriesResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (request->project().empty()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "project: empty"));
+    return reactor;
+  }
+  storage::SeriesFilter filter;
+  filter.project = request->project();
+  if (!request->run().empty()) filter.run = request->run();
+  if (!request->metric().empty()) filter.metric = request->metric();
+  for (const auto& m : request->labels()) {
+    filter.labels.emplace_back(m.key(), m.value());
+  }
+  uint32_t limit = request->limit();
+  if (limit == 0 || limit > options_.max_list_series) {
+    limit = options_.max_list_series;
+  }
+  bool truncated = false;
+  for (const storage::SeriesInfo& info :
+       engine_->ListSeries(filter, limit, &truncated)) {
+    v1::SeriesInfo* out = response->add_series();
+    out->mutable_key()->set_project(info.key.project);
+    out->mutable_key()->set_run(info.key.run);
+    out->mutable_key()->set_metric(info.key.metric);
+    for (const auto& [k, v] : info.key.labels) {
+      (*out->mutable_key()->mutable_labels())[k] = v;
+    }
+    out->set_points(info.points);
+    if (info.points > 0) {
+      StepToWire(info.first_step, out->mutable_first_step());
+      StepToWire(info.last_step, out->mutable_last_step());
+      out->set_last_time_ms(info.last_time_ms);
+      out->set_last_value(info.last_value);
+    }
+  }
+  response->set_truncated(truncated);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace stepdb::query

@@ -1,0 +1,52 @@
+#include "server/metrics.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace stepdb::server {
+namespace {
+
+void Metric(std::string* out, const char* name, const char* type,
+            const char* help, uint64_t value) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type,
+                  "\n", name, " ", value, "\n");
+}
+
+}  // namespace
+
+std::string FormatPrometheusMetrics(const storage::EngineStats& e,
+                                    const ingest::IngestCounters& i) {
+  std::string out;
+  Metric(&out, "stepdb_points_accepted_total", "counter",
+         "Points stored since start.", e.points_accepted);
+  Metric(&out, "stepdb_points_duplicate_total", "counter",
+         "Points dropped as repeats of a stored (step, value).",
+         e.points_duplicate);
+  Metric(&out, "stepdb_points_rejected_total", "counter",
+         "Points rejected because their step went backwards.",
+         e.points_rejected);
+  Metric(&out, "stepdb_write_groups_total", "counter",
+         "Group commits (one WAL write and fsync each).", e.write_groups);
+  Metric(&out, "stepdb_appends_total", "counter",
+         "Write requests committed through the engine.", e.appends);
+  Metric(&out, "stepdb_ingest_requests_total", "counter",
+         "Write requests received.", i.requests);
+  Metric(&out, "stepdb_ingest_malformed_requests_total", "counter",
+         "Write requests rejected as malformed.", i.malformed_requests);
+  Metric(&out, "stepdb_ingest_write_errors_total", "counter",
+         "Write requests that failed in storage.", i.write_errors);
+  Metric(&out, "stepdb_ingest_streams_opened_total", "counter",
+         "Write streams opened.", i.streams_opened);
+  Metric(&out, "stepdb_ingest_streams_active", "gauge",
+         "Write streams open now.", i.streams_active);
+  Metric(&out, "stepdb_series", "gauge", "Series known.", e.series);
+  Metric(&out, "stepdb_points", "gauge", "Points stored.", e.points);
+  Metric(&out, "stepdb_head_points", "gauge",
+         "Points in open head chunks.", e.head_points);
+  Metric(&out, "stepdb_sealed_chunks", "gauge", "Sealed chunks.",
+         e.sealed_chunks);
+  Metric(&out, "stepdb_disk_bytes", "gauge",
+         "Bytes of the data directory.", e.bytes_on_disk);
+  return out;
+}
+
+}  // namespace stepdb::server

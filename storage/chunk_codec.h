@@ -55,7 +55,9 @@ struct ChunkSummary {
 // Appends the encoding of points [0, n) to *out. Preconditions: the three
 // spans have the same length n >= 1, steps strictly increase. Times may go
 // in any direction. Values are stored bit-exactly (NaN payloads, -0.0,
-// denormals, +-Inf).
+// denormals, +-Inf). n must not exceed 2^24 (1 << 24): decoders reject
+// larger counts so that a corrupt header cannot make them allocate much.
+// The byte layout (format version 1) is in docs/FORMAT.md.
 void EncodeChunk(std::span<const uint64_t> steps,
                  std::span<const int64_t> times_ms,
                  std::span<const double> values, std::string* out);

@@ -1,0 +1,856 @@
+#include "storage/engine.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <span>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
+#include "storage/series_index.h"
+
+namespace stepdb::storage {
+namespace {
+
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat(what, ": ", s.ToString());
+  if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsIOError()) return absl::UnavailableError(msg);
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) {
+    return absl::UnavailableError(msg);
+  }
+  return absl::InternalError(msg);
+}
+
+uint64_t Bits(double v) { return std::bit_cast<uint64_t>(v); }
+
+uint64_t DirectoryBytes(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) {
+      const auto size = it->file_size(size_ec);
+      if (!size_ec) total += size;
+    }
+  }
+  return total;
+}
+
+// What the index keeps about a series' sealed chunks ('T' records), so that
+// open needs no chunk reads.
+struct SealedStats {
+  uint64_t points = 0;
+  uint64_t chunks = 0;
+  uint64_t first_step = 0;
+  uint64_t last_step = 0;
+  int64_t last_time_ms = 0;
+  double last_value = 0;
+
+  std::string Encode() const {
+    std::string v;
+    AppendBigEndian64(points, &v);
+    AppendBigEndian64(chunks, &v);
+    AppendBigEndian64(first_step, &v);
+    AppendBigEndian64(last_step, &v);
+    AppendBigEndian64(static_cast<uint64_t>(last_time_ms), &v);
+    AppendBigEndian64(Bits(last_value), &v);
+    return v;
+  }
+  static absl::StatusOr<SealedStats> Decode(std::string_view v) {
+    if (v.size() != 48) return absl::DataLossError("sealed stats: bad size");
+    SealedStats s;
+    s.points = ReadBigEndian64(v.data());
+    s.chunks = ReadBigEndian64(v.data() + 8);
+    s.first_step = ReadBigEndian64(v.data() + 16);
+    s.last_step = ReadBigEndian64(v.data() + 24);
+    s.last_time_ms = static_cast<int64_t>(ReadBigEndian64(v.data() + 32));
+    s.last_value = std::bit_cast<double>(ReadBigEndian64(v.data() + 40));
+    return s;
+  }
+};
+
+// In-memory state of one series: its open head and what is known of its
+// sealed chunks. The committer thread is the only writer of the head and
+// of `last`; readers and sealing take `mu`.
+struct SeriesState {
+  // Constant after construction.
+  SeriesId id = 0;
+  std::string data_prefix;  // SeriesDataPrefix(project, run, id)
+
+  mutable absl::Mutex mu;
+  // Durable points not yet sealed, in step order.
+  PointColumns head ABSL_GUARDED_BY(mu);
+  // First step of each fragment in the head column family.
+  std::vector<uint64_t> fragments ABSL_GUARDED_BY(mu);
+  SealedStats sealed ABSL_GUARDED_BY(mu);
+  bool has_last ABSL_GUARDED_BY(mu) = false;
+  uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
+  int64_t last_time_ms ABSL_GUARDED_BY(mu) = 0;
+  double last_value ABSL_GUARDED_BY(mu) = 0;
+
+  void AppendHeadLocked(const PointColumns& points, size_t from, size_t to)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (from >= to) return;
+    head.steps.insert(head.steps.end(), points.steps.begin() + from,
+                      points.steps.begin() + to);
+    head.times_ms.insert(head.times_ms.end(), points.times_ms.begin() + from,
+                         points.times_ms.begin() + to);
+    head.values.insert(head.values.end(), points.values.begin() + from,
+                       points.values.begin() + to);
+    has_last = true;
+    last_step = points.steps[to - 1];
+    last_time_ms = points.times_ms[to - 1];
+    last_value = points.values[to - 1];
+  }
+};
+
+// Index of the first point with step >= `step`.
+size_t LowerBound(const std::vector<uint64_t>& steps, uint64_t step) {
+  return std::lower_bound(steps.begin(), steps.end(), step) - steps.begin();
+}
+
+// Copies the points of `in` within `range` to *out.
+void AppendInRange(const PointColumns& in, const ReadRange& range,
+                   PointColumns* out) {
+  const size_t begin = LowerBound(in.steps, range.steps.from);
+  for (size_t i = begin; i < in.size() && in.steps[i] <= range.steps.to; ++i) {
+    if (in.times_ms[i] >= range.times.from_ms &&
+        in.times_ms[i] <= range.times.to_ms) {
+      out->push_back(in.steps[i], in.times_ms[i], in.values[i]);
+    }
+  }
+}
+
+// Feeds points to a sink in bounded slices while enforcing a limit.
+class LimitedEmitter {
+ public:
+  LimitedEmitter(uint64_t limit, ReadSink sink) : limit_(limit), sink_(sink) {}
+
+  // Returns false once the reader should stop (limit reached or sink done).
+  bool Emit(const PointColumns& points) {
+    if (stopped_) return false;
+    for (size_t i = 0; i < points.size(); ++i) {
+      if (limit_ != 0 && result_.points == limit_) {
+        result_.truncated = true;
+        stopped_ = true;
+        break;
+      }
+      slice_.push_back(points.steps[i], points.times_ms[i], points.values[i]);
+      ++result_.points;
+      if (slice_.size() == kSlicePoints && !Flush()) return false;
+    }
+    return !stopped_;
+  }
+
+  // Sends what is buffered. Returns false if the sink asked to stop.
+  bool Flush() {
+    if (!slice_.empty()) {
+      const bool more = sink_(slice_);
+      slice_.clear();
+      if (!more) stopped_ = true;
+    }
+    return !stopped_;
+  }
+
+  ReadResult result() const { return result_; }
+
+ private:
+  static constexpr size_t kSlicePoints = 8192;
+  const uint64_t limit_;
+  ReadSink sink_;
+  PointColumns slice_;
+  ReadResult result_;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+class Engine::Impl {
+ public:
+  explicit Impl(EngineOptions options) : options_(std::move(options)) {}
+
+  ~Impl() {
+    {
+      absl::MutexLock lock(&queue_mu_);
+      stopping_ = true;
+    }
+    if (committer_.joinable()) committer_.join();
+    if (db_ != nullptr) {
+      // With --sync=none acks did not wait for fsync; a clean stop still must.
+      db_->SyncWAL().PermitUncheckedError();
+      for (auto* cf : families_) db_->DestroyColumnFamilyHandle(cf);
+      db_->Close().PermitUncheckedError();
+    }
+  }
+
+  absl::Status Open() {
+    rocksdb::Options db_options;
+    db_options.create_if_missing = true;
+    db_options.create_missing_column_families = true;
+    db_options.IncreaseParallelism(2);
+    // Many writers share one WAL write and fsync (group commit) in RocksDB
+    // too; our committer already batches, this helps the seal writes.
+    db_options.enable_pipelined_write = false;
+    db_options.max_total_wal_size = 256 << 20;
+
+    rocksdb::ColumnFamilyOptions index_options;
+    rocksdb::ColumnFamilyOptions head_options;
+    rocksdb::ColumnFamilyOptions chunk_options;
+    // Chunks are compressed by our codecs; a second compression pass would
+    // cost CPU and win little.
+    chunk_options.compression = rocksdb::kNoCompression;
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
+        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {kIndexFamily, index_options},
+        {kHeadFamily, head_options},
+        {kChunksFamily, chunk_options},
+    };
+    std::error_code ec;
+    std::filesystem::create_directories(options_.data_dir, ec);
+    rocksdb::DB* db = nullptr;
+    auto s = rocksdb::DB::Open(db_options, options_.data_dir, descriptors,
+                               &families_, &db);
+    if (!s.ok()) return FromRocks(s, "open " + options_.data_dir);
+    db_.reset(db);
+    index_cf_ = families_[1];
+    head_cf_ = families_[2];
+    chunks_cf_ = families_[3];
+    if (auto st = Recover(); !st.ok()) return st;
+    committer_ = std::thread([this] { CommitLoop(); });
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<SeriesId> ResolveSeries(SeriesKey key) {
+    if (auto s = CanonicalizeLabels(&key.labels); !s.ok()) return s;
+    if (auto s = ValidateSeriesKey(key); !s.ok()) return s;
+    auto ref = index_.Resolve(key);
+    if (!ref.ok()) return ref.status();
+    // Whoever resolves first creates the state; a concurrent resolver of the
+    // same new key must not return before it exists.
+    absl::MutexLock lock(&states_mu_);
+    EnsureStateLocked(*ref);
+    return ref->id;
+  }
+
+  std::optional<SeriesId> FindSeries(SeriesKey key) const {
+    if (!CanonicalizeLabels(&key.labels).ok()) return std::nullopt;
+    auto ref = index_.Find(key);
+    if (!ref) return std::nullopt;
+    return ref->id;
+  }
+
+  const SeriesKey* KeyOf(SeriesId id) const { return index_.KeyOf(id); }
+
+  void AppendAsync(std::vector<SeriesAppend> series, AppendCallback done) {
+    absl::MutexLock lock(&queue_mu_);
+    queue_.push_back(PendingAppend{std::move(series), std::move(done)});
+  }
+
+  absl::StatusOr<ReadResult> Read(SeriesId id, const ReadRange& range,
+                                  uint64_t limit, ReadSink sink) const {
+    const SeriesState* state = State(id);
+    if (state == nullptr) return absl::NotFoundError("unknown series");
+    PointColumns head;
+    const rocksdb::Snapshot* snapshot;
+    {
+      // Snapshot and head copy under one lock: a seal moves points from the
+      // head to a chunk under this lock, so we see each point exactly once.
+      absl::ReaderMutexLock lock(&state->mu);
+      snapshot = db_->GetSnapshot();
+      AppendInRange(state->head, range, &head);
+    }
+    LimitedEmitter emitter(limit, sink);
+    PointColumns part;
+    absl::Status status = ScanChunks(
+        *state, snapshot, range.steps.from, range.steps.to, &range.times,
+        [&](const PointColumns& points) {
+          part.clear();
+          AppendInRange(points, range, &part);
+          return emitter.Emit(part);
+        });
+    db_->ReleaseSnapshot(snapshot);
+    if (!status.ok()) return status;
+    emitter.Emit(head);
+    emitter.Flush();
+    return emitter.result();
+  }
+
+  std::vector<SeriesInfo> ListSeries(const SeriesFilter& filter, size_t limit,
+                                     bool* truncated) const {
+    *truncated = false;
+    std::vector<SeriesInfo> out;
+    auto project = index_.FindProject(filter.project);
+    if (!project) return out;
+    std::optional<RunId> run;
+    if (filter.run) {
+      run = index_.FindRun(*project, *filter.run);
+      if (!run) return out;
+    }
+    for (SeriesId id : index_.SeriesOf(*project, run)) {
+      const SeriesKey* key = index_.KeyOf(id);
+      if (key == nullptr) continue;
+      if (filter.metric && key->metric != *filter.metric) continue;
+      bool match = true;
+      for (const auto& [k, v] : filter.labels) {
+        auto it = std::find_if(key->labels.begin(), key->labels.end(),
+                               [&](const auto& l) { return l.first == k; });
+        if (it == key->labels.end() || it->second != v) {
+          match = false;
+          break;
+        }
+      }
+      if (!match) continue;
+      if (limit != 0 && out.size() == limit) {
+        *truncated = true;
+        break;
+      }
+      SeriesInfo info;
+      info.id = id;
+      info.key = *key;
+      if (const SeriesState* state = State(id)) {
+        absl::ReaderMutexLock lock(&state->mu);
+        info.points = state->sealed.points + state->head.size();
+        info.first_step = state->sealed.points > 0 ? state->sealed.first_step
+                          : state->head.empty()    ? 0
+                                                   : state->head.steps[0];
+        info.last_step = state->last_step;
+        info.last_time_ms = state->last_time_ms;
+        info.last_value = state->last_value;
+      }
+      out.push_back(std::move(info));
+    }
+    return out;
+  }
+
+  EngineStats Stats() const {
+    EngineStats stats;
+    stats.projects = index_.project_count();
+    stats.runs = index_.run_count();
+    stats.series = index_.series_count();
+    {
+      absl::ReaderMutexLock lock(&states_mu_);
+      for (const auto& state : states_) {
+        if (state == nullptr) continue;
+        absl::ReaderMutexLock series_lock(&state->mu);
+        stats.head_points += state->head.size();
+        stats.points += state->sealed.points + state->head.size();
+        stats.sealed_chunks += state->sealed.chunks;
+      }
+    }
+    stats.bytes_on_disk = DirectoryBytes(options_.data_dir);
+    absl::MutexLock lock(&counters_mu_);
+    stats.write_groups = counters_.write_groups;
+    stats.appends = counters_.appends;
+    stats.points_accepted = counters_.points_accepted;
+    stats.points_duplicate = counters_.points_duplicate;
+    stats.points_rejected = counters_.points_rejected;
+    return stats;
+  }
+
+  absl::StatusOr<CompactResult> Compact() {
+    CompactResult result;
+    result.bytes_before = DirectoryBytes(options_.data_dir);
+    std::vector<SeriesState*> all;
+    {
+      absl::ReaderMutexLock lock(&states_mu_);
+      for (const auto& state : states_) {
+        if (state != nullptr) all.push_back(state.get());
+      }
+    }
+    for (SeriesState* state : all) {
+      auto sealed = Seal(state);
+      if (!sealed.ok()) return sealed.status();
+      result.chunks_sealed += *sealed;
+    }
+    rocksdb::FlushOptions flush;
+    if (auto s = db_->Flush(flush, families_); !s.ok()) {
+      return FromRocks(s, "flush");
+    }
+    rocksdb::CompactRangeOptions compact;
+    compact.bottommost_level_compaction =
+        rocksdb::BottommostLevelCompaction::kForce;
+    for (auto* cf : families_) {
+      if (auto s = db_->CompactRange(compact, cf, nullptr, nullptr); !s.ok()) {
+        return FromRocks(s, "compact");
+      }
+    }
+    // Old WAL files are deleted once their memtables are flushed.
+    db_->FlushWAL(true).PermitUncheckedError();
+    result.bytes_after = DirectoryBytes(options_.data_dir);
+    return result;
+  }
+
+ private:
+  struct PendingAppend {
+    std::vector<SeriesAppend> series;
+    AppendCallback done;
+  };
+
+  // Per-series state of one commit group.
+  struct GroupSeries {
+    SeriesState* state = nullptr;
+    PointColumns accepted;  // in step order
+    bool has_last = false;
+    uint64_t last_step = 0;
+    uint64_t last_value_bits = 0;
+  };
+
+  struct Counters {
+    uint64_t write_groups = 0;
+    uint64_t appends = 0;
+    uint64_t points_accepted = 0;
+    uint64_t points_duplicate = 0;
+    uint64_t points_rejected = 0;
+  };
+
+  void EnsureStateLocked(const SeriesRef& ref)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(states_mu_) {
+    if (states_.size() < ref.id) states_.resize(ref.id);
+    if (states_[ref.id - 1] != nullptr) return;
+    auto state = std::make_unique<SeriesState>();
+    state->id = ref.id;
+    state->data_prefix = SeriesDataPrefix(ref.project, ref.run, ref.id);
+    states_[ref.id - 1] = std::move(state);
+  }
+
+  SeriesState* State(SeriesId id) const {
+    absl::ReaderMutexLock lock(&states_mu_);
+    if (id == 0 || id > states_.size()) return nullptr;
+    return states_[id - 1].get();
+  }
+
+  // Rebuilds the index and the heads from the database.
+  absl::Status Recover() {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), index_cf_));
+    std::vector<std::pair<SeriesId, SealedStats>> sealed;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string_view key = it->key().ToStringView();
+      if (!key.empty() && key[0] == kSealedTag) {
+        if (key.size() != 5) return absl::DataLossError("bad sealed-stats key");
+        auto stats = SealedStats::Decode(it->value().ToStringView());
+        if (!stats.ok()) return stats.status();
+        sealed.emplace_back(ReadBigEndian32(key.data() + 1), *stats);
+        continue;
+      }
+      if (auto s = index_.LoadRecord(key, it->value().ToStringView());
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (auto s = FromRocks(it->status(), "read index"); !s.ok()) return s;
+
+    absl::MutexLock lock(&states_mu_);
+    for (SeriesId id = 1; id <= index_.max_series_id(); ++id) {
+      if (auto ref = index_.RefOf(id)) EnsureStateLocked(*ref);
+    }
+    for (const auto& [id, stats] : sealed) {
+      if (id == 0 || id > states_.size() || states_[id - 1] == nullptr) {
+        return absl::DataLossError(absl::StrCat("sealed stats of unknown series ", id));
+      }
+      SeriesState& state = *states_[id - 1];
+      absl::MutexLock series_lock(&state.mu);
+      state.sealed = stats;
+      if (stats.points > 0) {
+        state.has_last = true;
+        state.last_step = stats.last_step;
+        state.last_time_ms = stats.last_time_ms;
+        state.last_value = stats.last_value;
+      }
+    }
+
+    it.reset(db_->NewIterator(rocksdb::ReadOptions(), head_cf_));
+    PointColumns fragment;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      DataKeyParts parts;
+      if (!ParseDataKey(it->key().ToStringView(), &parts) ||
+          parts.series == 0 || parts.series > states_.size() ||
+          states_[parts.series - 1] == nullptr) {
+        return absl::DataLossError("head fragment of an unknown series");
+      }
+      fragment.clear();
+      if (auto s = DecodeChunk(it->value().ToStringView(), &fragment); !s.ok()) {
+        return s;
+      }
+      SeriesState& state = *states_[parts.series - 1];
+      absl::MutexLock series_lock(&state.mu);
+      if (fragment.empty() || fragment.steps[0] != parts.first_step ||
+          (state.has_last && fragment.steps[0] <= state.last_step)) {
+        return absl::DataLossError(absl::StrCat(
+            "head fragment of series ", parts.series, " out of order"));
+      }
+      state.fragments.push_back(parts.first_step);
+      state.AppendHeadLocked(fragment, 0, fragment.size());
+    }
+    return FromRocks(it->status(), "read heads");
+  }
+
+  // Calls `visit` with the decoded points of each chunk of `state` that may
+  // hold steps in [from, to] (and times in *time_range if given), in order,
+  // until it returns false.
+  absl::Status ScanChunks(
+      const SeriesState& state, const rocksdb::Snapshot* snapshot,
+      uint64_t from, uint64_t to, const TimeRange* time_range,
+      absl::FunctionRef<bool(const PointColumns&)> visit) const {
+    rocksdb::ReadOptions read_options;
+    read_options.snapshot = snapshot;
+    std::string lower = state.data_prefix;
+    std::string upper = state.data_prefix;
+    AppendBigEndian64(to, &upper);
+    upper.push_back('\0');  // just past the key of a chunk starting at `to`
+    rocksdb::Slice upper_slice(upper), lower_slice(lower);
+    read_options.iterate_upper_bound = &upper_slice;
+    read_options.iterate_lower_bound = &lower_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(read_options, chunks_cf_));
+    std::string start = state.data_prefix;
+    AppendBigEndian64(from, &start);
+    // The chunk that starts at or before `from` may hold it.
+    it->SeekForPrev(start);
+    if (!it->Valid()) it->Seek(start);
+    PointColumns points;
+    for (; it->Valid(); it->Next()) {
+      const std::string_view chunk = it->value().ToStringView();
+      auto summary = ReadChunkSummary(chunk);
+      if (!summary.ok()) return summary.status();
+      if (summary->max_step < from) continue;
+      if (time_range != nullptr && (summary->max_time_ms < time_range->from_ms ||
+                                    summary->min_time_ms > time_range->to_ms)) {
+        continue;
+      }
+      points.clear();
+      if (auto s = DecodeChunk(chunk, &points); !s.ok()) return s;
+      if (!visit(points)) return absl::OkStatus();
+    }
+    return FromRocks(it->status(), "read chunks");
+  }
+
+  // Looks for a stored point at `step` (step <= the series' last step).
+  // Returns its value bits, or nullopt if no point has that step.
+  absl::StatusOr<std::optional<uint64_t>> FindStoredValue(
+      const GroupSeries& group, uint64_t step) const {
+    const PointColumns& mine = group.accepted;
+    size_t i = LowerBound(mine.steps, step);
+    if (i < mine.size() && mine.steps[i] == step) return Bits(mine.values[i]);
+    {
+      absl::ReaderMutexLock lock(&group.state->mu);
+      const PointColumns& head = group.state->head;
+      i = LowerBound(head.steps, step);
+      if (i < head.size() && head.steps[i] == step) return Bits(head.values[i]);
+      if (!head.empty() && step > head.steps[0]) return std::nullopt;
+      if (group.state->sealed.points == 0 ||
+          step > group.state->sealed.last_step) {
+        return std::nullopt;
+      }
+    }
+    std::optional<uint64_t> found;
+    auto s = ScanChunks(*group.state, nullptr, step, step, nullptr,
+                        [&](const PointColumns& points) {
+                          size_t j = LowerBound(points.steps, step);
+                          if (j < points.size() && points.steps[j] == step) {
+                            found = Bits(points.values[j]);
+                          }
+                          return false;
+                        });
+    if (!s.ok()) return s;
+    return found;
+  }
+
+  // Validates one series' points of one append against the group state.
+  SeriesAppendResult ValidateInto(const SeriesAppend& append,
+                                  GroupSeries* group) {
+    SeriesAppendResult result;
+    const PointColumns& in = append.points;
+    for (size_t i = 0; i < in.size(); ++i) {
+      const uint64_t step = in.steps[i];
+      const uint64_t bits = Bits(in.values[i]);
+      if (!group->has_last || step > group->last_step) {
+        group->accepted.push_back(step, in.times_ms[i], in.values[i]);
+        group->has_last = true;
+        group->last_step = step;
+        group->last_value_bits = bits;
+        ++result.accepted;
+        continue;
+      }
+      std::optional<uint64_t> stored;
+      if (step == group->last_step) {
+        stored = group->last_value_bits;
+      } else {
+        auto found = FindStoredValue(*group, step);
+        if (!found.ok()) {
+          ++result.rejected;
+          if (result.first_rejection.empty()) {
+            result.first_rejection = absl::StrCat(
+                "step ", step / kMicrosPerStep, ": cannot check for a duplicate: ",
+                found.status().message());
+          }
+          continue;
+        }
+        stored = *found;
+      }
+      if (stored && *stored == bits) {
+        ++result.duplicates;
+        continue;
+      }
+      ++result.rejected;
+      if (result.first_rejection.empty()) {
+        result.first_rejection = FormatRejection(step, group->last_step, stored);
+      }
+    }
+    return result;
+  }
+
+  static std::string FormatStep(uint64_t micro) {
+    std::string s = absl::StrCat(micro / kMicrosPerStep);
+    if (uint64_t frac = micro % kMicrosPerStep; frac != 0) {
+      std::string digits = absl::StrCat(frac + kMicrosPerStep).substr(1);
+      while (!digits.empty() && digits.back() == '0') digits.pop_back();
+      absl::StrAppend(&s, ".", digits);
+    }
+    return s;
+  }
+
+  static std::string FormatRejection(uint64_t step, uint64_t last,
+                                     std::optional<uint64_t> stored) {
+    if (stored) {
+      return absl::StrCat("steps: step ", FormatStep(step),
+                          " is already stored with a different value");
+    }
+    return absl::StrCat("steps: step ", FormatStep(step),
+                        " goes backwards (last step ", FormatStep(last), ")");
+  }
+
+  void CommitLoop() {
+    for (;;) {
+      std::deque<PendingAppend> group;
+      {
+        absl::MutexLock lock(&queue_mu_);
+        queue_mu_.Await(absl::Condition(
+            +[](Impl* impl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->queue_mu_) {
+              return impl->stopping_ || !impl->queue_.empty();
+            },
+            this));
+        if (queue_.empty()) return;  // stopping and drained
+        group.swap(queue_);
+      }
+      CommitGroup(group);
+    }
+  }
+
+  void CommitGroup(std::deque<PendingAppend>& group) {
+    absl::flat_hash_map<SeriesId, GroupSeries> touched;
+    std::vector<std::vector<SeriesAppendResult>> results(group.size());
+    Counters delta;
+    for (size_t r = 0; r < group.size(); ++r) {
+      for (const SeriesAppend& append : group[r].series) {
+        GroupSeries& g = touched[append.series];
+        if (g.state == nullptr) {
+          g.state = State(append.series);
+          if (g.state != nullptr) {
+            absl::ReaderMutexLock lock(&g.state->mu);
+            g.has_last = g.state->has_last;
+            g.last_step = g.state->last_step;
+            g.last_value_bits = Bits(g.state->last_value);
+          }
+        }
+        SeriesAppendResult result;
+        if (g.state == nullptr) {
+          result.rejected = append.points.size();
+          result.first_rejection = "unknown series id";
+        } else {
+          result = ValidateInto(append, &g);
+        }
+        delta.points_accepted += result.accepted;
+        delta.points_duplicate += result.duplicates;
+        delta.points_rejected += result.rejected;
+        results[r].push_back(std::move(result));
+      }
+    }
+
+    std::vector<IndexRecord> records;
+    index_.TakePendingRecords(&records);
+    rocksdb::WriteBatch batch;
+    for (const auto& record : records) {
+      batch.Put(index_cf_, record.key, record.value);
+    }
+    std::string encoded;
+    for (auto& [id, g] : touched) {
+      if (g.accepted.empty()) continue;
+      encoded.clear();
+      EncodeChunk(g.accepted.steps, g.accepted.times_ms, g.accepted.values,
+                  &encoded);
+      std::string key = g.state->data_prefix;
+      AppendBigEndian64(g.accepted.steps[0], &key);
+      batch.Put(head_cf_, key, encoded);
+    }
+    absl::Status status;
+    if (batch.Count() > 0) {
+      rocksdb::WriteOptions write_options;
+      write_options.sync = options_.sync;
+      status = FromRocks(db_->Write(write_options, &batch), "write");
+    }
+    if (!status.ok()) {
+      index_.RestorePendingRecords(std::move(records));
+      for (auto& pending : group) std::move(pending.done)(status, {});
+      return;
+    }
+
+    std::vector<SeriesState*> full;
+    for (auto& [id, g] : touched) {
+      if (g.accepted.empty()) continue;
+      absl::MutexLock lock(&g.state->mu);
+      g.state->fragments.push_back(g.accepted.steps[0]);
+      g.state->AppendHeadLocked(g.accepted, 0, g.accepted.size());
+      if (g.state->head.size() >= options_.chunk_points) full.push_back(g.state);
+    }
+    {
+      absl::MutexLock lock(&counters_mu_);
+      counters_.write_groups += batch.Count() > 0 ? 1 : 0;
+      counters_.appends += group.size();
+      counters_.points_accepted += delta.points_accepted;
+      counters_.points_duplicate += delta.points_duplicate;
+      counters_.points_rejected += delta.points_rejected;
+    }
+    for (size_t r = 0; r < group.size(); ++r) {
+      std::move(group[r].done)(absl::OkStatus(), std::move(results[r]));
+    }
+    // Sealing is not on the ack path: the points are already durable as
+    // fragments, and a seal lost in a crash leaves the fragments in place.
+    for (SeriesState* state : full) Seal(state).IgnoreError();
+  }
+
+  // Turns the head of `state` into sealed chunks of at most chunk_points
+  // points and deletes its fragments, atomically. Returns the chunk count.
+  absl::StatusOr<uint64_t> Seal(SeriesState* state) {
+    absl::MutexLock lock(&state->mu);
+    const PointColumns& head = state->head;
+    if (head.empty()) return 0;
+    rocksdb::WriteBatch batch;
+    SealedStats sealed = state->sealed;
+    std::string encoded;
+    uint64_t chunks = 0;
+    for (size_t begin = 0; begin < head.size();
+         begin += options_.chunk_points) {
+      const size_t n = std::min(options_.chunk_points, head.size() - begin);
+      encoded.clear();
+      EncodeChunk(std::span(head.steps).subspan(begin, n),
+                  std::span(head.times_ms).subspan(begin, n),
+                  std::span(head.values).subspan(begin, n), &encoded);
+      std::string key = state->data_prefix;
+      AppendBigEndian64(head.steps[begin], &key);
+      batch.Put(chunks_cf_, key, encoded);
+      ++chunks;
+    }
+    for (uint64_t first : state->fragments) {
+      std::string key = state->data_prefix;
+      AppendBigEndian64(first, &key);
+      batch.Delete(head_cf_, key);
+    }
+    if (sealed.points == 0) sealed.first_step = head.steps.front();
+    sealed.points += head.size();
+    sealed.chunks += chunks;
+    sealed.last_step = head.steps.back();
+    sealed.last_time_ms = head.times_ms.back();
+    sealed.last_value = head.values.back();
+    batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
+    // No fsync needed: losing this write in a crash leaves the fragments.
+    auto s = db_->Write(rocksdb::WriteOptions(), &batch);
+    if (!s.ok()) return FromRocks(s, "seal");
+    state->sealed = sealed;
+    state->head.clear();
+    state->fragments.clear();
+    return chunks;
+  }
+
+  // Constant after construction.
+  const EngineOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> families_;
+  rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* head_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* chunks_cf_ = nullptr;
+  std::thread committer_;
+
+  SeriesIndex index_;
+
+  mutable absl::Mutex states_mu_;
+  // Indexed by SeriesId - 1; entries are never removed, so pointers to
+  // them stay valid for the engine's lifetime.
+  std::vector<std::unique_ptr<SeriesState>> states_ ABSL_GUARDED_BY(states_mu_);
+
+  absl::Mutex queue_mu_;
+  std::deque<PendingAppend> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+
+  mutable absl::Mutex counters_mu_;
+  Counters counters_ ABSL_GUARDED_BY(counters_mu_);
+};
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
+  if (options.chunk_points == 0) {
+    return absl::InvalidArgumentError("chunk_points must be positive");
+  }
+  auto impl = std::make_unique<Impl>(std::move(options));
+  if (auto s = impl->Open(); !s.ok()) return s;
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+absl::StatusOr<SeriesId> Engine::ResolveSeries(SeriesKey key) {
+  return impl_->ResolveSeries(std::move(key));
+}
+std::optional<SeriesId> Engine::FindSeries(SeriesKey key) const {
+  return impl_->FindSeries(std::move(key));
+}
+const SeriesKey* Engine::KeyOf(SeriesId id) const { return impl_->KeyOf(id); }
+
+void Engine::AppendAsync(std::vector<SeriesAppend> series,
+                         AppendCallback done) {
+  impl_->AppendAsync(std::move(series), std::move(done));
+}
+
+absl::StatusOr<std::vector<SeriesAppendResult>> Engine::Append(
+    std::vector<SeriesAppend> series) {
+  absl::Notification done;
+  absl::StatusOr<std::vector<SeriesAppendResult>> out;
+  AppendAsync(std::move(series),
+              [&](absl::Status s, std::vector<SeriesAppendResult> results) {
+                if (s.ok()) out = std::move(results);
+                else out = s;
+                done.Notify();
+              });
+  done.WaitForNotification();
+  return out;
+}
+
+absl::StatusOr<ReadResult> Engine::Read(SeriesId series,
+                                        const ReadRange& range, uint64_t limit,
+                                        ReadSink sink) const {
+  return impl_->Read(series, range, limit, sink);
+}
+std::vector<SeriesInfo> Engine::ListSeries(const SeriesFilter& filter,
+                                           size_t limit,
+                                           bool* truncated) const {
+  return impl_->ListSeries(filter, limit, truncated);
+}
+EngineStats Engine::Stats() const { return impl_->Stats(); }
+absl::StatusOr<CompactResult> Engine::Compact() { return impl_->Compact(); }
+
+}  // namespace stepdb::storage

@@ -1,0 +1,61 @@
+// The gRPC ingest service (callback API): the streaming Write and the unary
+// WriteOne. Acks are sent only after the engine reports the points durable.
+#ifndef STEPDB_INGEST_INGEST_SERVICE_H_
+#define STEPDB_INGEST_INGEST_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "ingest/request_decoder.h"
+#include "stepdb/v1/stepdb.grpc.pb.h"
+#include "storage/engine.h"
+
+namespace stepdb::ingest {
+
+struct IngestOptions {
+  RequestLimits limits;
+  // Requests of one stream read but not yet acked; past it the stream stops
+  // reading, and gRPC flow control slows the client down.
+  size_t max_in_flight_per_stream = 32;
+};
+
+// Monotonic counters for /metrics.
+struct IngestCounters {
+  uint64_t streams_opened = 0;
+  uint64_t streams_active = 0;
+  uint64_t requests = 0;
+  uint64_t malformed_requests = 0;
+  uint64_t write_errors = 0;
+};
+
+class IngestService final : public v1::Ingest::CallbackService {
+ public:
+  // `engine` must outlive the service.
+  IngestService(storage::Engine* engine, IngestOptions options);
+
+  grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>* Write(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* WriteOne(grpc::CallbackServerContext* context,
+                                     const v1::WriteRequest* request,
+                                     v1::WriteResponse* response) override;
+
+  IngestCounters counters() const;
+
+ private:
+  class WriteReactor;
+  friend class WriteReactor;
+
+  // Constant after construction.
+  storage::Engine* const engine_;
+  const IngestOptions options_;
+
+  std::atomic<uint64_t> streams_opened_{0};
+  std::atomic<uint64_t> streams_active_{0};
+  std::atomic<uint64_t> requests_{0};
+  std::atomic<uint64_t> malformed_requests_{0};
+  std::atomic<uint64_t> write_errors_{0};
+};
+
+}  // namespace stepdb::ingest
+
+#endif  // STEPDB_INGEST_INGEST_SERVICE_H_

@@ -1,0 +1,21 @@
+// absl::Status -> grpc::Status at the service edge. The codes are numerically
+// identical (both follow google.rpc.Code).
+#ifndef STEPDB_PROTO_GRPC_STATUS_H_
+#define STEPDB_PROTO_GRPC_STATUS_H_
+
+#include <string>
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+
+namespace stepdb {
+
+inline grpc::Status ToGrpcStatus(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+}  // namespace stepdb
+
+#endif  // STEPDB_PROTO_GRPC_STATUS_H_

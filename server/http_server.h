@@ -1,0 +1,40 @@
+// The HTTP side port: /healthz and Prometheus /metrics.
+#ifndef STEPDB_SERVER_HTTP_SERVER_H_
+#define STEPDB_SERVER_HTTP_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace stepdb::server {
+
+class HttpServer {
+ public:
+  // Binds host:port (port 0 picks a free one) and serves on a thread.
+  // `metrics` is called per /metrics request. Returns UnavailableError if
+  // the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const std::string& host, int port, std::function<std::string()> metrics);
+  ~HttpServer();  // stops serving and joins the thread
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  int port() const { return port_; }
+
+ private:
+  HttpServer() = default;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace stepdb::server
+
+#endif  // STEPDB_SERVER_HTTP_SERVER_H_

@@ -1,0 +1,190 @@
+// The storage engine: series index, in-memory head chunks, sealed compressed
+// chunks in RocksDB, group-committed durable appends and merged reads.
+//
+// Write path. AppendAsync queues a request; one committer thread takes every
+// queued request at once (a group), validates the points against each
+// series' last step, encodes the accepted points of each series as one head
+// fragment, and writes the group as one RocksDB WriteBatch with one fsync
+// (group commit). Only then are the points published to the in-memory heads
+// and the callbacks run. A head that reaches `chunk_points` is sealed: its
+// points become one compressed chunk and its fragments are deleted, in one
+// atomic batch. After a crash the heads are rebuilt from the fragments.
+//
+// Thread-safety: every public method is thread-safe.
+#ifndef STEPDB_STORAGE_ENGINE_H_
+#define STEPDB_STORAGE_ENGINE_H_
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "storage/chunk_codec.h"
+#include "storage/keys.h"
+#include "storage/series_key.h"
+
+namespace stepdb::storage {
+
+// Fixed-point steps: whole steps times this, plus millionths.
+inline constexpr uint64_t kMicrosPerStep = 1'000'000;
+
+struct EngineOptions {
+  std::string data_dir;
+  // fsync the write-ahead log before a write counts as durable. false is the
+  // explicit --sync=none opt-out: the WAL is still written, not fsync'd.
+  bool sync = true;
+  // Points per sealed chunk.
+  size_t chunk_points = 1024;
+};
+
+// The points of one series in one append.
+struct SeriesAppend {
+  SeriesId series = 0;
+  PointColumns points;
+};
+
+struct SeriesAppendResult {
+  uint64_t accepted = 0;
+  uint64_t duplicates = 0;  // repeated an existing (step, value): dropped
+  uint64_t rejected = 0;    // step went backwards with another value
+  std::string first_rejection;  // why the first rejected point was rejected
+};
+
+struct StepRange {
+  uint64_t from = 0;  // inclusive, micro-steps
+  uint64_t to = std::numeric_limits<uint64_t>::max();  // inclusive
+};
+
+struct TimeRange {
+  int64_t from_ms = std::numeric_limits<int64_t>::min();  // inclusive
+  int64_t to_ms = std::numeric_limits<int64_t>::max();    // inclusive
+};
+
+// What a read selects: points whose step and time are both in range.
+struct ReadRange {
+  StepRange steps;
+  TimeRange times;
+};
+
+struct ReadResult {
+  uint64_t points = 0;
+  bool truncated = false;  // more points matched than the limit allowed
+};
+
+// Receives successive slices of a read in step order; returns false to stop.
+using ReadSink = absl::FunctionRef<bool(const PointColumns&)>;
+
+struct SeriesFilter {
+  std::string project;                // required
+  std::optional<std::string> run;     // exact
+  std::optional<std::string> metric;  // exact
+  Labels labels;                      // each must be present and equal
+};
+
+struct SeriesInfo {
+  SeriesId id = 0;
+  SeriesKey key;
+  uint64_t points = 0;
+  uint64_t first_step = 0;  // valid if points > 0
+  uint64_t last_step = 0;
+  int64_t last_time_ms = 0;
+  double last_value = 0;
+};
+
+struct EngineStats {
+  uint64_t projects = 0;
+  uint64_t runs = 0;
+  uint64_t series = 0;
+  uint64_t points = 0;
+  uint64_t head_points = 0;
+  uint64_t sealed_chunks = 0;
+  uint64_t bytes_on_disk = 0;  // whole data directory
+  // Since open:
+  uint64_t write_groups = 0;  // RocksDB writes of the commit path (fsyncs)
+  uint64_t appends = 0;       // AppendAsync calls committed
+  uint64_t points_accepted = 0;
+  uint64_t points_duplicate = 0;
+  uint64_t points_rejected = 0;
+};
+
+struct CompactResult {
+  uint64_t chunks_sealed = 0;
+  uint64_t bytes_before = 0;
+  uint64_t bytes_after = 0;
+};
+
+class Engine {
+ public:
+  using AppendCallback = absl::AnyInvocable<void(
+      absl::Status, std::vector<SeriesAppendResult>) &&>;
+
+  // Opens (creating if missing) the data directory and recovers the heads.
+  // Returns the RocksDB error if the directory cannot be opened (another
+  // process holds its lock, permissions, corruption).
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(EngineOptions options);
+
+  // Commits everything queued, syncs the WAL and closes the database.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Returns the id of the series, registering it if new. Returns
+  // InvalidArgumentError (naming the field) if the key breaks
+  // ValidateSeriesKey. Labels need not be sorted.
+  absl::StatusOr<SeriesId> ResolveSeries(SeriesKey key);
+  std::optional<SeriesId> FindSeries(SeriesKey key) const;
+  // Returns nullptr for an unknown id.
+  const SeriesKey* KeyOf(SeriesId id) const;
+
+  // Queues an append. Preconditions: each series id came from ResolveSeries,
+  // its three columns have equal length. Within a series, points are checked
+  // in order against the last stored step: a greater step is accepted; a
+  // point that repeats a stored (step, value) bit for bit is a duplicate;
+  // anything else is rejected. `done` runs exactly once, on an internal
+  // thread, after the accepted points are durable (status OK, one result per
+  // input series, in order) or could not be written (the write error; then
+  // nothing of the append was stored). `done` must not block.
+  void AppendAsync(std::vector<SeriesAppend> series, AppendCallback done);
+  // Blocking form of AppendAsync.
+  absl::StatusOr<std::vector<SeriesAppendResult>> Append(
+      std::vector<SeriesAppend> series);
+
+  // Streams the points of a series within `range` to `sink`, in step order,
+  // at most `limit` of them (0 = no limit). Sealed chunks and head points
+  // are read as of one consistent moment. Chunks outside the step range are
+  // not read; chunks outside the time range are not decoded. Returns
+  // NotFoundError for an unknown series id, DataLossError for a corrupt
+  // chunk.
+  absl::StatusOr<ReadResult> Read(SeriesId series, const ReadRange& range,
+                                  uint64_t limit, ReadSink sink) const;
+
+  // Series matching the filter, in id order, at most `limit` (0 = all);
+  // *truncated says whether more matched.
+  std::vector<SeriesInfo> ListSeries(const SeriesFilter& filter, size_t limit,
+                                     bool* truncated) const;
+
+  EngineStats Stats() const;
+
+  // Seals every head and compacts the database fully.
+  absl::StatusOr<CompactResult> Compact();
+
+ private:
+  class Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Micro-steps from whole steps and millionths.
+inline uint64_t MicroStep(uint64_t whole, uint32_t micros) {
+  return whole * kMicrosPerStep + micros;
+}
+
+}  // namespace stepdb::storage
+
+#endif  // STEPDB_STORAGE_ENGINE_H_

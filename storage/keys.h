@@ -1,0 +1,61 @@
+// RocksDB key layout. Every key of run data begins with the project id and
+// then the run id (both big-endian), so that deleting or expiring a run or a
+// project is a single range deletion, and one series' chunks sort by step.
+// See docs/FORMAT.md ("Key layout").
+#ifndef STEPDB_STORAGE_KEYS_H_
+#define STEPDB_STORAGE_KEYS_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace stepdb::storage {
+
+using ProjectId = uint32_t;
+using RunId = uint32_t;
+using SeriesId = uint32_t;
+
+// Column family names.
+inline constexpr char kIndexFamily[] = "index";
+inline constexpr char kHeadFamily[] = "head";
+inline constexpr char kChunksFamily[] = "chunks";
+
+// Record tags of the index column family (first byte of its keys).
+inline constexpr char kProjectTag = 'P';  // P name -> project id
+inline constexpr char kRunTag = 'R';      // R project run-name -> run id
+inline constexpr char kSeriesTag = 'S';   // S project run identity -> series
+inline constexpr char kSealedTag = 'T';   // T series -> SealedStats
+
+void AppendBigEndian32(uint32_t v, std::string* out);
+void AppendBigEndian64(uint64_t v, std::string* out);
+uint32_t ReadBigEndian32(const char* p);
+uint64_t ReadBigEndian64(const char* p);
+
+std::string ProjectIndexKey(std::string_view project);
+std::string RunIndexKey(ProjectId project, std::string_view run);
+// `identity` is SeriesIdentity() of the metric and labels.
+std::string SeriesIndexKey(ProjectId project, RunId run,
+                           std::string_view identity);
+std::string SealedStatsKey(SeriesId series);
+
+// The prefix shared by every chunk and head fragment of one series:
+// project(4) run(4) series(4).
+inline constexpr size_t kSeriesPrefixSize = 12;
+std::string SeriesDataPrefix(ProjectId project, RunId run, SeriesId series);
+// SeriesDataPrefix + first step (8, big-endian): key of a chunk or fragment.
+inline constexpr size_t kDataKeySize = kSeriesPrefixSize + 8;
+std::string DataKey(ProjectId project, RunId run, SeriesId series,
+                    uint64_t first_step);
+
+struct DataKeyParts {
+  ProjectId project;
+  RunId run;
+  SeriesId series;
+  uint64_t first_step;
+};
+// Returns false if `key` is not a well-formed data key.
+bool ParseDataKey(std::string_view key, DataKeyParts* out);
+
+}  // namespace stepdb::storage
+
+#endif  // STEPDB_STORAGE_KEYS_H_

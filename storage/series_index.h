@@ -1,0 +1,103 @@
+// The series index: (project, run, metric, labels) -> compact, stable ids.
+//
+// Ids are allocated in memory and their records queued; the engine writes the
+// queued records in the same RocksDB write batch as (or before) the first
+// points that use them, so an id is durable before anything that refers to it
+// is acked, and registering a million series costs no fsync of its own.
+//
+// Thread-safety: all methods are thread-safe.
+#ifndef STEPDB_STORAGE_SERIES_INDEX_H_
+#define STEPDB_STORAGE_SERIES_INDEX_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/keys.h"
+#include "storage/series_key.h"
+
+namespace stepdb::storage {
+
+struct SeriesRef {
+  SeriesId id = 0;
+  ProjectId project = 0;
+  RunId run = 0;
+  bool created = false;  // true if this call allocated the id
+};
+
+// A RocksDB put in the index column family.
+struct IndexRecord {
+  std::string key;
+  std::string value;
+};
+
+class SeriesIndex {
+ public:
+  SeriesIndex() = default;
+  SeriesIndex(const SeriesIndex&) = delete;
+  SeriesIndex& operator=(const SeriesIndex&) = delete;
+
+  // Restores one P/R/S record read from the index column family at open.
+  // Returns DataLossError for a malformed record. Not for concurrent use
+  // with other methods (open is single-threaded).
+  absl::Status LoadRecord(std::string_view key, std::string_view value);
+
+  // Finds the series, allocating ids (and queueing their records) for a new
+  // project, run or series. Precondition: ValidateSeriesKey(key) is OK.
+  // Returns ResourceExhaustedError when the id space is used up.
+  absl::StatusOr<SeriesRef> Resolve(const SeriesKey& key);
+  std::optional<SeriesRef> Find(const SeriesKey& key) const;
+
+  // Moves the records queued since the last call into *out.
+  void TakePendingRecords(std::vector<IndexRecord>* out);
+  // Puts records back after a failed write, so the next write retries them.
+  void RestorePendingRecords(std::vector<IndexRecord> records);
+
+  std::optional<ProjectId> FindProject(const std::string& project) const;
+  std::optional<RunId> FindRun(ProjectId project, const std::string& run) const;
+  // Every series id of a project (optionally one run), in id order.
+  std::vector<SeriesId> SeriesOf(ProjectId project,
+                                 std::optional<RunId> run) const;
+  std::optional<SeriesRef> RefOf(SeriesId id) const;
+  // Returns nullptr for an unknown id. The key lives as long as the index.
+  const SeriesKey* KeyOf(SeriesId id) const;
+
+  size_t project_count() const;
+  size_t run_count() const;
+  size_t series_count() const;
+  // The largest allocated series id (ids are dense from 1).
+  SeriesId max_series_id() const;
+
+ private:
+  struct SeriesEntry {
+    SeriesKey key;
+    ProjectId project;
+    RunId run;
+  };
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, ProjectId> projects_ ABSL_GUARDED_BY(mu_);
+  // Key: RunIndexKey(project, run).
+  absl::flat_hash_map<std::string, RunId> runs_ ABSL_GUARDED_BY(mu_);
+  // Key: SeriesIndexKey(project, run, identity).
+  absl::flat_hash_map<std::string, SeriesId> series_ ABSL_GUARDED_BY(mu_);
+  // Indexed by SeriesId - 1.
+  std::vector<std::unique_ptr<SeriesEntry>> entries_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<ProjectId, std::vector<SeriesId>> series_by_project_
+      ABSL_GUARDED_BY(mu_);
+  ProjectId max_project_ ABSL_GUARDED_BY(mu_) = 0;
+  RunId max_run_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<IndexRecord> pending_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace stepdb::storage
+
+#endif  // STEPDB_STORAGE_SERIES_INDEX_H_
