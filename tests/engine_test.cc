@@ -1,0 +1,290 @@
+#include "storage/engine.h"
+
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace stepdb::storage {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr uint64_t S = kMicrosPerStep;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void Open(size_t chunk_points = 8) {
+    engine_.reset();
+    EngineOptions options;
+    options.data_dir = dir_.path();
+    options.chunk_points = chunk_points;
+    auto engine = Engine::Open(options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engine_ = std::move(*engine);
+  }
+
+  SeriesId Resolve(const std::string& metric, Labels labels = {},
+                   const std::string& run = "run-1") {
+    auto id = engine_->ResolveSeries({"proj", run, metric, std::move(labels)});
+    EXPECT_TRUE(id.ok()) << id.status();
+    return id.ok() ? *id : 0;
+  }
+
+  // Appends whole steps [first, first+n) with time = 1000*step, value = step/2.
+  SeriesAppendResult AppendRange(SeriesId id, uint64_t first, uint64_t n) {
+    SeriesAppend append{id, {}};
+    for (uint64_t s = first; s < first + n; ++s) {
+      append.points.push_back(s * S, static_cast<int64_t>(s) * 1000, s / 2.0);
+    }
+    return AppendOne(std::move(append));
+  }
+
+  SeriesAppendResult AppendOne(SeriesAppend append) {
+    std::vector<SeriesAppend> batch;
+    batch.push_back(std::move(append));
+    auto result = engine_->Append(std::move(batch));
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? (*result)[0] : SeriesAppendResult{};
+  }
+
+  PointColumns ReadAll(SeriesId id, ReadRange range = {}, uint64_t limit = 0,
+                       ReadResult* result_out = nullptr) {
+    PointColumns out;
+    auto result = engine_->Read(id, range, limit, [&](const PointColumns& p) {
+      for (size_t i = 0; i < p.size(); ++i) {
+        out.push_back(p.steps[i], p.times_ms[i], p.values[i]);
+      }
+      return true;
+    });
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (result.ok() && result_out != nullptr) *result_out = *result;
+    return out;
+  }
+
+  static std::vector<uint64_t> WholeSteps(const PointColumns& p) {
+    std::vector<uint64_t> out;
+    for (uint64_t s : p.steps) out.push_back(s / S);
+    return out;
+  }
+
+  stepdb::testing::TempDir dir_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, ReadsMergeSealedChunksAndHead) {
+  Open(/*chunk_points=*/8);
+  const SeriesId id = Resolve("train/loss");
+  EXPECT_EQ(AppendRange(id, 0, 5).accepted, 5u);
+  EXPECT_EQ(AppendRange(id, 5, 13).accepted, 13u);  // seals 18 points
+  EXPECT_EQ(AppendRange(id, 18, 3).accepted, 3u);   // stays in the head
+  const PointColumns all = ReadAll(id);
+  ASSERT_EQ(all.size(), 21u);
+  for (uint64_t s = 0; s < 21; ++s) {
+    EXPECT_EQ(all.steps[s], s * S);
+    EXPECT_EQ(all.times_ms[s], static_cast<int64_t>(s) * 1000);
+    EXPECT_EQ(all.values[s], s / 2.0);
+  }
+  const EngineStats stats = engine_->Stats();
+  EXPECT_EQ(stats.points, 21u);
+  EXPECT_EQ(stats.head_points, 3u);
+  EXPECT_EQ(stats.sealed_chunks, 3u);  // 18 points in chunks of <= 8
+}
+
+TEST_F(EngineTest, StepAndTimeRangesAndLimit) {
+  Open(4);
+  const SeriesId id = Resolve("train/loss");
+  AppendRange(id, 0, 30);
+  ReadRange range;
+  range.steps = {5 * S, 9 * S};
+  EXPECT_THAT(WholeSteps(ReadAll(id, range)), ElementsAre(5, 6, 7, 8, 9));
+  ReadRange times;
+  times.times.from_ms = 27'000;
+  times.times.to_ms = 100'000;
+  EXPECT_THAT(WholeSteps(ReadAll(id, times)), ElementsAre(27, 28, 29));
+  ReadResult result;
+  EXPECT_THAT(WholeSteps(ReadAll(id, {}, 3, &result)), ElementsAre(0, 1, 2));
+  EXPECT_TRUE(result.truncated);
+  EXPECT_EQ(ReadAll(id, {}, 30, &result).size(), 30u);
+  EXPECT_FALSE(result.truncated);
+  range.steps = {100 * S, 200 * S};
+  EXPECT_TRUE(ReadAll(id, range).empty());
+}
+
+TEST_F(EngineTest, DuplicatesAreDroppedAndBackwardsStepsRejected) {
+  Open(4);
+  const SeriesId id = Resolve("train/loss");
+  AppendRange(id, 0, 10);  // 8 sealed, 2 in the head
+  // A retry of already stored points, sealed and head alike: all duplicates.
+  SeriesAppendResult retry = AppendRange(id, 1, 9);
+  EXPECT_EQ(retry.duplicates, 9u);
+  EXPECT_EQ(retry.accepted, 0u);
+  EXPECT_EQ(retry.rejected, 0u);
+  // Backwards with another value: rejected; the later new point still lands.
+  SeriesAppend mixed{id, {}};
+  mixed.points.push_back(3 * S, 3000, 99.0);    // conflicts with a sealed point
+  mixed.points.push_back(10 * S, 10000, 5.0);   // new
+  mixed.points.push_back(7 * S, 1, 1.0);        // backwards, different value
+  mixed.points.push_back(11 * S, 11000, 5.5);   // new
+  SeriesAppendResult r = AppendOne(std::move(mixed));
+  EXPECT_EQ(r.accepted, 2u);
+  EXPECT_EQ(r.rejected, 2u);
+  EXPECT_THAT(r.first_rejection, HasSubstr("step 3"));
+  EXPECT_THAT(r.first_rejection, HasSubstr("different value"));
+  // A gap filled later is backwards too.
+  SeriesAppend gap{id, {}};
+  gap.points.push_back(10 * S + 500'000, 0, 0.0);
+  EXPECT_EQ(AppendOne(std::move(gap)).rejected, 1u);
+  const PointColumns all = ReadAll(id);
+  EXPECT_EQ(all.size(), 12u);
+  EXPECT_EQ(all.values[3], 1.5);
+}
+
+TEST_F(EngineTest, NanAndInfinityAreStoredBitExactly) {
+  Open(4);
+  const SeriesId id = Resolve("train/loss");
+  const double nan_payload =
+      std::bit_cast<double>(uint64_t{0x7FF8'0000'DEAD'BEEF});
+  const std::vector<double> values = {
+      1.0, nan_payload, std::numeric_limits<double>::infinity(),
+      -std::numeric_limits<double>::infinity(), -0.0,
+      std::numeric_limits<double>::denorm_min(),
+      std::numeric_limits<double>::max()};
+  SeriesAppend append{id, {}};
+  for (size_t i = 0; i < values.size(); ++i) {
+    append.points.push_back(i * S, static_cast<int64_t>(i), values[i]);
+  }
+  EXPECT_EQ(AppendOne(append).accepted, values.size());
+  // Retrying the NaN point is a duplicate (same bits), not a rejection.
+  SeriesAppend retry{id, {}};
+  retry.points.push_back(1 * S, 1, nan_payload);
+  EXPECT_EQ(AppendOne(std::move(retry)).duplicates, 1u);
+  Open(4);  // and across a restart
+  const PointColumns all = ReadAll(id);
+  ASSERT_EQ(all.size(), values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    EXPECT_EQ(std::bit_cast<uint64_t>(all.values[i]),
+              std::bit_cast<uint64_t>(values[i]))
+        << i;
+  }
+}
+
+TEST_F(EngineTest, RestartRecoversHeadsSealedChunksAndIds) {
+  Open(8);
+  const SeriesId loss = Resolve("train/loss", {{"node", "n1"}});
+  const SeriesId lr = Resolve("train/lr");
+  AppendRange(loss, 0, 20);
+  AppendRange(lr, 0, 3);
+  Open(8);
+  EXPECT_EQ(Resolve("train/loss", {{"node", "n1"}}), loss);
+  EXPECT_EQ(Resolve("train/lr"), lr);
+  EXPECT_EQ(ReadAll(loss).size(), 20u);
+  EXPECT_EQ(ReadAll(lr).size(), 3u);
+  // The rules still hold after recovery: the last step is known.
+  EXPECT_EQ(AppendRange(loss, 19, 2).duplicates, 1u);
+  EXPECT_EQ(AppendRange(loss, 21, 1).accepted, 1u);
+  const SeriesId fresh = Resolve("train/new");
+  EXPECT_GT(fresh, lr);  // ids are not reused
+  Open(8);
+  EXPECT_EQ(ReadAll(loss).size(), 22u);
+}
+
+TEST_F(EngineTest, FractionalSteps) {
+  Open(4);
+  const SeriesId id = Resolve("eval/acc");
+  SeriesAppend append{id, {}};
+  append.points.push_back(0, 0, 0.1);
+  append.points.push_back(1, 0, 0.2);  // 0.000001
+  append.points.push_back(S / 2, 0, 0.3);
+  append.points.push_back(S, 0, 0.4);
+  EXPECT_EQ(AppendOne(std::move(append)).accepted, 4u);
+  ReadRange range;
+  range.steps = {1, S / 2};
+  EXPECT_EQ(ReadAll(id, range).size(), 2u);
+}
+
+TEST_F(EngineTest, ListSeriesFilters) {
+  Open();
+  Resolve("gpu/util", {{"gpu", "0"}, {"node", "n1"}});
+  Resolve("gpu/util", {{"gpu", "1"}, {"node", "n1"}});
+  Resolve("gpu/util", {{"gpu", "0"}, {"node", "n2"}});
+  Resolve("train/loss", {}, "run-2");
+  bool truncated;
+  EXPECT_EQ(engine_->ListSeries({"proj", {}, {}, {}}, 0, &truncated).size(), 4u);
+  EXPECT_EQ(engine_->ListSeries({"proj", "run-1", {}, {}}, 0, &truncated).size(), 3u);
+  EXPECT_EQ(engine_->ListSeries({"proj", {}, "gpu/util", {{"node", "n1"}}}, 0,
+                                &truncated)
+                .size(),
+            2u);
+  EXPECT_EQ(engine_->ListSeries({"proj", {}, {}, {}}, 2, &truncated).size(), 2u);
+  EXPECT_TRUE(truncated);
+  EXPECT_TRUE(engine_->ListSeries({"other", {}, {}, {}}, 0, &truncated).empty());
+}
+
+TEST_F(EngineTest, ConcurrentWritersShareGroupCommits) {
+  Open(64);
+  constexpr int kThreads = 4;
+  constexpr int kRequests = 50;
+  std::vector<SeriesId> ids;
+  for (int t = 0; t < kThreads; ++t) ids.push_back(Resolve("m" + std::to_string(t)));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < kRequests; ++r) {
+        SeriesAppend append{ids[t], {}};
+        for (int k = 0; k < 10; ++k) {
+          const uint64_t step = r * 10 + k;
+          append.points.push_back(step * S, step, t + step * 0.5);
+        }
+        std::vector<SeriesAppend> batch;
+        batch.push_back(std::move(append));
+        auto result = engine_->Append(std::move(batch));
+        ASSERT_TRUE(result.ok());
+        ASSERT_EQ((*result)[0].accepted, 10u);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (SeriesId id : ids) EXPECT_EQ(ReadAll(id).size(), kRequests * 10u);
+  const EngineStats stats = engine_->Stats();
+  EXPECT_EQ(stats.appends, kThreads * kRequests * 1u);
+  EXPECT_LE(stats.write_groups, stats.appends);
+}
+
+TEST_F(EngineTest, CompactSealsEverything) {
+  Open(1024);
+  const SeriesId id = Resolve("train/loss");
+  AppendRange(id, 0, 100);
+  EXPECT_EQ(engine_->Stats().head_points, 100u);
+  auto result = engine_->Compact();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->chunks_sealed, 1u);
+  EXPECT_EQ(engine_->Stats().head_points, 0u);
+  EXPECT_EQ(ReadAll(id).size(), 100u);
+  Open(1024);
+  EXPECT_EQ(ReadAll(id).size(), 100u);
+  EXPECT_EQ(AppendRange(id, 99, 2).accepted, 1u);
+}
+
+TEST_F(EngineTest, InvalidKeysAreRejected) {
+  Open();
+  auto id = engine_->ResolveSeries({"proj", "", "loss", {}});
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(id.status().message()), HasSubstr("run"));
+  EXPECT_FALSE(engine_->FindSeries({"proj", "run-1", "missing", {}}).has_value());
+}
+
+TEST_F(EngineTest, SecondOpenOfALockedDirectoryFails) {
+  Open();
+  EngineOptions options;
+  options.data_dir = dir_.path();
+  EXPECT_FALSE(Engine::Open(options).ok());
+}
+
+}  // namespace
+}  // namespace stepdb::storage
