@@ -1,1 +1,1076 @@
-int main() { return 0; }
+// stepctl: the command-line client of stepdb. See docs/USER_GUIDE.md.
+//
+//   stepctl [--addr HOST:PORT] [--timeout SECONDS] VERB ...
+//
+// Exit status: 0 on success; 1 if an RPC failed, or anything was rejected or
+// malformed; 2 on a usage error.
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/format.h"
+#include "cli/import_parsers.h"
+#include "stepdb/v1/stepdb.grpc.pb.h"
+
+namespace stepdb::cli {
+namespace {
+
+namespace v1 = ::stepdb::v1;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// ---- common ---------------------------------------------------------------
+
+// Debian's Abseil has its own absl::string_view (not std::string_view).
+absl::string_view AV(std::string_view s) { return {s.data(), s.size()}; }
+std::string_view Msg(const absl::Status& s) {
+  return {s.message().data(), s.message().size()};
+}
+
+struct GlobalOptions {
+  std::string addr = "127.0.0.1:7390";
+  double timeout_s = 30;
+};
+
+int RpcError(std::string_view verb, const grpc::Status& status) {
+  std::cerr << "stepctl: " << verb << ": " << CodeName(status.error_code())
+            << ": " << status.error_message() << "\n";
+  return kExitFailure;
+}
+
+int UsageError(std::string_view verb, std::string_view message) {
+  std::cerr << "stepctl: " << verb << ": " << message << "\n";
+  return kExitUsage;
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const GlobalOptions& g) {
+  grpc::ChannelArguments args;
+  // Read answers can be large; the server bounds them, not the client.
+  args.SetMaxReceiveMessageSize(256 << 20);
+  return grpc::CreateCustomChannel(g.addr, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+void SetDeadline(grpc::ClientContext* ctx, double seconds) {
+  ctx->set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0)));
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Parses repeated "--label k=v" arguments into sorted, unique labels.
+absl::StatusOr<Labels> ParseLabelArgs(const std::vector<std::string>& args) {
+  Labels labels;
+  for (const std::string& a : args) {
+    const size_t eq = a.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--label \"", a, "\": expected KEY=VALUE"));
+    }
+    labels.emplace_back(a.substr(0, eq), a.substr(eq + 1));
+  }
+  std::sort(labels.begin(), labels.end());
+  for (size_t i = 1; i < labels.size(); ++i) {
+    if (labels[i].first == labels[i - 1].first) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--label ", labels[i].first, " given twice"));
+    }
+  }
+  return labels;
+}
+
+void FillKey(std::string_view project, std::string_view run,
+             std::string_view metric, const Labels& labels,
+             v1::SeriesKey* key) {
+  key->set_project(std::string(project));
+  key->set_run(std::string(run));
+  key->set_metric(std::string(metric));
+  for (const auto& [k, v] : labels) (*key->mutable_labels())[k] = v;
+}
+
+// "k=v,k=v", sorted by key.
+std::string LabelsText(const v1::SeriesKey& key) {
+  std::map<std::string, std::string> sorted(key.labels().begin(),
+                                            key.labels().end());
+  return absl::StrJoin(sorted, ",", absl::PairFormatter("="));
+}
+
+std::string LabelsJson(const v1::SeriesKey& key) {
+  std::map<std::string, std::string> sorted(key.labels().begin(),
+                                            key.labels().end());
+  std::string out = "{";
+  for (const auto& [k, v] : sorted) {
+    if (out.size() > 1) out += ',';
+    absl::StrAppend(&out, JsonString(k), ":", JsonString(v));
+  }
+  out += '}';
+  return out;
+}
+
+// ---- write ----------------------------------------------------------------
+
+struct WriteOptions {
+  std::string project, run, metric;
+  std::vector<std::string> labels;
+  std::string step, time, value;
+  std::vector<std::string> points;
+};
+
+struct CliPoint {
+  bool has_step = false;
+  Step step;
+  std::optional<int64_t> time_ms;
+  double value = 0;
+};
+
+// "STEP:VALUE" or "STEP:TIME:VALUE"; STEP may be empty in the second form (a
+// time-indexed point).
+absl::StatusOr<CliPoint> ParsePointArg(std::string_view arg) {
+  std::vector<std::string_view> parts;
+  for (size_t start = 0;;) {
+    const size_t colon = arg.find(':', start);
+    parts.push_back(arg.substr(start, colon - start));
+    if (colon == std::string_view::npos) break;
+    start = colon + 1;
+  }
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--point \"", AV(arg), "\": ", AV(why),
+                     " (expected STEP:VALUE or STEP:TIME_MS:VALUE)"));
+  };
+  if (parts.size() != 2 && parts.size() != 3) return bad("wrong shape");
+  CliPoint p;
+  if (!parts[0].empty() || parts.size() == 2) {
+    absl::StatusOr<Step> s = ParseStep(parts[0]);
+    if (!s.ok()) return bad(Msg(s.status()));
+    p.has_step = true;
+    p.step = *s;
+  }
+  if (parts.size() == 3) {
+    absl::StatusOr<int64_t> t = ParseInt64(parts[1]);
+    if (!t.ok()) return bad(Msg(t.status()));
+    p.time_ms = *t;
+  }
+  absl::StatusOr<double> v = ParseValue(parts.back());
+  if (!v.ok()) return bad(Msg(v.status()));
+  p.value = *v;
+  return p;
+}
+
+int RunWrite(const GlobalOptions& g, const WriteOptions& o,
+             const CLI::App& cmd) {
+  constexpr std::string_view kVerb = "write";
+  absl::StatusOr<Labels> labels = ParseLabelArgs(o.labels);
+  if (!labels.ok()) return UsageError(kVerb, Msg(labels.status()));
+
+  std::vector<CliPoint> points;
+  const bool has_step_opt = cmd.count("--step") > 0;
+  const bool has_time_opt = cmd.count("--time") > 0;
+  if (cmd.count("--value") > 0) {
+    CliPoint p;
+    if (!has_step_opt && !has_time_opt) {
+      return UsageError(kVerb,
+                        "--value needs --step (or --time for a "
+                        "time-indexed series)");
+    }
+    if (has_step_opt) {
+      absl::StatusOr<Step> s = ParseStep(o.step);
+      if (!s.ok()) return UsageError(kVerb, Msg(s.status()));
+      p.has_step = true;
+      p.step = *s;
+    }
+    if (has_time_opt) {
+      absl::StatusOr<int64_t> t = ParseInt64(o.time);
+      if (!t.ok()) return UsageError(kVerb, Msg(t.status()));
+      p.time_ms = *t;
+    }
+    absl::StatusOr<double> v = ParseValue(o.value);
+    if (!v.ok()) return UsageError(kVerb, Msg(v.status()));
+    p.value = *v;
+    points.push_back(p);
+  } else if (has_step_opt || has_time_opt) {
+    return UsageError(kVerb, "--step/--time given without --value");
+  }
+  for (const std::string& arg : o.points) {
+    absl::StatusOr<CliPoint> p = ParsePointArg(arg);
+    if (!p.ok()) return UsageError(kVerb, Msg(p.status()));
+    points.push_back(*p);
+  }
+  if (points.empty()) {
+    return UsageError(kVerb,
+                      "nothing to write: give --step S --value V "
+                      "and/or --point STEP:VALUE");
+  }
+  const bool stepped = points[0].has_step;
+  bool any_time = false;
+  for (const CliPoint& p : points) {
+    if (p.has_step != stepped) {
+      return UsageError(kVerb,
+                        "cannot mix points with and without a step in one "
+                        "write");
+    }
+    if (!p.has_step && !p.time_ms) {
+      return UsageError(kVerb, "a point without a step needs a time");
+    }
+    any_time = any_time || p.time_ms.has_value();
+  }
+
+  v1::WriteRequest req;
+  v1::SeriesPoints* sp = req.add_series();
+  FillKey(o.project, o.run, o.metric, *labels, sp->mutable_key());
+  bool any_micros = false;
+  for (const CliPoint& p : points) any_micros |= p.step.micros != 0;
+  const int64_t now = NowMs();
+  for (const CliPoint& p : points) {
+    if (stepped) {
+      sp->add_steps(p.step.whole);
+      if (any_micros) sp->add_step_micros(p.step.micros);
+    }
+    // Without any time, the server stamps the points on receipt; with some,
+    // the others get the client's clock.
+    if (any_time) sp->add_times_ms(p.time_ms.value_or(now));
+    sp->add_values(p.value);
+  }
+
+  auto stub = v1::Ingest::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::WriteResponse resp;
+  grpc::Status status = stub->WriteOne(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  std::cout << "accepted " << resp.points_accepted() << ", duplicate "
+            << resp.points_duplicate() << ", rejected "
+            << resp.points_rejected() << "\n";
+  for (const v1::SeriesRejection& r : resp.rejections()) {
+    std::cerr << "stepctl: write: rejected " << r.series() << ": "
+              << CodeName(r.code()) << ": " << r.message() << " ("
+              << r.points_rejected() << " points)\n";
+  }
+  return resp.points_rejected() > 0 || resp.rejections_size() > 0 ? kExitFailure
+                                                                  : kExitOk;
+}
+
+// ---- import ---------------------------------------------------------------
+
+struct ImportOptions {
+  std::string project, run, format, on_error = "skip", file;
+  int batch = 10000;
+  int in_flight = 8;
+};
+
+// Sends points over one Ingest.Write stream as columnar requests, at most
+// `max_in_flight` unacknowledged requests at a time, and tallies the acks.
+//
+// Each series is registered once per stream: its first SeriesPoints carries
+// the key and a non-zero ref, later ones only the ref. If the request that
+// registered a ref failed as a whole, or rejected that series as malformed,
+// the key is sent again with the next use of the ref.
+//
+// Thread-safety: Add/Send/Finish from one thread; a reader thread owned by
+// this object consumes acks.
+class StreamImporter {
+ public:
+  StreamImporter(v1::Ingest::Stub* stub, std::string project,
+                 size_t batch_points, size_t max_in_flight)
+      : project_(std::move(project)),
+        batch_points_(batch_points),
+        max_in_flight_(max_in_flight) {
+    stream_ = stub->Write(&ctx_);
+    reader_ = std::thread([this] { ReadAcks(); });
+  }
+  ~StreamImporter() {
+    if (reader_.joinable()) {
+      ctx_.TryCancel();
+      reader_.join();
+    }
+  }
+  StreamImporter(const StreamImporter&) = delete;
+  StreamImporter& operator=(const StreamImporter&) = delete;
+
+  // Queues one point; sends the request when it holds `batch_points`.
+  // Returns false once the stream is broken (Finish() then says why).
+  bool Add(const ParsedPoint& p) {
+    if (broken_) return false;
+    const uint32_t ref = RefFor(p);
+    const uint64_t slot_key = uint64_t{ref} << 1 | (p.has_step ? 1 : 0);
+    auto [it, inserted] = slots_.try_emplace(slot_key, req_.series_size());
+    v1::SeriesPoints* sp;
+    if (inserted) {
+      sp = req_.add_series();
+      sp->set_ref(ref);
+      SeriesState& s = series_[ref - 1];
+      if (!s.registered) {
+        FillKey(project_, s.run, s.metric, s.labels, sp->mutable_key());
+        s.registered = true;
+        registering_.push_back(ref);
+      } else {
+        registering_.push_back(0);
+      }
+    } else {
+      sp = req_.mutable_series(it->second);
+    }
+    if (p.has_step) {
+      // step_micros stays empty while every step is whole.
+      if (p.step.micros != 0 && sp->step_micros_size() == 0) {
+        for (int i = 0; i < sp->steps_size(); ++i) sp->add_step_micros(0);
+      }
+      sp->add_steps(p.step.whole);
+      if (sp->step_micros_size() > 0) sp->add_step_micros(p.step.micros);
+    }
+    sp->add_times_ms(p.time_ms);
+    sp->add_values(p.value);
+    ++points_in_request_;
+    if (points_in_request_ >= batch_points_) return Send();
+    return true;
+  }
+
+  size_t points_in_request() const { return points_in_request_; }
+
+  // Sends the request being built, if any, once fewer than max_in_flight
+  // requests await their ack. Returns false once the stream is broken.
+  bool Send() {
+    if (broken_) return false;
+    if (req_.series_size() == 0) return true;
+    req_.set_seq(++seq_);
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock,
+               [&] { return in_flight_ < max_in_flight_ || reader_done_; });
+      if (reader_done_) {
+        broken_ = true;
+        return false;
+      }
+      pending_[seq_] = Pending{points_in_request_, std::move(registering_)};
+      ++in_flight_;
+    }
+    const bool ok = stream_->Write(req_);
+    points_sent_ += points_in_request_;
+    req_.Clear();
+    slots_.clear();
+    registering_.clear();
+    points_in_request_ = 0;
+    std::vector<uint32_t> unregister;
+    {
+      std::lock_guard lock(mu_);
+      unregister.swap(unregister_);
+    }
+    for (uint32_t ref : unregister) series_[ref - 1].registered = false;
+    if (!ok) broken_ = true;
+    return ok;
+  }
+
+  // Sends what is left, half-closes the stream, waits for the outstanding
+  // acks and returns the stream's final status.
+  grpc::Status Finish() {
+    Send();
+    stream_->WritesDone();
+    reader_.join();
+    return stream_->Finish();
+  }
+
+  struct Totals {
+    uint64_t sent = 0;
+    uint64_t accepted = 0;
+    uint64_t duplicate = 0;
+    uint64_t rejected = 0;
+    uint64_t unacknowledged = 0;  // sent, but no ack came back
+  };
+  Totals totals() const {
+    std::lock_guard lock(mu_);
+    Totals t;
+    t.sent = points_sent_;
+    t.accepted = accepted_;
+    t.duplicate = duplicate_;
+    t.rejected = rejected_;
+    for (const auto& [seq, p] : pending_) t.unacknowledged += p.points;
+    return t;
+  }
+
+  // Prints the per-series rejections and request errors, a bounded number.
+  void PrintProblems(std::ostream& err) const {
+    std::lock_guard lock(mu_);
+    constexpr size_t kMaxShown = 20;
+    size_t shown = 0;
+    for (const std::string& e : request_errors_) {
+      if (shown++ == kMaxShown) break;
+      err << "stepctl: import: " << e << "\n";
+    }
+    for (const auto& [series, r] : rejections_) {
+      if (shown++ >= kMaxShown) break;
+      err << "stepctl: import: rejected " << series << ": " << CodeName(r.code)
+          << ": " << r.message << " (" << r.points << " points)\n";
+    }
+    const size_t total = request_errors_.size() + rejections_.size();
+    if (total > kMaxShown) {
+      err << "stepctl: import: ... and " << total - kMaxShown
+          << " more rejected series or failed requests\n";
+    }
+  }
+
+ private:
+  struct SeriesState {
+    std::string run, metric;
+    Labels labels;
+    bool registered = false;
+  };
+  struct Pending {
+    size_t points = 0;
+    // Per series index of the request: the ref it registers, or 0.
+    std::vector<uint32_t> registering;
+  };
+  struct Rejection {
+    int code = 0;
+    std::string message;  // the first one
+    uint64_t points = 0;
+  };
+
+  uint32_t RefFor(const ParsedPoint& p) {
+    // Length-prefixed, so that no two keys encode alike.
+    std::string key =
+        absl::StrCat(p.run.size(), ":", p.run, p.metric.size(), ":", p.metric);
+    for (const auto& [k, v] : p.labels) {
+      absl::StrAppend(&key, k.size(), ":", k, v.size(), ":", v);
+    }
+    auto [it, inserted] = refs_.try_emplace(std::move(key), 0);
+    if (inserted) {
+      series_.push_back(SeriesState{p.run, p.metric, p.labels, false});
+      it->second = static_cast<uint32_t>(series_.size());  // never 0
+    }
+    return it->second;
+  }
+
+  void ReadAcks() {
+    v1::WriteAck ack;
+    while (stream_->Read(&ack)) {
+      std::lock_guard lock(mu_);
+      auto it = pending_.find(ack.seq());
+      if (it == pending_.end()) continue;  // not ours, or acked twice
+      Pending p = std::move(it->second);
+      pending_.erase(it);
+      --in_flight_;
+      if (ack.error_code() != 0) {
+        // Nothing of the request was stored, registrations included.
+        rejected_ += p.points;
+        request_errors_.push_back(absl::StrCat(
+            "request ", ack.seq(), " (", p.points, " points) failed: ",
+            CodeName(ack.error_code()), ": ", ack.error_message()));
+        for (uint32_t ref : p.registering) {
+          if (ref != 0) unregister_.push_back(ref);
+        }
+      } else {
+        accepted_ += ack.points_accepted();
+        duplicate_ += ack.points_duplicate();
+        rejected_ += ack.points_rejected();
+        for (const v1::SeriesRejection& r : ack.rejections()) {
+          Rejection& agg = rejections_[r.series()];
+          if (agg.message.empty()) {
+            agg.code = r.code();
+            agg.message = r.message();
+          }
+          agg.points += r.points_rejected();
+          if (r.code() ==
+                  static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT) &&
+              r.index() < p.registering.size() &&
+              p.registering[r.index()] != 0) {
+            unregister_.push_back(p.registering[r.index()]);
+          }
+        }
+      }
+      cv_.notify_all();
+    }
+    std::lock_guard lock(mu_);
+    reader_done_ = true;
+    cv_.notify_all();
+  }
+
+  // Constant after construction
+  const std::string project_;
+  const size_t batch_points_;
+  const size_t max_in_flight_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WriteRequest, v1::WriteAck>>
+      stream_;
+
+  // Owned by the writing thread
+  std::unordered_map<std::string, uint32_t> refs_;
+  std::vector<SeriesState> series_;  // by ref - 1
+  v1::WriteRequest req_;
+  std::unordered_map<uint64_t, int> slots_;  // (ref, has_step) -> index
+  std::vector<uint32_t> registering_;        // per index of req_.series
+  size_t points_in_request_ = 0;
+  uint64_t seq_ = 0;
+  bool broken_ = false;
+
+  // Protected by mu_
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, Pending> pending_;
+  size_t in_flight_ = 0;
+  bool reader_done_ = false;
+  uint64_t points_sent_ = 0;
+  uint64_t accepted_ = 0, duplicate_ = 0, rejected_ = 0;
+  std::vector<uint32_t> unregister_;
+  std::map<std::string, Rejection> rejections_;
+  std::vector<std::string> request_errors_;
+
+  std::thread reader_;  // last: started once everything else exists
+};
+
+int RunImport(const GlobalOptions& g, ImportOptions o) {
+  constexpr std::string_view kVerb = "import";
+  if (o.format.empty()) {
+    o.format = o.file.size() > 4 && o.file.ends_with(".csv") ? "csv" : "influx";
+  }
+  const bool csv = o.format == "csv";
+  const bool stop_on_error = o.on_error == "stop";
+
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  const std::string name = o.file == "-" ? "<stdin>" : o.file;
+  if (o.file != "-") {
+    file.open(o.file, std::ios::in | std::ios::binary);
+    if (!file) {
+      std::cerr << "stepctl: import: cannot open " << o.file << ": "
+                << std::strerror(errno) << "\n";
+      return kExitFailure;
+    }
+    in = &file;
+  }
+
+  auto stub = v1::Ingest::NewStub(MakeChannel(g));
+  const auto start = std::chrono::steady_clock::now();
+  StreamImporter importer(stub.get(), o.project, static_cast<size_t>(o.batch),
+                          static_cast<size_t>(o.in_flight));
+
+  // Lines are read one at a time and parsed completely before any of their
+  // points is queued, so a malformed line is never half imported.
+  constexpr size_t kMaxReportedMalformed = 1000;
+  constexpr size_t kMaxCsvRecordBytes = 1 << 20;
+  constexpr auto kMaxBatchAge = std::chrono::seconds(1);
+  uint64_t malformed = 0;
+  bool stopped = false;
+  uint64_t line_no = 0;
+  std::string line, record;
+  ImportDefaults defaults;
+  defaults.run = o.run;
+  CsvImporter csv_importer;
+  std::vector<ParsedPoint> points;
+  auto last_send = std::chrono::steady_clock::now();
+
+  auto report = [&](uint64_t at, std::string_view reason) {
+    ++malformed;
+    if (malformed <= kMaxReportedMalformed) {
+      std::cerr << name << ":" << at << ": " << reason << "\n";
+    } else if (malformed == kMaxReportedMalformed + 1) {
+      std::cerr << "stepctl: import: more malformed lines; not shown\n";
+    }
+  };
+
+  while (!stopped && std::getline(*in, line)) {
+    ++line_no;
+    const uint64_t record_line = line_no;
+    points.clear();
+    defaults.now_ms = NowMs();
+    absl::Status st;
+    if (!csv) {
+      st = ParseInfluxLine(line, defaults, &points);
+    } else {
+      // A quoted field may span lines: join them into one record.
+      record = std::move(line);
+      bool too_long = false;
+      while (CsvRecordIsOpen(record)) {
+        if (record.size() > kMaxCsvRecordBytes) {
+          too_long = true;
+          break;
+        }
+        if (!std::getline(*in, line)) break;
+        ++line_no;
+        record += '\n';
+        record += line;
+      }
+      std::string_view r = record;
+      if (!r.empty() && r.back() == '\r') r.remove_suffix(1);
+      if (too_long) {
+        st = absl::InvalidArgumentError("quoted field not closed within 1 MiB");
+      } else if (r.find_first_not_of(" \t") == std::string_view::npos) {
+        continue;  // blank line
+      } else if (!csv_importer.has_header()) {
+        absl::Status h = csv_importer.SetHeader(r);
+        if (!h.ok()) {
+          // Without a header no row can be read.
+          report(record_line, Msg(h));
+          stopped = true;
+        }
+        continue;
+      } else {
+        points.emplace_back();
+        st = csv_importer.ParseRow(r, defaults, &points.back());
+      }
+    }
+    if (!st.ok()) {
+      report(record_line, Msg(st));
+      if (stop_on_error) stopped = true;
+      continue;
+    }
+    for (const ParsedPoint& p : points) {
+      if (!importer.Add(p)) {
+        stopped = true;
+        break;
+      }
+    }
+    // Keep a slow producer (a pipe from a live job) flowing.
+    const auto now = std::chrono::steady_clock::now();
+    if (importer.points_in_request() == 0) {
+      last_send = now;
+    } else if (now - last_send >= kMaxBatchAge) {
+      if (!importer.Send()) stopped = true;
+      last_send = now;
+    }
+  }
+  bool read_error = in->bad();
+
+  const grpc::Status status = importer.Finish();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  importer.PrintProblems(std::cerr);
+  const StreamImporter::Totals t = importer.totals();
+  std::printf(
+      "points imported: %llu\nduplicates:      %llu\nrejected:        "
+      "%llu\nmalformed lines: %llu\n",
+      static_cast<unsigned long long>(t.accepted),
+      static_cast<unsigned long long>(t.duplicate),
+      static_cast<unsigned long long>(t.rejected),
+      static_cast<unsigned long long>(malformed));
+  if (t.unacknowledged > 0) {
+    std::printf("unacknowledged:  %llu\n",
+                static_cast<unsigned long long>(t.unacknowledged));
+  }
+  std::printf("seconds:         %.3f\npoints/s:        %.0f\n", seconds,
+              seconds > 0 ? static_cast<double>(t.sent) / seconds : 0.0);
+  std::fflush(stdout);
+
+  int rc = kExitOk;
+  if (read_error) {
+    std::cerr << "stepctl: import: error reading " << name << "\n";
+    rc = kExitFailure;
+  }
+  if (!status.ok()) rc = RpcError(kVerb, status);
+  if (t.rejected > 0 || malformed > 0 || t.unacknowledged > 0) {
+    rc = kExitFailure;
+  }
+  return rc;
+}
+
+// ---- query ----------------------------------------------------------------
+
+struct QueryOptions {
+  std::string project, run, metric;
+  std::vector<std::string> labels;
+  std::string from_step, to_step, from_time, to_time;
+  uint64_t limit = 0;
+  std::string format = "table";
+};
+
+int RunQuery(const GlobalOptions& g, const QueryOptions& o,
+             const CLI::App& cmd) {
+  constexpr std::string_view kVerb = "query";
+  absl::StatusOr<Labels> labels = ParseLabelArgs(o.labels);
+  if (!labels.ok()) return UsageError(kVerb, Msg(labels.status()));
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+
+  v1::ReadRangeRequest req;
+  FillKey(o.project, o.run, o.metric, *labels, req.mutable_series());
+  req.set_limit(o.limit);
+  const bool by_step = cmd.count("--from-step") + cmd.count("--to-step") > 0;
+  const bool by_time = cmd.count("--from-time") + cmd.count("--to-time") > 0;
+  if (by_step && by_time) {
+    return UsageError(kVerb, "give a step range or a time range, not both");
+  }
+  if (by_step) {
+    v1::StepRange* r = req.mutable_steps();
+    if (cmd.count("--from-step") > 0) {
+      absl::StatusOr<Step> s = ParseStep(o.from_step);
+      if (!s.ok()) return UsageError(kVerb, Msg(s.status()));
+      r->mutable_from()->set_whole(s->whole);
+      r->mutable_from()->set_micros(s->micros);
+    }
+    if (cmd.count("--to-step") > 0) {
+      absl::StatusOr<Step> s = ParseStep(o.to_step);
+      if (!s.ok()) return UsageError(kVerb, Msg(s.status()));
+      r->mutable_to()->set_whole(s->whole);
+      r->mutable_to()->set_micros(s->micros);
+    }
+  } else if (by_time) {
+    v1::TimeRange* r = req.mutable_time();
+    // An open lower end starts at the earliest representable time.
+    r->set_from_ms(std::numeric_limits<int64_t>::min());
+    if (cmd.count("--from-time") > 0) {
+      absl::StatusOr<int64_t> t = ParseInt64(o.from_time);
+      if (!t.ok()) return UsageError(kVerb, Msg(t.status()));
+      r->set_from_ms(*t);
+    }
+    if (cmd.count("--to-time") > 0) {
+      absl::StatusOr<int64_t> t = ParseInt64(o.to_time);
+      if (!t.ok()) return UsageError(kVerb, Msg(t.status()));
+      r->set_to_ms(*t);
+    }
+  }
+
+  auto stub = v1::Query::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  // A bounded answer, but possibly a long one.
+  SetDeadline(&ctx, std::max(g.timeout_s, 600.0));
+  auto reader = stub->ReadRange(&ctx, req);
+  auto writer =
+      RowWriter::Create(*format, std::cout, {"step", "time", "value"});
+  const bool table = *format == OutputFormat::kTable;
+  v1::ReadRangeResponse resp;
+  bool truncated = false;
+  bool malformed = false;
+  uint64_t rows = 0;
+  while (reader->Read(&resp)) {
+    const int n = resp.values_size();
+    if ((resp.steps_size() != n && resp.steps_size() != 0) ||
+        (resp.step_micros_size() != 0 &&
+         resp.step_micros_size() != resp.steps_size()) ||
+        (resp.times_ms_size() != n && resp.times_ms_size() != 0) ||
+        (resp.steps_size() == 0 && resp.times_ms_size() == 0 && n > 0)) {
+      malformed = true;
+      ctx.TryCancel();
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      std::vector<Cell> row;
+      if (resp.steps_size() > 0) {
+        row.push_back(StepCell(resp.steps(i), resp.step_micros_size() > 0
+                                                  ? resp.step_micros(i)
+                                                  : 0));
+      } else {
+        // Time-indexed: the step of a point is its time.
+        row.push_back(IntCell(resp.times_ms(i)));
+      }
+      if (resp.times_ms_size() == 0) {
+        row.push_back(StringCell(""));
+      } else if (table) {
+        row.push_back(StringCell(FormatTimeIso(resp.times_ms(i))));
+      } else {
+        row.push_back(IntCell(resp.times_ms(i)));
+      }
+      row.push_back(ValueCell(resp.values(i)));
+      writer->AddRow(std::move(row));
+      ++rows;
+    }
+    truncated = truncated || resp.truncated();
+  }
+  const grpc::Status status = reader->Finish();
+  // A failed call prints no empty table, but closes what it started.
+  if (status.ok() || rows > 0) writer->Finish();
+  if (malformed) {
+    std::cerr << "stepctl: query: malformed response from the server "
+                 "(column lengths differ)\n";
+    return kExitFailure;
+  }
+  if (!status.ok()) return RpcError(kVerb, status);
+  if (truncated) {
+    std::cerr << "stepctl: query: truncated: more points match than the "
+                 "limit ("
+              << (o.limit > 0 ? absl::StrCat("--limit ", o.limit)
+                              : std::string("the server's limit"))
+              << "); narrow the range to read the rest\n";
+  }
+  return kExitOk;
+}
+
+// ---- series ---------------------------------------------------------------
+
+struct SeriesOptions {
+  std::string project, run, metric;
+  std::vector<std::string> labels;
+  uint32_t limit = 0;
+  std::string format = "table";
+};
+
+int RunSeries(const GlobalOptions& g, const SeriesOptions& o) {
+  constexpr std::string_view kVerb = "series";
+  absl::StatusOr<Labels> labels = ParseLabelArgs(o.labels);
+  if (!labels.ok()) return UsageError(kVerb, Msg(labels.status()));
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+
+  v1::ListSeriesRequest req;
+  req.set_project(o.project);
+  req.set_run(o.run);
+  req.set_metric(o.metric);
+  req.set_limit(o.limit);
+  for (const auto& [k, v] : *labels) {
+    v1::LabelMatcher* m = req.add_labels();
+    m->set_key(k);
+    m->set_value(v);
+  }
+  auto stub = v1::Query::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::ListSeriesResponse resp;
+  const grpc::Status status = stub->ListSeries(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+
+  auto writer = RowWriter::Create(
+      *format, std::cout,
+      {"run", "metric", "labels", "points", "last_step", "last_value"});
+  for (const v1::SeriesInfo& s : resp.series()) {
+    Cell labels_cell = StringCell(LabelsText(s.key()));
+    labels_cell.json = LabelsJson(s.key());
+    std::vector<Cell> row;
+    row.push_back(StringCell(s.key().run()));
+    row.push_back(StringCell(s.key().metric()));
+    row.push_back(std::move(labels_cell));
+    row.push_back(UintCell(s.points()));
+    row.push_back(StepCell(s.last_step().whole(), s.last_step().micros()));
+    row.push_back(ValueCell(s.last_value()));
+    writer->AddRow(std::move(row));
+  }
+  writer->Finish();
+  if (resp.truncated()) {
+    std::cerr << "stepctl: series: truncated: more series match than the "
+                 "limit; narrow the filter or raise --limit\n";
+  }
+  return kExitOk;
+}
+
+// ---- admin ----------------------------------------------------------------
+
+// Prints name/value pairs as one JSON object or as rows.
+void PrintRecord(OutputFormat format,
+                 const std::vector<std::pair<std::string, Cell>>& fields) {
+  if (format == OutputFormat::kJson) {
+    std::string out = "{\n";
+    for (size_t i = 0; i < fields.size(); ++i) {
+      const Cell& c = fields[i].second;
+      absl::StrAppend(&out, "  ", JsonString(fields[i].first), ": ",
+                      c.json.empty() ? JsonString(c.text) : c.json,
+                      i + 1 < fields.size() ? ",\n" : "\n");
+    }
+    out += "}\n";
+    std::cout << out << std::flush;
+    return;
+  }
+  auto writer = RowWriter::Create(format, std::cout, {"stat", "value"});
+  for (const auto& [name, cell] : fields)
+    writer->AddRow({StringCell(name), cell});
+  writer->Finish();
+}
+
+int RunStats(const GlobalOptions& g, const std::string& format_name) {
+  constexpr std::string_view kVerb = "admin stats";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(format_name);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  auto stub = v1::Admin::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::StatsResponse r;
+  const grpc::Status status = stub->Stats(&ctx, v1::StatsRequest(), &r);
+  if (!status.ok()) return RpcError(kVerb, status);
+  PrintRecord(*format, {{"projects", UintCell(r.projects())},
+                        {"runs", UintCell(r.runs())},
+                        {"series", UintCell(r.series())},
+                        {"points", UintCell(r.points())},
+                        {"head_points", UintCell(r.head_points())},
+                        {"sealed_chunks", UintCell(r.sealed_chunks())},
+                        {"bytes_on_disk", UintCell(r.bytes_on_disk())},
+                        {"bytes_per_point", ValueCell(r.bytes_per_point())}});
+  return kExitOk;
+}
+
+int RunCompact(const GlobalOptions& g, const std::string& format_name) {
+  constexpr std::string_view kVerb = "admin compact";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(format_name);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  auto stub = v1::Admin::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  // A full compaction of a large store takes minutes.
+  SetDeadline(&ctx, std::max(g.timeout_s, 600.0));
+  v1::CompactResponse r;
+  const grpc::Status status = stub->Compact(&ctx, v1::CompactRequest(), &r);
+  if (!status.ok()) return RpcError(kVerb, status);
+  PrintRecord(*format,
+              {{"chunks_sealed", UintCell(r.chunks_sealed())},
+               {"bytes_on_disk_before", UintCell(r.bytes_on_disk_before())},
+               {"bytes_on_disk_after", UintCell(r.bytes_on_disk_after())}});
+  return kExitOk;
+}
+
+// ---- command line ---------------------------------------------------------
+
+int Main(int argc, char** argv) {
+  CLI::App app{"stepctl: command-line client of the stepdb metrics store",
+               "stepctl"};
+  app.fallthrough();  // global options may also follow the verb
+  app.require_subcommand(1);
+  GlobalOptions g;
+  if (const char* env = std::getenv("STEPDB_ADDR"); env && *env) g.addr = env;
+  app.add_option("--addr", g.addr,
+                 "server address HOST:PORT (env STEPDB_ADDR; default "
+                 "127.0.0.1:7390)");
+  app.add_option("--timeout", g.timeout_s,
+                 "deadline of unary calls in seconds (compact and query: at "
+                 "least 600)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+
+  const std::vector<std::string> kOutputFormats = {"table", "csv", "json"};
+
+  // write
+  WriteOptions wo;
+  CLI::App* write_cmd = app.add_subcommand(
+      "write", "write points of one series (unary WriteOne)");
+  write_cmd->add_option("--project", wo.project, "project")->required();
+  write_cmd->add_option("--run", wo.run, "run id")->required();
+  write_cmd->add_option("--metric", wo.metric, "metric, e.g. train/loss")
+      ->required();
+  write_cmd->add_option("--label", wo.labels, "label KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
+  write_cmd->add_option("--step", wo.step, "step: 12, 12.5, up to 6 decimals");
+  write_cmd->add_option("--time", wo.time, "time in Unix milliseconds");
+  write_cmd->add_option("--value", wo.value,
+                        "value: float, nan, inf, -inf (use --value=-1 for "
+                        "negatives)");
+  write_cmd
+      ->add_option("--point", wo.points,
+                   "more points: STEP:VALUE or STEP:TIME_MS:VALUE "
+                   "(repeatable)")
+      ->allow_extra_args(false);
+
+  // import
+  ImportOptions io;
+  CLI::App* import_cmd = app.add_subcommand(
+      "import", "import InfluxDB line protocol or CSV (streaming Write)");
+  import_cmd->add_option("--project", io.project, "project")->required();
+  import_cmd->add_option("--run", io.run,
+                         "run id for lines/rows that name none");
+  import_cmd
+      ->add_option("--format", io.format,
+                   "influx or csv (default: csv if FILE ends in .csv, else "
+                   "influx)")
+      ->check(CLI::IsMember({"influx", "csv"}));
+  import_cmd
+      ->add_option("--on-error", io.on_error,
+                   "on a malformed line: skip it, or stop before it")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"skip", "stop"}));
+  import_cmd->add_option("--batch", io.batch, "points per request")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  import_cmd
+      ->add_option("--in-flight", io.in_flight,
+                   "requests awaiting their ack at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  import_cmd->add_option("file", io.file, "input file, - for stdin")
+      ->required();
+
+  // query
+  QueryOptions qo;
+  CLI::App* query_cmd =
+      app.add_subcommand("query", "read the points of one series");
+  query_cmd->add_option("--project", qo.project, "project")->required();
+  query_cmd->add_option("--run", qo.run, "run id")->required();
+  query_cmd->add_option("--metric", qo.metric, "metric")->required();
+  query_cmd->add_option("--label", qo.labels, "label KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
+  query_cmd->add_option("--from-step", qo.from_step, "first step (inclusive)");
+  query_cmd->add_option("--to-step", qo.to_step, "last step (inclusive)");
+  query_cmd->add_option("--from-time", qo.from_time,
+                        "first time, Unix ms (inclusive)");
+  query_cmd->add_option("--to-time", qo.to_time,
+                        "last time, Unix ms (inclusive)");
+  query_cmd->add_option("--limit", qo.limit, "at most N points (0 = server's)");
+  query_cmd->add_option("--format", qo.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+
+  // series
+  SeriesOptions so;
+  CLI::App* series_cmd = app.add_subcommand("series", "list series");
+  series_cmd->add_option("--project", so.project, "project")->required();
+  series_cmd->add_option("--run", so.run, "only this run");
+  series_cmd->add_option("--metric", so.metric, "only this metric");
+  series_cmd
+      ->add_option("--label", so.labels,
+                   "only series with label KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
+  series_cmd->add_option("--limit", so.limit,
+                         "at most N series (0 = server's)");
+  series_cmd->add_option("--format", so.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+
+  // admin
+  CLI::App* admin_cmd = app.add_subcommand("admin", "server administration");
+  admin_cmd->require_subcommand(1);
+  std::string stats_format = "json";
+  CLI::App* stats_cmd =
+      admin_cmd->add_subcommand("stats", "storage statistics");
+  stats_cmd->add_option("--format", stats_format, "json, table or csv")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+  std::string compact_format = "table";
+  CLI::App* compact_cmd = admin_cmd->add_subcommand(
+      "compact", "seal every head chunk and compact the store fully");
+  compact_cmd->add_option("--format", compact_format, "table, json or csv")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (*write_cmd) return RunWrite(g, wo, *write_cmd);
+  if (*import_cmd) return RunImport(g, io);
+  if (*query_cmd) return RunQuery(g, qo, *query_cmd);
+  if (*series_cmd) return RunSeries(g, so);
+  if (*stats_cmd) return RunStats(g, stats_format);
+  if (*compact_cmd) return RunCompact(g, compact_format);
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace stepdb::cli
+
+int main(int argc, char** argv) { return stepdb::cli::Main(argc, argv); }

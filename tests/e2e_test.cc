@@ -1,0 +1,204 @@
+// End to end: the real `stepdb` binary, concurrent writers over gRPC,
+// SIGKILL at random moments, restart, and every acked point exactly once.
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "stepdb/v1/stepdb.grpc.pb.h"
+#include "tests/server_process.h"
+#include "tests/test_util.h"
+
+namespace stepdb {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kSeriesPerWriter = 3;
+constexpr int kStepsPerRequest = 20;
+
+// The value written for (writer, series, step); NaN now and then, since a
+// NaN loss is the point a user most needs to see.
+double ExpectedValue(int writer, int series, int64_t step) {
+  if (step % 97 == 13) return std::nan("");
+  return writer * 1000.0 + series + static_cast<double>(step) * 0.25;
+}
+
+std::string Metric(int series) { return "train/m" + std::to_string(series); }
+
+// One simulated training rank: streams requests of kStepsPerRequest steps
+// for each of its series, remembering what the server acked as durable.
+class Writer {
+ public:
+  explicit Writer(int id) : id_(id) {}
+
+  // Streams until `stop` is set, `max_requests` have been sent in total, or
+  // the server goes away. Resends unacked requests first (a reconnecting
+  // client). Returns the number of rejected points seen in acks.
+  uint64_t Run(const std::string& address, const std::atomic<bool>& stop,
+               int64_t max_requests) {
+    auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    auto stub = v1::Ingest::NewStub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto stream = stub->Write(&ctx);
+    uint64_t rejected = 0;
+    int64_t next = acked_ + 1;  // resend everything not known durable
+    int64_t in_flight = 0;
+    bool first = true;
+    v1::WriteAck ack;
+    auto read_ack = [&]() {
+      if (!stream->Read(&ack)) return false;
+      --in_flight;
+      EXPECT_EQ(ack.error_code(), 0) << ack.error_message();
+      rejected += ack.points_rejected();
+      acked_ = std::max<int64_t>(acked_, static_cast<int64_t>(ack.durable_seq()) - 1);
+      return true;
+    };
+    while (!stop.load() && next < max_requests) {
+      v1::WriteRequest req;
+      req.set_seq(next + 1);
+      for (int s = 0; s < kSeriesPerWriter; ++s) {
+        v1::SeriesPoints* points = req.add_series();
+        points->set_ref(s + 1);
+        if (first) {
+          auto* key = points->mutable_key();
+          key->set_project("e2e");
+          key->set_run("run-1");
+          key->set_metric(Metric(s));
+          (*key->mutable_labels())["rank"] = std::to_string(id_);
+        }
+        for (int k = 0; k < kStepsPerRequest; ++k) {
+          const int64_t step = next * kStepsPerRequest + k;
+          points->add_steps(step);
+          points->add_times_ms(1'700'000'000'000 + step * 500);
+          points->add_values(ExpectedValue(id_, s, step));
+        }
+      }
+      first = false;
+      if (!stream->Write(req)) break;
+      sent_ = std::max(sent_, next);
+      ++next;
+      if (++in_flight >= 4 && !read_ack()) break;
+    }
+    stream->WritesDone();
+    while (in_flight > 0 && read_ack()) {
+    }
+    stream->Finish().IgnoreError();
+    return rejected;
+  }
+
+  int id() const { return id_; }
+  int64_t acked() const { return acked_; }  // highest durable request index
+  int64_t sent() const { return sent_; }    // highest request index sent
+
+ private:
+  const int id_;
+  int64_t acked_ = -1;
+  int64_t sent_ = -1;
+};
+
+// Reads a whole series back over gRPC.
+v1::ReadRangeResponse ReadSeries(const std::string& address, int writer, int series) {
+  auto stub = v1::Query::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  v1::ReadRangeRequest req;
+  req.mutable_series()->set_project("e2e");
+  req.mutable_series()->set_run("run-1");
+  req.mutable_series()->set_metric(Metric(series));
+  (*req.mutable_series()->mutable_labels())["rank"] = std::to_string(writer);
+  grpc::ClientContext ctx;
+  auto reader = stub->ReadRange(&ctx, req);
+  v1::ReadRangeResponse all, page;
+  while (reader->Read(&page)) all.MergeFrom(page);
+  const grpc::Status status = reader->Finish();
+  EXPECT_TRUE(status.ok() || status.error_code() == grpc::StatusCode::NOT_FOUND)
+      << status.error_message();
+  return all;
+}
+
+// Checks that the stored points of every series of `w` are exactly the
+// requests [0, n) for some n with acked < n <= sent + 1: every acked point,
+// once, in order, with its value, and nothing torn.
+void VerifyWriter(const std::string& address, const Writer& w) {
+  int64_t stored_requests = -1;
+  for (int s = 0; s < kSeriesPerWriter; ++s) {
+    const v1::ReadRangeResponse got = ReadSeries(address, w.id(), s);
+    ASSERT_EQ(got.steps_size() % kStepsPerRequest, 0)
+        << "writer " << w.id() << " series " << s << ": a request was torn";
+    const int64_t n = got.steps_size() / kStepsPerRequest;
+    if (stored_requests < 0) stored_requests = n;
+    // One request is one atomic write across all its series.
+    ASSERT_EQ(n, stored_requests) << "writer " << w.id() << " series " << s;
+    ASSERT_GE(n, w.acked() + 1) << "writer " << w.id() << " lost acked points";
+    ASSERT_LE(n, w.sent() + 1);
+    for (int i = 0; i < got.steps_size(); ++i) {
+      ASSERT_EQ(got.steps(i), i) << "writer " << w.id() << " series " << s;
+      const double want = ExpectedValue(w.id(), s, i);
+      ASSERT_EQ(std::bit_cast<uint64_t>(got.values(i)), std::bit_cast<uint64_t>(want));
+    }
+  }
+}
+
+TEST(EndToEndTest, SigkillDuringWritesLosesNoAckedPoint) {
+  testing::TempDir dir;
+  constexpr int kWriters = 4;
+  constexpr int kCycles = 4;
+  std::vector<Writer> writers;
+  for (int i = 0; i < kWriters; ++i) writers.emplace_back(i);
+  const unsigned seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+
+  for (int cycle = 0; cycle < kCycles; ++cycle) {
+    SCOPED_TRACE("crash cycle " + std::to_string(cycle));
+    testing::ServerProcess server(dir.path(), {"--chunk_points", "64"});
+    ASSERT_TRUE(server.Start());
+    // After a crash, nothing acked is missing and nothing is torn.
+    for (const Writer& w : writers) VerifyWriter(server.address(), w);
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> threads;
+    std::atomic<uint64_t> rejected{0};
+    for (Writer& w : writers) {
+      threads.emplace_back([&] { rejected += w.Run(server.address(), stop, 1 << 30); });
+    }
+    // Kill at a random moment while all writers stream (and heads seal).
+    std::this_thread::sleep_for(std::chrono::milliseconds(
+        std::uniform_int_distribution<int>(200, 900)(rng)));
+    server.Kill(SIGKILL);
+    stop = true;
+    for (auto& t : threads) t.join();
+    // Resent requests after a reconnect are duplicates, never rejections.
+    EXPECT_EQ(rejected.load(), 0u);
+    for (const Writer& w : writers) ASSERT_GE(w.acked(), 0) << "no progress";
+  }
+
+  // Finally: resume every writer, stop cleanly, restart, and find exactly
+  // everything that was sent.
+  testing::ServerProcess server(dir.path(), {"--chunk_points", "64"});
+  ASSERT_TRUE(server.Start());
+  std::atomic<bool> never{false};
+  for (Writer& w : writers) {
+    EXPECT_EQ(w.Run(server.address(), never, w.sent() + 5), 0u);
+    EXPECT_EQ(w.acked(), w.sent());
+  }
+  const int status = server.Kill(SIGTERM);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_THAT(server.output_after_ready(), HasSubstr("stepdb: stopped"));
+  testing::ServerProcess again(dir.path());
+  ASSERT_TRUE(again.Start());
+  for (const Writer& w : writers) {
+    VerifyWriter(again.address(), w);
+    EXPECT_EQ(ReadSeries(again.address(), w.id(), 0).steps_size(),
+              (w.sent() + 1) * kStepsPerRequest);
+  }
+}
+
+}  // namespace
+}  // namespace stepdb
