@@ -1,0 +1,166 @@
+// End to end through the binaries a newcomer uses: `stepdb` and `stepctl`
+// (import a line-protocol file, query it back exactly, list, stats), plus
+// the HTTP side port.
+#include <httplib.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server_process.h"
+#include "tests/test_util.h"
+
+namespace stepdb {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+};
+
+// Runs a shell command, capturing stdout (stderr goes to the test log).
+CommandResult RunCommand(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) result.out.append(buf, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.Start()); }
+
+  std::string Stepctl(const std::string& args) {
+    return testing::BinaryDir() + "/stepctl --addr " + server_.address() + " " + args;
+  }
+
+  testing::TempDir dir_;
+  testing::ServerProcess server_{dir_.path() + "/data"};
+};
+
+TEST_F(CliTest, ImportedLineProtocolQueriesBackExactly) {
+  // Values that stress a text round trip: random bit patterns, float32
+  // widened, extremes, subnormals, -0.0, NaN and infinities.
+  std::mt19937_64 rng(42);
+  std::vector<double> values;
+  for (int i = 0; i < 400; ++i) {
+    double v;
+    do {
+      v = std::bit_cast<double>(rng());
+    } while (std::isnan(v));
+    values.push_back(v);
+    values.push_back(static_cast<double>(static_cast<float>(i * 0.37 + 0.001)));
+  }
+  values.insert(values.end(),
+                {-0.0, 0.0, std::numeric_limits<double>::denorm_min(),
+                 std::numeric_limits<double>::max(),
+                 -std::numeric_limits<double>::max(), 1e-310,
+                 std::numeric_limits<double>::infinity(),
+                 -std::numeric_limits<double>::infinity(),
+                 std::numeric_limits<double>::quiet_NaN()});
+  const std::string file = dir_.path() + "/metrics.lp";
+  {
+    std::ofstream out(file);
+    out << "# exported from a training job\n";
+    for (size_t i = 0; i < values.size(); ++i) {
+      char v[64];
+      if (std::isnan(values[i])) {
+        snprintf(v, sizeof v, "nan");
+      } else if (std::isinf(values[i])) {
+        snprintf(v, sizeof v, "%sinf", values[i] < 0 ? "-" : "");
+      } else {
+        snprintf(v, sizeof v, "%.17g", values[i]);
+      }
+      // Timestamps in ns, one every ~500 ms.
+      out << "train,run=r1,node=n\\ 1 loss=" << v << ",step=" << i << "i "
+          << (1'700'000'000'000 + 500 * static_cast<int64_t>(i)) * 1'000'000 << "\n";
+    }
+    out << "train,run=r1,node=n\\ 1 loss=\"oops\",step=99999i 1\n";  // malformed
+  }
+  CommandResult import = RunCommand(Stepctl("import --project p --format influx " + file));
+  EXPECT_EQ(import.exit_code, 1);  // one malformed line was skipped
+  EXPECT_THAT(import.out, HasSubstr("points imported: " + std::to_string(values.size())));
+
+  CommandResult query = RunCommand(Stepctl(
+      "query --project p --run r1 --metric train_loss --label 'node=n 1' --format csv"));
+  ASSERT_EQ(query.exit_code, 0);
+  std::vector<std::string> lines = absl::StrSplit(query.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), values.size() + 1);
+  EXPECT_EQ(lines[0], "step,time,value");
+  for (size_t i = 0; i < values.size(); ++i) {
+    std::vector<std::string> cols = absl::StrSplit(lines[i + 1], ',');
+    ASSERT_EQ(cols.size(), 3u) << lines[i + 1];
+    EXPECT_EQ(cols[0], std::to_string(i));
+    EXPECT_EQ(cols[1], std::to_string(1'700'000'000'000 + 500 * static_cast<int64_t>(i)));
+    const double got = std::strtod(cols[2].c_str(), nullptr);
+    if (std::isnan(values[i])) {
+      EXPECT_TRUE(std::isnan(got));
+    } else {
+      EXPECT_EQ(std::bit_cast<uint64_t>(got), std::bit_cast<uint64_t>(values[i]))
+          << "line " << i + 2 << ": " << cols[2];
+    }
+  }
+
+  // A step range and a limit.
+  query = RunCommand(Stepctl("query --project p --run r1 --metric train_loss "
+                      "--label 'node=n 1' --from-step 10 --to-step 14 --format csv"));
+  lines = absl::StrSplit(query.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 6u);
+  EXPECT_EQ(lines[1].substr(0, 3), "10,");
+
+  CommandResult series = RunCommand(Stepctl("series --project p --format csv"));
+  EXPECT_EQ(series.exit_code, 0);
+  EXPECT_THAT(series.out, HasSubstr("train_loss"));
+
+  // Importing the same file again is an idempotent retry.
+  import = RunCommand(Stepctl("import --project p --format influx " + file));
+  EXPECT_THAT(import.out, HasSubstr("duplicates:      " + std::to_string(values.size())));
+  EXPECT_THAT(import.out, HasSubstr("rejected:        0"));
+
+  ASSERT_EQ(RunCommand(Stepctl("admin compact")).exit_code, 0);
+  CommandResult stats = RunCommand(Stepctl("admin stats"));
+  EXPECT_THAT(stats.out, HasSubstr("\"points\": " + std::to_string(values.size())));
+  EXPECT_THAT(stats.out, HasSubstr("\"head_points\": 0"));
+}
+
+TEST_F(CliTest, WriteConflictsAreReportedAndHealthAndMetricsServe) {
+  CommandResult w = RunCommand(Stepctl(
+      "write --project p --run r --metric loss --point 1:0.5 --point 2:0.25"));
+  EXPECT_EQ(w.exit_code, 0);
+  w = RunCommand(Stepctl("write --project p --run r --metric loss --step 1 --value 9"));
+  EXPECT_EQ(w.exit_code, 1);  // step 1 already has another value
+
+  httplib::Client http("127.0.0.1", server_.http_port());
+  auto health = http.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_THAT(metrics->body, HasSubstr("stepdb_points_accepted_total 2\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("stepdb_points_rejected_total 1\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("# TYPE stepdb_series gauge"));
+}
+
+TEST_F(CliTest, UnreachableServerIsAClearError) {
+  CommandResult r = RunCommand(testing::BinaryDir() +
+                        "/stepctl --addr 127.0.0.1:1 --timeout 2 series --project p 2>&1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.out, HasSubstr("UNAVAILABLE"));
+}
+
+}  // namespace
+}  // namespace stepdb
