@@ -736,8 +736,7 @@ int RunQuery(const GlobalOptions& g, const QueryOptions& o,
     }
   } else if (by_time) {
     v1::TimeRange* r = req.mutable_time();
-    // An open lower end starts at the earliest representable time.
-    r->set_from_ms(std::numeric_limits<int64_t>::min());
+    // An unset end is open.
     if (cmd.count("--from-time") > 0) {
       absl::StatusOr<int64_t> t = ParseInt64(o.from_time);
       if (!t.ok()) return UsageError(kVerb, Msg(t.status()));

@@ -1,5 +1,6 @@
 #include "ingest/ingest_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <string>
 #include <utility>
@@ -127,6 +128,7 @@ class IngestService::WriteReactor
         acks_.pop_front();
       }
       MaybeWriteLocked();
+      MaybeReadLocked();
     }
     FinishIfOver();
   }
@@ -180,7 +182,8 @@ class IngestService::WriteReactor
       } else {
         FillResults(decoded, results, &ack);
       }
-      durable_seq_ = seq;
+      // Never goes backwards, even for an error ack of a stale seq.
+      durable_seq_ = std::max(durable_seq_, seq);
       ack.set_durable_seq(durable_seq_);
       if (!write_closed_) acks_.push_back(std::move(ack));
       MaybeWriteLocked();
@@ -189,8 +192,11 @@ class IngestService::WriteReactor
   }
 
   void MaybeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (reading_ || read_closed_ || cancelled_ || write_failed_ ||
-        in_flight_ >= service_->options_.max_in_flight_per_stream) {
+    // Acks the client has not taken yet count too: a client that never
+    // reads its acks must not make the server buffer without bound.
+    if (reading_ || read_closed_ || cancelled_ || write_failed_ || finished_ ||
+        in_flight_ + acks_.size() >=
+            service_->options_.max_in_flight_per_stream) {
       return;
     }
     reading_ = true;

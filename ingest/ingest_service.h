@@ -14,8 +14,9 @@ namespace stepdb::ingest {
 
 struct IngestOptions {
   RequestLimits limits;
-  // Requests of one stream read but not yet acked; past it the stream stops
-  // reading, and gRPC flow control slows the client down.
+  // Requests of one stream read but not yet committed, plus acks not yet
+  // taken by the client; past it the stream stops reading, and gRPC flow
+  // control slows the client down.
   size_t max_in_flight_per_stream = 32;
 };
 

@@ -7,8 +7,13 @@ namespace stepdb::query {
 AdminService::AdminService(storage::Engine* engine) : engine_(engine) {}
 
 AdminService::~AdminService() {
-  absl::MutexLock lock(&mu_);
-  if (compactor_.joinable()) compactor_.join();
+  std::thread compactor;
+  {
+    // The compactor takes mu_ to finish: join it outside the lock.
+    absl::MutexLock lock(&mu_);
+    compactor = std::move(compactor_);
+  }
+  if (compactor.joinable()) compactor.join();
 }
 
 grpc::ServerUnaryReactor* AdminService::Stats(

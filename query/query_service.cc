@@ -44,9 +44,10 @@ absl::StatusOr<storage::ReadRange> RangeFromWire(
       if (!to.ok()) return to.status();
       range.steps.to = *to;
     }
-  } else if (request.has_time()) {
-    range.times.from_ms = request.time().from_ms();
-    if (request.time().to_ms() != 0) range.times.to_ms = request.time().to_ms();
+  }
+  if (request.has_time()) {
+    if (request.time().has_from_ms()) range.times.from_ms = request.time().from_ms();
+    if (request.time().has_to_ms()) range.times.to_ms = request.time().to_ms();
   }
   if (range.steps.from > range.steps.to || range.times.from_ms > range.times.to_ms) {
     return absl::InvalidArgumentError("range: from is after to");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -11,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -35,6 +37,12 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
 }
 
 uint64_t Bits(double v) { return std::bit_cast<uint64_t>(v); }
+
+// Bounds that keep every encoded chunk and fragment well within what the
+// decoder accepts, and one commit group's memory bounded.
+constexpr size_t kMaxChunkPoints = 65536;
+constexpr size_t kMaxFragmentPoints = 65536;
+constexpr size_t kMaxGroupPoints = 4'000'000;
 
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;
@@ -190,7 +198,23 @@ class Engine::Impl {
       stopping_ = true;
     }
     if (committer_.joinable()) committer_.join();
+    {
+      absl::MutexLock lock(&seal_queue_mu_);
+      sealer_stopping_ = true;
+    }
+    // Heads left unsealed stay durable as fragments.
+    if (sealer_.joinable()) sealer_.join();
     if (db_ != nullptr) {
+      // Series registered but never written to still keep their ids.
+      std::vector<IndexRecord> records;
+      index_.TakePendingRecords(&records);
+      if (!records.empty()) {
+        rocksdb::WriteBatch batch;
+        for (const auto& r : records) batch.Put(index_cf_, r.key, r.value);
+        rocksdb::WriteOptions sync;
+        sync.sync = true;
+        db_->Write(sync, &batch).PermitUncheckedError();
+      }
       // With --sync=none acks did not wait for fsync; a clean stop still must.
       db_->SyncWAL().PermitUncheckedError();
       for (auto* cf : families_) db_->DestroyColumnFamilyHandle(cf);
@@ -232,6 +256,7 @@ class Engine::Impl {
     chunks_cf_ = families_[3];
     if (auto st = Recover(); !st.ok()) return st;
     committer_ = std::thread([this] { CommitLoop(); });
+    sealer_ = std::thread([this] { SealLoop(); });
     return absl::OkStatus();
   }
 
@@ -257,8 +282,10 @@ class Engine::Impl {
   const SeriesKey* KeyOf(SeriesId id) const { return index_.KeyOf(id); }
 
   void AppendAsync(std::vector<SeriesAppend> series, AppendCallback done) {
+    size_t points = 0;
+    for (const auto& s : series) points += s.points.size();
     absl::MutexLock lock(&queue_mu_);
-    queue_.push_back(PendingAppend{std::move(series), std::move(done)});
+    queue_.push_back(PendingAppend{std::move(series), std::move(done), points});
   }
 
   absl::StatusOr<ReadResult> Read(SeriesId id, const ReadRange& range,
@@ -399,6 +426,7 @@ class Engine::Impl {
   struct PendingAppend {
     std::vector<SeriesAppend> series;
     AppendCallback done;
+    size_t points = 0;
   };
 
   // Per-series state of one commit group.
@@ -646,7 +674,15 @@ class Engine::Impl {
             },
             this));
         if (queue_.empty()) return;  // stopping and drained
-        group.swap(queue_);
+        // Take everything queued, up to a bounded number of points (always
+        // at least one append).
+        size_t points = 0;
+        while (!queue_.empty() &&
+               (group.empty() || points + queue_.front().points <= kMaxGroupPoints)) {
+          points += queue_.front().points;
+          group.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
       }
       CommitGroup(group);
     }
@@ -690,13 +726,17 @@ class Engine::Impl {
     }
     std::string encoded;
     for (auto& [id, g] : touched) {
-      if (g.accepted.empty()) continue;
-      encoded.clear();
-      EncodeChunk(g.accepted.steps, g.accepted.times_ms, g.accepted.values,
-                  &encoded);
-      std::string key = g.state->data_prefix;
-      AppendBigEndian64(g.accepted.steps[0], &key);
-      batch.Put(head_cf_, key, encoded);
+      const PointColumns& p = g.accepted;
+      for (size_t begin = 0; begin < p.size(); begin += kMaxFragmentPoints) {
+        const size_t n = std::min(kMaxFragmentPoints, p.size() - begin);
+        encoded.clear();
+        EncodeChunk(std::span(p.steps).subspan(begin, n),
+                    std::span(p.times_ms).subspan(begin, n),
+                    std::span(p.values).subspan(begin, n), &encoded);
+        std::string key = g.state->data_prefix;
+        AppendBigEndian64(p.steps[begin], &key);
+        batch.Put(head_cf_, key, encoded);
+      }
     }
     absl::Status status;
     if (batch.Count() > 0) {
@@ -714,7 +754,9 @@ class Engine::Impl {
     for (auto& [id, g] : touched) {
       if (g.accepted.empty()) continue;
       absl::MutexLock lock(&g.state->mu);
-      g.state->fragments.push_back(g.accepted.steps[0]);
+      for (size_t begin = 0; begin < g.accepted.size(); begin += kMaxFragmentPoints) {
+        g.state->fragments.push_back(g.accepted.steps[begin]);
+      }
       g.state->AppendHeadLocked(g.accepted, 0, g.accepted.size());
       if (g.state->head.size() >= options_.chunk_points) full.push_back(g.state);
     }
@@ -731,21 +773,59 @@ class Engine::Impl {
     }
     // Sealing is not on the ack path: the points are already durable as
     // fragments, and a seal lost in a crash leaves the fragments in place.
-    for (SeriesState* state : full) Seal(state).IgnoreError();
+    if (!full.empty()) {
+      absl::MutexLock lock(&seal_queue_mu_);
+      for (SeriesState* state : full) {
+        if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
+      }
+    }
+  }
+
+  void SealLoop() {
+    for (;;) {
+      SeriesState* state;
+      {
+        absl::MutexLock lock(&seal_queue_mu_);
+        seal_queue_mu_.Await(absl::Condition(
+            +[](Impl* impl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->seal_queue_mu_) {
+              return impl->sealer_stopping_ || !impl->seal_queue_.empty();
+            },
+            this));
+        if (sealer_stopping_) return;
+        state = seal_queue_.front();
+        seal_queue_.pop_front();
+        seal_queued_.erase(state);
+      }
+      if (auto s = Seal(state); !s.ok()) {
+        // The head stays as durable fragments; the next append retries.
+        fprintf(stderr, "stepdb: seal of series %u failed: %s\n", state->id,
+                std::string(s.status().message()).c_str());
+      }
+    }
   }
 
   // Turns the head of `state` into sealed chunks of at most chunk_points
   // points and deletes its fragments, atomically. Returns the chunk count.
-  absl::StatusOr<uint64_t> Seal(SeriesState* state) {
-    absl::MutexLock lock(&state->mu);
-    const PointColumns& head = state->head;
+  // Encoding works on a copy, so neither reads nor the committer wait for
+  // it; only the write and the head swap hold the series mutex.
+  absl::StatusOr<uint64_t> Seal(SeriesState* state) ABSL_LOCKS_EXCLUDED(seal_mu_) {
+    // One seal at a time (the sealer thread and Compact): the head prefix
+    // copied below stays the head's prefix, as the committer only appends.
+    absl::MutexLock seal_lock(&seal_mu_);
+    PointColumns head;
+    std::vector<uint64_t> fragments;
+    SealedStats sealed;
+    {
+      absl::ReaderMutexLock lock(&state->mu);
+      head = state->head;
+      fragments = state->fragments;
+      sealed = state->sealed;
+    }
     if (head.empty()) return 0;
     rocksdb::WriteBatch batch;
-    SealedStats sealed = state->sealed;
     std::string encoded;
     uint64_t chunks = 0;
-    for (size_t begin = 0; begin < head.size();
-         begin += options_.chunk_points) {
+    for (size_t begin = 0; begin < head.size(); begin += options_.chunk_points) {
       const size_t n = std::min(options_.chunk_points, head.size() - begin);
       encoded.clear();
       EncodeChunk(std::span(head.steps).subspan(begin, n),
@@ -756,7 +836,7 @@ class Engine::Impl {
       batch.Put(chunks_cf_, key, encoded);
       ++chunks;
     }
-    for (uint64_t first : state->fragments) {
+    for (uint64_t first : fragments) {
       std::string key = state->data_prefix;
       AppendBigEndian64(first, &key);
       batch.Delete(head_cf_, key);
@@ -768,12 +848,18 @@ class Engine::Impl {
     sealed.last_time_ms = head.times_ms.back();
     sealed.last_value = head.values.back();
     batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
+
+    absl::MutexLock lock(&state->mu);
     // No fsync needed: losing this write in a crash leaves the fragments.
     auto s = db_->Write(rocksdb::WriteOptions(), &batch);
     if (!s.ok()) return FromRocks(s, "seal");
+    PointColumns& h = state->head;
+    h.steps.erase(h.steps.begin(), h.steps.begin() + head.size());
+    h.times_ms.erase(h.times_ms.begin(), h.times_ms.begin() + head.size());
+    h.values.erase(h.values.begin(), h.values.begin() + head.size());
+    state->fragments.erase(state->fragments.begin(),
+                           state->fragments.begin() + fragments.size());
     state->sealed = sealed;
-    state->head.clear();
-    state->fragments.clear();
     return chunks;
   }
 
@@ -785,8 +871,16 @@ class Engine::Impl {
   rocksdb::ColumnFamilyHandle* head_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_cf_ = nullptr;
   std::thread committer_;
+  std::thread sealer_;
 
   SeriesIndex index_;
+
+  // Serializes seals (sealer thread and Compact).
+  absl::Mutex seal_mu_;
+  absl::Mutex seal_queue_mu_;
+  std::deque<SeriesState*> seal_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
+  absl::flat_hash_set<SeriesState*> seal_queued_ ABSL_GUARDED_BY(seal_queue_mu_);
+  bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
 
   mutable absl::Mutex states_mu_;
   // Indexed by SeriesId - 1; entries are never removed, so pointers to
@@ -805,8 +899,9 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
-  if (options.chunk_points == 0) {
-    return absl::InvalidArgumentError("chunk_points must be positive");
+  if (options.chunk_points == 0 || options.chunk_points > kMaxChunkPoints) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_points must be in [1, ", kMaxChunkPoints, "]"));
   }
   auto impl = std::make_unique<Impl>(std::move(options));
   if (auto s = impl->Open(); !s.ok()) return s;

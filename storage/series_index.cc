@@ -25,11 +25,13 @@ absl::Status SeriesIndex::LoadRecord(std::string_view key,
   switch (key[0]) {
     case kProjectTag:
       projects_[std::string(key.substr(1))] = id;
+      project_names_[id] = std::string(key.substr(1));
       max_project_ = std::max(max_project_, id);
       return absl::OkStatus();
     case kRunTag:
       if (key.size() < 5) return absl::DataLossError("run record: short key");
       runs_[std::string(key)] = id;
+      run_names_[id] = std::string(key.substr(5));
       max_run_ = std::max(max_run_, id);
       return absl::OkStatus();
     case kSeriesTag: {
@@ -40,6 +42,13 @@ absl::Status SeriesIndex::LoadRecord(std::string_view key,
       if (auto s = ParseSeriesIdentity(key.substr(9), &entry->key); !s.ok()) {
         return s;
       }
+      auto project_name = project_names_.find(entry->project);
+      auto run_name = run_names_.find(entry->run);
+      if (project_name == project_names_.end() || run_name == run_names_.end()) {
+        return absl::DataLossError("series record: unknown project or run");
+      }
+      entry->key.project = project_name->second;
+      entry->key.run = run_name->second;
       if (id == 0 || id > (1u << 31)) {
         return absl::DataLossError(absl::StrCat("series record: bad id ", id));
       }

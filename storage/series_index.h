@@ -85,6 +85,10 @@ class SeriesIndex {
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, ProjectId> projects_ ABSL_GUARDED_BY(mu_);
+  // Names by id, to rebuild full series keys at load ('P' and 'R' records
+  // sort before 'S' records).
+  absl::flat_hash_map<ProjectId, std::string> project_names_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<RunId, std::string> run_names_ ABSL_GUARDED_BY(mu_);
   // Key: RunIndexKey(project, run).
   absl::flat_hash_map<std::string, RunId> runs_ ABSL_GUARDED_BY(mu_);
   // Key: SeriesIndexKey(project, run, identity).

@@ -1,0 +1,324 @@
+// stepdb-loadgen: simulates a training cluster streaming metrics to a stepdb
+// server and prints one JSON line of results.
+//
+// Ranks (nodes x gpus) each log `metrics` series per step: loss, lr and
+// grad-norm-like float32 values, a float64 throughput, and integer GPU
+// counters. Ranks are spread over `streams` bidirectional Write streams; each
+// stream sends one columnar request per `batch_steps` steps holding every one
+// of its ranks' series (registered once by ref), keeps up to `window`
+// requests in flight, and times each request from send to durable ack.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "nlohmann/json.hpp"
+#include "stepdb/v1/stepdb.grpc.pb.h"
+
+ABSL_FLAG(std::string, addr, "127.0.0.1:7390", "Server address.");
+ABSL_FLAG(std::string, project, "loadgen", "Project to write to.");
+ABSL_FLAG(std::string, run, "", "Run id (default: loadgen-<unix seconds>).");
+ABSL_FLAG(int, nodes, 64, "Nodes of the simulated cluster.");
+ABSL_FLAG(int, gpus, 8, "GPUs (ranks) per node.");
+ABSL_FLAG(int, metrics, 10, "Series per rank.");
+ABSL_FLAG(int64_t, steps, 1000, "Steps to simulate (per rank).");
+ABSL_FLAG(double, step_rate, 0,
+          "Steps per second per rank (fixed-rate mode); 0 = as fast as "
+          "possible.");
+ABSL_FLAG(double, duration, 0,
+          "Stop after this many seconds even if steps remain (0 = no limit).");
+ABSL_FLAG(int, batch_steps, 10, "Steps per request (an SDK's flush interval).");
+ABSL_FLAG(int, streams, 8, "Concurrent Write streams.");
+ABSL_FLAG(int, window, 8, "Requests in flight per stream.");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the value generator.");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using stepdb::v1::WriteAck;
+using stepdb::v1::WriteRequest;
+
+// Deterministic, realistic values for (rank, metric, step).
+class ValueModel {
+ public:
+  explicit ValueModel(uint64_t seed) : rng_(seed) {}
+  double Next(int metric, int64_t step) {
+    const double t = static_cast<double>(step);
+    switch (metric % 10) {
+      case 0:  // loss, float32 as .item() yields it
+        return static_cast<float>(2.5 * std::exp(-t / 5000) + 0.05 * Noise());
+      case 1:  // learning rate schedule, float32
+        return static_cast<float>(3e-4 * std::min(1.0, t / 1000));
+      case 2:  // grad norm, float32
+        return static_cast<float>(1.0 + 0.3 * std::fabs(Noise()));
+      case 3:  // tokens/s, computed float64
+        return 4096.0 * 8 / (0.5 + 0.01 * Noise());
+      case 4:  // GPU utilisation, integer percent
+        return std::clamp(std::round(95 + 4 * Noise()), 0.0, 100.0);
+      case 5:  // memory bytes, mostly constant
+        return 71'303'168'000.0 + (step % 1000 == 0 ? 1'048'576.0 : 0.0);
+      case 6:  // temperature, integer degrees
+        return std::round(70 + 2 * Noise());
+      case 7:  // power, watts with one decimal
+        return std::round((650 + 20 * Noise()) * 10) / 10;
+      case 8:  // clock MHz, integer
+        return 1980.0;
+      default:  // a float64 noise metric
+        return Noise();
+    }
+  }
+
+ private:
+  double Noise() { return normal_(rng_); }
+  std::mt19937_64 rng_;
+  std::normal_distribution<double> normal_{0.0, 1.0};
+};
+
+struct StreamResult {
+  uint64_t points = 0;
+  uint64_t requests = 0;
+  uint64_t rejected = 0;
+  uint64_t duplicates = 0;
+  uint64_t errors = 0;
+  uint64_t retries = 0;
+  std::vector<double> ack_ms;
+};
+
+struct Config {
+  std::string project, run;
+  int metrics, batch_steps, window;
+  int64_t steps;
+  double step_rate, duration;
+  uint64_t seed;
+};
+
+// One stream: owns ranks [first_rank, first_rank + ranks).
+StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
+                       const Config& config, int first_rank, int ranks,
+                       int gpus_per_node, Clock::time_point start) {
+  StreamResult result;
+  auto stub = stepdb::v1::Ingest::NewStub(channel);
+  std::vector<ValueModel> models;
+  for (int r = 0; r < ranks; ++r) models.emplace_back(config.seed * 7919 + first_rank + r);
+  const double deadline_s = config.duration > 0 ? config.duration : 1e18;
+
+  int64_t next_step = 0;
+  uint64_t seq = 0;
+  // Sent but unacked requests, for retry after a RESOURCE_EXHAUSTED stream.
+  std::deque<std::pair<WriteRequest, Clock::time_point>> unacked;
+  std::mutex mu;
+  int backoff_ms = 10;
+
+  while (next_step < config.steps || !unacked.empty()) {
+    grpc::ClientContext ctx;
+    auto stream = stub->Write(&ctx);
+    bool registered = false;
+    std::atomic<bool> broken{false};
+    std::atomic<int64_t> in_flight{0};
+    // Acks arrive in request order on a reader thread.
+    std::thread reader([&] {
+      WriteAck ack;
+      while (stream->Read(&ack)) {
+        std::lock_guard<std::mutex> lock(mu);
+        while (!unacked.empty() && unacked.front().first.seq() <= ack.durable_seq()) {
+          const auto& [req, sent] = unacked.front();
+          if (req.seq() == ack.seq()) {
+            result.ack_ms.push_back(
+                std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
+          }
+          unacked.pop_front();
+        }
+        if (ack.error_code() != 0) {
+          ++result.errors;
+          std::cerr << "loadgen: request " << ack.seq() << ": " << ack.error_message() << "\n";
+        }
+        result.rejected += ack.points_rejected();
+        result.duplicates += ack.points_duplicate();
+        in_flight.fetch_sub(1);
+      }
+      broken = true;
+    });
+    // Resend what a failed stream left unacked (new seqs, same points:
+    // the server drops them as duplicates if they did land).
+    std::vector<WriteRequest> resend;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (auto& [req, sent] : unacked) resend.push_back(req);
+      unacked.clear();
+    }
+    auto send = [&](WriteRequest req) {
+      while (in_flight.load() >= config.window && !broken.load()) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+      if (broken.load()) return false;
+      req.set_seq(++seq);
+      if (!registered) {
+        // The first request of a stream carries every key with its ref.
+        for (int r = 0; r < ranks; ++r) {
+          for (int m = 0; m < config.metrics; ++m) {
+            auto* s = req.mutable_series(r * config.metrics + m);
+            auto* key = s->mutable_key();
+            key->set_project(config.project);
+            key->set_run(config.run);
+            key->set_metric("m" + std::to_string(m));
+            const int rank = first_rank + r;
+            (*key->mutable_labels())["node"] = "n" + std::to_string(rank / gpus_per_node);
+            (*key->mutable_labels())["gpu"] = std::to_string(rank % gpus_per_node);
+          }
+        }
+        registered = true;
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        unacked.emplace_back(req, Clock::now());
+      }
+      in_flight.fetch_add(1);
+      ++result.requests;
+      return stream->Write(req);
+    };
+    bool ok = true;
+    for (auto& req : resend) {
+      ++result.retries;
+      if (!(ok = send(std::move(req)))) break;
+    }
+    while (ok && next_step < config.steps) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      if (elapsed > deadline_s) {
+        next_step = config.steps;
+        break;
+      }
+      if (config.step_rate > 0) {
+        const auto due = start + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(next_step / config.step_rate));
+        std::this_thread::sleep_until(due);
+      }
+      WriteRequest req;
+      const int64_t n = std::min<int64_t>(config.batch_steps, config.steps - next_step);
+      for (int r = 0; r < ranks; ++r) {
+        for (int m = 0; m < config.metrics; ++m) {
+          auto* s = req.add_series();
+          s->set_ref(r * config.metrics + m + 1);
+          for (int64_t k = 0; k < n; ++k) {
+            const int64_t step = next_step + k;
+            s->add_steps(step);
+            // Metrics of one rank and step share their time (one log call).
+            s->add_times_ms(1'700'000'000'000 + step * 500 + (first_rank + r) % 7);
+            s->add_values(models[r].Next(m, step));
+          }
+          result.points += n;
+        }
+      }
+      next_step += n;
+      ok = send(std::move(req));
+    }
+    stream->WritesDone();
+    reader.join();
+    const grpc::Status status = stream->Finish();
+    std::lock_guard<std::mutex> lock(mu);
+    if (unacked.empty() && next_step >= config.steps) break;
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+        status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+      backoff_ms = std::min(backoff_ms * 2, 2000);
+      continue;  // reconnect and resend
+    }
+    if (!status.ok()) {
+      std::cerr << "loadgen: stream failed: " << status.error_message() << "\n";
+      ++result.errors;
+      break;
+    }
+  }
+  return result;
+}
+
+double Percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * v.size()));
+  std::nth_element(v.begin(), v.begin() + i, v.end());
+  return v[i];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("stepdb-loadgen --addr HOST:PORT [--nodes N --gpus G ...]");
+  absl::ParseCommandLine(argc, argv);
+  Config config{absl::GetFlag(FLAGS_project), absl::GetFlag(FLAGS_run),
+                absl::GetFlag(FLAGS_metrics), absl::GetFlag(FLAGS_batch_steps),
+                absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_steps),
+                absl::GetFlag(FLAGS_step_rate), absl::GetFlag(FLAGS_duration),
+                absl::GetFlag(FLAGS_seed)};
+  if (config.run.empty()) {
+    config.run = "loadgen-" + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                 std::chrono::system_clock::now().time_since_epoch())
+                                                 .count());
+  }
+  const int gpus = absl::GetFlag(FLAGS_gpus);
+  const int ranks = absl::GetFlag(FLAGS_nodes) * gpus;
+  const int streams = std::min(absl::GetFlag(FLAGS_streams), ranks);
+  if (ranks <= 0 || streams <= 0 || config.metrics <= 0 || config.batch_steps <= 0 ||
+      config.window <= 0) {
+    std::cerr << "loadgen: nodes, gpus, metrics, streams, batch_steps and window must be positive\n";
+    return 2;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  std::vector<StreamResult> results(streams);
+  std::vector<std::thread> threads;
+  const auto start = Clock::now();
+  for (int s = 0; s < streams; ++s) {
+    const int first = s * ranks / streams;
+    const int last = (s + 1) * ranks / streams;
+    threads.emplace_back([&, s, first, last] {
+      // A channel per stream: one HTTP/2 connection each, as separate
+      // training nodes would have.
+      grpc::ChannelArguments own = args;
+      own.SetInt("stepdb.loadgen.stream", s);
+      auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_addr),
+                                               grpc::InsecureChannelCredentials(), own);
+      results[s] = RunStream(channel, config, first, last - first, gpus, start);
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+
+  StreamResult total;
+  for (auto& r : results) {
+    total.points += r.points;
+    total.requests += r.requests;
+    total.rejected += r.rejected;
+    total.duplicates += r.duplicates;
+    total.errors += r.errors;
+    total.retries += r.retries;
+    total.ack_ms.insert(total.ack_ms.end(), r.ack_ms.begin(), r.ack_ms.end());
+  }
+  nlohmann::json out;
+  out["points"] = total.points;
+  out["series"] = static_cast<uint64_t>(ranks) * config.metrics;
+  out["seconds"] = seconds;
+  out["points_per_sec"] = seconds > 0 ? total.points / seconds : 0;
+  out["requests"] = total.requests;
+  out["retried_requests"] = total.retries;
+  out["ack_p50_ms"] = Percentile(total.ack_ms, 0.50);
+  out["ack_p90_ms"] = Percentile(total.ack_ms, 0.90);
+  out["ack_p99_ms"] = Percentile(total.ack_ms, 0.99);
+  out["ack_max_ms"] = total.ack_ms.empty() ? 0 : *std::max_element(total.ack_ms.begin(), total.ack_ms.end());
+  out["rejected_points"] = total.rejected;
+  out["duplicate_points"] = total.duplicates;
+  out["errors"] = total.errors;
+  std::cout << out.dump() << std::endl;
+  return total.errors == 0 && total.rejected == 0 ? 0 : 1;
+}
