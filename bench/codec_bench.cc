@@ -25,7 +25,17 @@ constexpr size_t kChunkPoints = 1024;
 constexpr size_t kNumChunks = 64;
 constexpr uint64_t kStep = 1'000'000;  // micro-steps per step
 
-enum class Kind { kLoss, kLr, kGpuUtil, kMemory, kPower };
+enum class Kind {
+  kLoss,
+  kLr,
+  kGpuUtil,
+  kMemory,
+  kPower,
+  kGradNorm,
+  kTokensPerSec,
+  kTemperature,
+};
+constexpr int kNumKinds = 8;
 
 double NextValue(Kind kind, size_t i, std::mt19937_64& rng, double prev) {
   std::normal_distribution<double> normal(0.0, 1.0);
@@ -73,13 +83,30 @@ double NextValue(Kind kind, size_t i, std::mt19937_64& rng, double prev) {
           350.0 + 30.0 * std::sin(step / 50.0) + 5.0 * normal(rng);
       return std::round(watts * 10.0) / 10.0;
     }
+    case Kind::kGradNorm: {
+      // float32, heavy-tailed: spikes now and then.
+      const double spike = uniform(rng) < 0.01 ? 20.0 * uniform(rng) : 0.0;
+      const double g = 0.8 + 0.3 * std::fabs(normal(rng)) + spike;
+      return static_cast<double>(static_cast<float>(g));
+    }
+    case Kind::kTokensPerSec: {
+      // Computed in float64: tokens / elapsed seconds.
+      const double elapsed = 0.5 + 0.02 * normal(rng);
+      return 524'288.0 / elapsed;
+    }
+    case Kind::kTemperature: {
+      // Integer degrees C drifting slowly.
+      if (i == 0) return 62.0;
+      if (uniform(rng) < 0.05) return prev + (uniform(rng) < 0.5 ? -1.0 : 1.0);
+      return prev;
+    }
   }
   return 0.0;
 }
 
 // The series of `kind` split into chunks of kChunkPoints points.
 const std::vector<PointColumns>& Chunks(Kind kind) {
-  static std::vector<PointColumns> cache[5];
+  static std::vector<PointColumns> cache[kNumKinds];
   std::vector<PointColumns>& chunks = cache[static_cast<int>(kind)];
   if (!chunks.empty()) return chunks;
   std::mt19937_64 rng(1000 + static_cast<uint64_t>(kind));
@@ -151,16 +178,63 @@ void BM_Decode(benchmark::State& state, Kind kind) {
   SetCounters(state, kind);
 }
 
-BENCHMARK_CAPTURE(BM_Encode, loss, Kind::kLoss);
-BENCHMARK_CAPTURE(BM_Encode, lr, Kind::kLr);
-BENCHMARK_CAPTURE(BM_Encode, gpu_util, Kind::kGpuUtil);
-BENCHMARK_CAPTURE(BM_Encode, memory, Kind::kMemory);
-BENCHMARK_CAPTURE(BM_Encode, power, Kind::kPower);
-BENCHMARK_CAPTURE(BM_Decode, loss, Kind::kLoss);
-BENCHMARK_CAPTURE(BM_Decode, lr, Kind::kLr);
-BENCHMARK_CAPTURE(BM_Decode, gpu_util, Kind::kGpuUtil);
-BENCHMARK_CAPTURE(BM_Decode, memory, Kind::kMemory);
-BENCHMARK_CAPTURE(BM_Decode, power, Kind::kPower);
+// Version 1 (Gorilla) on the same data, for comparison.
+void BM_EncodeV1(benchmark::State& state, Kind kind) {
+  const std::vector<PointColumns>& chunks = Chunks(kind);
+  std::string out;
+  size_t c = 0;
+  for (auto _ : state) {
+    const PointColumns& p = chunks[c];
+    out.clear();
+    internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &out);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+    c = (c + 1) % chunks.size();
+  }
+  size_t bytes = 0;
+  for (const PointColumns& p : chunks) {
+    out.clear();
+    internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &out);
+    bytes += out.size();
+  }
+  state.SetItemsProcessed(state.iterations() *
+                          static_cast<int64_t>(kChunkPoints));
+  state.counters["bytes_per_point"] = benchmark::Counter(
+      static_cast<double>(bytes) / (kNumChunks * kChunkPoints));
+}
+
+// Bytes per point of the values alone: the chunk minus the same chunk with
+// constant values (steps, times and header cost the same in both).
+void BM_ValueBytes(benchmark::State& state, Kind kind) {
+  size_t value_bytes = 0;
+  for (auto _ : state) {
+    value_bytes = 0;
+    for (const PointColumns& p : Chunks(kind)) {
+      std::string full, flat;
+      EncodeChunk(p.steps, p.times_ms, p.values, &full);
+      const std::vector<double> zeros(p.size(), 0.0);
+      EncodeChunk(p.steps, p.times_ms, zeros, &flat);
+      value_bytes += full.size() - flat.size();
+    }
+  }
+  state.counters["value_bytes_per_point"] = benchmark::Counter(
+      static_cast<double>(value_bytes) / (kNumChunks * kChunkPoints));
+}
+
+#define STEPDB_KINDS(BM)                                      \
+  BENCHMARK_CAPTURE(BM, loss, Kind::kLoss);                   \
+  BENCHMARK_CAPTURE(BM, lr, Kind::kLr);                       \
+  BENCHMARK_CAPTURE(BM, gpu_util, Kind::kGpuUtil);            \
+  BENCHMARK_CAPTURE(BM, memory, Kind::kMemory);               \
+  BENCHMARK_CAPTURE(BM, power, Kind::kPower);                 \
+  BENCHMARK_CAPTURE(BM, grad_norm, Kind::kGradNorm);          \
+  BENCHMARK_CAPTURE(BM, tokens_per_sec, Kind::kTokensPerSec); \
+  BENCHMARK_CAPTURE(BM, temperature, Kind::kTemperature)
+
+STEPDB_KINDS(BM_Encode);
+STEPDB_KINDS(BM_Decode);
+STEPDB_KINDS(BM_EncodeV1);
+STEPDB_KINDS(BM_ValueBytes);
 
 }  // namespace
 }  // namespace stepdb::storage

@@ -22,28 +22,10 @@
 #include <thread>
 #include <vector>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include <CLI/CLI.hpp>
+
 #include "nlohmann/json.hpp"
 #include "stepdb/v1/stepdb.grpc.pb.h"
-
-ABSL_FLAG(std::string, addr, "127.0.0.1:7390", "Server address.");
-ABSL_FLAG(std::string, project, "loadgen", "Project to write to.");
-ABSL_FLAG(std::string, run, "", "Run id (default: loadgen-<unix seconds>).");
-ABSL_FLAG(int, nodes, 64, "Nodes of the simulated cluster.");
-ABSL_FLAG(int, gpus, 8, "GPUs (ranks) per node.");
-ABSL_FLAG(int, metrics, 10, "Series per rank.");
-ABSL_FLAG(int64_t, steps, 1000, "Steps to simulate (per rank).");
-ABSL_FLAG(double, step_rate, 0,
-          "Steps per second per rank (fixed-rate mode); 0 = as fast as "
-          "possible.");
-ABSL_FLAG(double, duration, 0,
-          "Stop after this many seconds even if steps remain (0 = no limit).");
-ABSL_FLAG(int, batch_steps, 10, "Steps per request (an SDK's flush interval).");
-ABSL_FLAG(int, streams, 8, "Concurrent Write streams.");
-ABSL_FLAG(int, window, 8, "Requests in flight per stream.");
-ABSL_FLAG(uint64_t, seed, 1, "Seed of the value generator.");
 
 namespace {
 
@@ -254,21 +236,33 @@ double Percentile(std::vector<double>& v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("stepdb-loadgen --addr HOST:PORT [--nodes N --gpus G ...]");
-  absl::ParseCommandLine(argc, argv);
-  Config config{absl::GetFlag(FLAGS_project), absl::GetFlag(FLAGS_run),
-                absl::GetFlag(FLAGS_metrics), absl::GetFlag(FLAGS_batch_steps),
-                absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_steps),
-                absl::GetFlag(FLAGS_step_rate), absl::GetFlag(FLAGS_duration),
-                absl::GetFlag(FLAGS_seed)};
+  CLI::App app{"stepdb-loadgen: simulates a training cluster against a stepdb server"};
+  std::string addr = "127.0.0.1:7390";
+  Config config{"loadgen", "", 10, 10, 8, 1000, 0, 0, 1};
+  int nodes = 64, gpus = 8, streams = 8;
+  app.add_option("--addr", addr, "Server address HOST:PORT.");
+  app.add_option("--project", config.project, "Project to write to.");
+  app.add_option("--run", config.run, "Run id (default: loadgen-<unix seconds>).");
+  app.add_option("--nodes", nodes, "Nodes of the simulated cluster.");
+  app.add_option("--gpus", gpus, "GPUs (ranks) per node.");
+  app.add_option("--metrics", config.metrics, "Series per rank.");
+  app.add_option("--steps", config.steps, "Steps to simulate per rank.");
+  app.add_option("--step-rate", config.step_rate,
+                 "Steps per second per rank (fixed-rate mode); 0 = as fast as possible.");
+  app.add_option("--duration", config.duration,
+                 "Stop after this many seconds even if steps remain (0 = no limit).");
+  app.add_option("--batch-steps", config.batch_steps, "Steps per request (an SDK's flush).");
+  app.add_option("--streams", streams, "Concurrent Write streams.");
+  app.add_option("--window", config.window, "Requests in flight per stream.");
+  app.add_option("--seed", config.seed, "Seed of the value generator.");
+  CLI11_PARSE(app, argc, argv);
   if (config.run.empty()) {
     config.run = "loadgen-" + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
                                                  std::chrono::system_clock::now().time_since_epoch())
                                                  .count());
   }
-  const int gpus = absl::GetFlag(FLAGS_gpus);
-  const int ranks = absl::GetFlag(FLAGS_nodes) * gpus;
-  const int streams = std::min(absl::GetFlag(FLAGS_streams), ranks);
+  const int ranks = nodes * gpus;
+  streams = std::min(streams, ranks);
   if (ranks <= 0 || streams <= 0 || config.metrics <= 0 || config.batch_steps <= 0 ||
       config.window <= 0) {
     std::cerr << "loadgen: nodes, gpus, metrics, streams, batch_steps and window must be positive\n";
@@ -287,7 +281,7 @@ int main(int argc, char** argv) {
       // training nodes would have.
       grpc::ChannelArguments own = args;
       own.SetInt("stepdb.loadgen.stream", s);
-      auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_addr),
+      auto channel = grpc::CreateCustomChannel(addr,
                                                grpc::InsecureChannelCredentials(), own);
       results[s] = RunStream(channel, config, first, last - first, gpus, start);
     });

@@ -50,19 +50,71 @@ struct ChunkSummary {
   uint64_t max_step = 0;  // last step
   int64_t min_time_ms = 0;
   int64_t max_time_ms = 0;
+
+  // Value aggregates. They are stored only in format version 2 chunks of at
+  // least kMinPointsForValueStats points (for smaller chunks the header
+  // bytes would cost more than decoding the few points saves); when
+  // has_value_stats is false the fields below are zero and a reader that
+  // needs them decodes the chunk.
+  bool has_value_stats = false;
+  uint32_t nan_count = 0;      // NaNs of any payload and sign
+  uint32_t pos_inf_count = 0;  // +Inf
+  uint32_t neg_inf_count = 0;  // -Inf
+  // Over the finite values only (count - nan - inf of them); all three are
+  // 0.0 when there is none. min/max compare with `<`, so of -0.0 and 0.0
+  // the one seen first wins. sum adds in point order, in float64.
+  double min_value = 0.0;
+  double max_value = 0.0;
+  double sum = 0.0;
+  // The values of the first and the last point, bit-exactly (NaN too).
+  double first_value = 0.0;
+  double last_value = 0.0;
+
+  uint32_t finite_count() const {
+    return count - nan_count - pos_inf_count - neg_inf_count;
+  }
 };
+
+// Chunks of fewer points carry no value aggregates (see ChunkSummary).
+inline constexpr uint32_t kMinPointsForValueStats = 8;
+
+// How a chunk's value column is encoded (format version 2 picks one per
+// chunk, by what the values are; see docs/FORMAT.md).
+enum class ChunkValueCodec : uint8_t {
+  kGorillaV1 = 0,   // format version 1: Gorilla XOR on 64 bits
+  kXor64 = 1,       // Chimp-style XOR on the 64-bit patterns (fallback)
+  kXor32 = 2,       // Chimp-style XOR on float32 patterns
+  kFloat32Int = 3,  // float32 patterns as ordered integers, integer coded
+  kInteger = 4,     // integer values, integer coded
+  kDecimal = 5,     // value * 10^e integers, integer coded
+};
+
+// Describes the encoding of a chunk, for tests, benchmarks and tools.
+struct ChunkDescription {
+  int version = 0;
+  ChunkValueCodec value_codec = ChunkValueCodec::kGorillaV1;
+  int decimal_exponent = 0;    // kDecimal only: values are ints / 10^e
+  uint32_t exceptions = 0;     // values stored raw beside the codec
+  bool regular_steps = false;  // all step deltas equal (no step column)
+};
+
+// Reads the value codec from the header of `chunk` (cheap). Errors as
+// ReadChunkSummary.
+absl::StatusOr<ChunkDescription> DescribeChunk(std::string_view chunk);
 
 // Appends the encoding of points [0, n) to *out. Preconditions: the three
 // spans have the same length n >= 1, steps strictly increase. Times may go
 // in any direction. Values are stored bit-exactly (NaN payloads, -0.0,
 // denormals, +-Inf). n must not exceed 2^24 (1 << 24): decoders reject
 // larger counts so that a corrupt header cannot make them allocate much.
-// The byte layout (format version 1) is in docs/FORMAT.md.
+// Writes the current format version (2). The byte layout is in
+// docs/FORMAT.md.
 void EncodeChunk(std::span<const uint64_t> steps,
                  std::span<const int64_t> times_ms,
                  std::span<const double> values, std::string* out);
 
-// Reads the summary of an encoded chunk (cheap: header only).
+// Reads the summary of an encoded chunk of any supported format version
+// (cheap: header only, the body is not touched).
 // Returns DataLossError if `chunk` is truncated or not a chunk,
 // UnimplementedError for an unknown format version.
 absl::StatusOr<ChunkSummary> ReadChunkSummary(std::string_view chunk);
@@ -72,6 +124,18 @@ absl::StatusOr<ChunkSummary> ReadChunkSummary(std::string_view chunk);
 // reads out of bounds, whatever the bytes), UnimplementedError for an
 // unknown format version. On error *out may hold a prefix of the points.
 absl::Status DecodeChunk(std::string_view chunk, PointColumns* out);
+
+namespace internal {
+
+// Format version 1, kept for reading old chunks; EncodeChunkV1 exists so
+// that tests can produce such chunks. Same contracts as the functions above.
+void EncodeChunkV1(std::span<const uint64_t> steps,
+                   std::span<const int64_t> times_ms,
+                   std::span<const double> values, std::string* out);
+absl::StatusOr<ChunkSummary> ReadChunkSummaryV1(std::string_view chunk);
+absl::Status DecodeChunkV1(std::string_view chunk, PointColumns* out);
+
+}  // namespace internal
 
 }  // namespace stepdb::storage
 

@@ -426,7 +426,7 @@ TEST(ChunkCodecTest, EmptyInputIsDataLoss) {
 
 TEST(ChunkCodecTest, UnknownVersionIsUnimplemented) {
   std::string chunk = Encode(Telemetry(10, 1));
-  for (int version : {0, 2, 0x81, 0xff}) {
+  for (int version : {0, 3, 0x81, 0xff}) {
     chunk[0] = static_cast<char>(version);
     PointColumns out;
     EXPECT_EQ(DecodeChunk(chunk, &out).code(),
@@ -483,13 +483,33 @@ std::string Header(uint64_t count, uint64_t first_step, uint64_t step_span,
          Varint(above_first);
 }
 
-TEST(ChunkCodecTest, InconsistentHeaderIsDataLoss) {
+std::string EncodeV1(const PointColumns& p) {
+  std::string out;
+  internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &out);
+  return out;
+}
+
+// Version 2 starts with the same six varints as version 1.
+std::string Header2(uint64_t count, uint64_t first_step, uint64_t step_span,
+                    uint64_t first_time_zigzag, uint64_t below_first,
+                    uint64_t above_first) {
+  std::string h = Header(count, first_step, step_span, first_time_zigzag,
+                         below_first, above_first);
+  h[0] = '\x02';
+  return h;
+}
+
+class InconsistentHeaderTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(InconsistentHeaderTest, IsDataLoss) {
+  const bool v2 = GetParam() == 2;
+  auto Header = v2 ? Header2 : ::stepdb::storage::Header;
   // Steps 0, 1e6, 2e6; times 10, 5, 20; first time 10 zigzags to 20.
   PointColumns p;
   p.push_back(0, 10, 1.0);
   p.push_back(kStep, 5, 2.0);
   p.push_back(2 * kStep, 20, 3.0);
-  const std::string chunk = Encode(p);
+  const std::string chunk = v2 ? Encode(p) : EncodeV1(p);
   const std::string header = Header(3, 0, 2 * kStep, 20, 5, 10);
   ASSERT_EQ(chunk.substr(0, header.size()), header) << "format drifted";
   const std::string body = chunk.substr(header.size());
@@ -499,8 +519,9 @@ TEST(ChunkCodecTest, InconsistentHeaderIsDataLoss) {
     return DecodeChunk(h + body, &out).code();
   };
   EXPECT_EQ(decode(header), absl::StatusCode::kOk);
-  // Wrong last step (still a plausible span).
-  EXPECT_EQ(decode(Header(3, 0, 3 * kStep, 20, 5, 10)),
+  // Wrong last step (still a plausible span; in version 2, where these
+  // regular steps are implied by the span, one that does not divide).
+  EXPECT_EQ(decode(Header(3, 0, 2 * kStep + 1, 20, 5, 10)),
             absl::StatusCode::kDataLoss);
   // Span too small for 3 strictly increasing steps.
   EXPECT_EQ(decode(Header(3, 0, 1, 20, 5, 10)), absl::StatusCode::kDataLoss);
@@ -527,6 +548,9 @@ TEST(ChunkCodecTest, InconsistentHeaderIsDataLoss) {
                                12)),
             absl::StatusCode::kDataLoss);
 }
+
+INSTANTIATE_TEST_SUITE_P(Versions, InconsistentHeaderTest,
+                         ::testing::Values(1, 2));
 
 TEST(ChunkCodecTest, HugeCountIsRejectedWithoutAllocating) {
   const std::string body(64, '\0');
@@ -596,6 +620,434 @@ TEST(ChunkCodecTest, RandomBytesNeverCrash) {
     if (!s.ok()) {
       EXPECT_TRUE(out.empty());
     }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Format version 2: value codecs, aggregates, compatibility.
+
+ChunkDescription Describe(const std::string& chunk) {
+  absl::StatusOr<ChunkDescription> d = DescribeChunk(chunk);
+  EXPECT_TRUE(d.ok()) << d.status();
+  return d.ok() ? *d : ChunkDescription();
+}
+
+// Consecutive steps, times every ~500 ms with +-20 ms jitter.
+PointColumns Series(const std::vector<double>& values, uint32_t seed = 1) {
+  std::mt19937_64 rng(seed);
+  PointColumns p;
+  for (size_t i = 0; i < values.size(); ++i) {
+    p.push_back((7 + i) * kStep,
+                1'717'000'000'000 + 500 * static_cast<int64_t>(i) +
+                    static_cast<int64_t>(rng() % 41) - 20,
+                values[i]);
+  }
+  return p;
+}
+
+std::vector<double> GpuUtil(size_t n, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<double> v;
+  for (size_t i = 0; i < n; ++i) {
+    v.push_back(rng() % 30 == 0 ? static_cast<double>(rng() % 101)
+                                : 96.0 + static_cast<double>(rng() % 5));
+  }
+  return v;
+}
+
+std::vector<double> Watts(size_t n, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 5.0);
+  std::vector<double> v;
+  for (size_t i = 0; i < n; ++i) {
+    v.push_back(std::round((350.0 + normal(rng)) * 10.0) / 10.0);
+  }
+  return v;
+}
+
+std::vector<double> Float32Loss(size_t n, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> noise(0.0f, 0.03f);
+  std::vector<double> v;
+  for (size_t i = 0; i < n; ++i) {
+    v.push_back(static_cast<double>(
+        2.0f * std::exp(-static_cast<float>(i) / 500.0f) + 0.3f + noise(rng)));
+  }
+  return v;
+}
+
+std::vector<double> RandomDoubles(size_t n, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-1e6, 1e6);
+  std::vector<double> v;
+  for (size_t i = 0; i < n; ++i) v.push_back(u(rng));
+  return v;
+}
+
+TEST(ChunkCodecV2Test, EachCodecIsChosenForItsData) {
+  struct Case {
+    const char* name;
+    std::vector<double> values;
+    std::vector<ChunkValueCodec> want;  // any of
+    int exponent;
+  };
+  std::vector<double> memory(1024, 41'943'040'000.0);
+  for (size_t i = 500; i < memory.size(); ++i) memory[i] += 2'097'152.0;
+  std::vector<double> sign_flips;  // float32 patterns one bit apart
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 1024; ++i) {
+    sign_flips.push_back((rng() % 2 ? 1.0 : -1.0) *
+                         static_cast<double>(0.1f * (1 + rng() % 2)));
+  }
+  const std::vector<Case> cases = {
+      {"gpu_util", GpuUtil(1024, 1), {ChunkValueCodec::kInteger}, 0},
+      {"memory", memory, {ChunkValueCodec::kInteger}, 0},
+      {"watts", Watts(1024, 2), {ChunkValueCodec::kDecimal}, 1},
+      {"loss",
+       Float32Loss(1024, 3),
+       {ChunkValueCodec::kFloat32Int, ChunkValueCodec::kXor32},
+       0},
+      {"sign_flips", sign_flips, {ChunkValueCodec::kXor32}, 0},
+      {"random", RandomDoubles(1024, 4), {ChunkValueCodec::kXor64}, 0},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string chunk = ExpectRoundTrip(Series(c.values));
+    const ChunkDescription d = Describe(chunk);
+    EXPECT_EQ(d.version, 2);
+    EXPECT_THAT(c.want, ::testing::Contains(d.value_codec));
+    EXPECT_EQ(d.decimal_exponent, c.exponent);
+    EXPECT_EQ(d.exceptions, 0u);
+    EXPECT_TRUE(d.regular_steps);
+  }
+}
+
+TEST(ChunkCodecV2Test, LrScheduleIsFloat32AsIntegers) {
+  // Linear warm-up then cosine decay computed in float32: smooth patterns,
+  // so delta-of-deltas of the ordered patterns are tiny.
+  std::vector<double> lr;
+  for (int i = 0; i < 1024; ++i) {
+    const float s = static_cast<float>(i + 5000);
+    lr.push_back(static_cast<double>(
+        1.5e-4f * (1.0f + std::cos(3.14159265f * s / 200000.0f))));
+  }
+  const std::string chunk = ExpectRoundTrip(Series(lr));
+  EXPECT_EQ(Describe(chunk).value_codec, ChunkValueCodec::kFloat32Int);
+}
+
+TEST(ChunkCodecV2Test, FewOddValuesBecomeExceptions) {
+  for (const std::vector<double>& base : {GpuUtil(1024, 5), Watts(1024, 6)}) {
+    std::vector<double> v = base;
+    v[0] = std::numeric_limits<double>::quiet_NaN();
+    v[10] = -0.0;
+    v[11] = std::numeric_limits<double>::infinity();
+    v[500] = FromBits(0x7ff0000000000001);  // signaling NaN
+    v[1023] = 1.0 / 3.0;
+    const std::string chunk = ExpectRoundTrip(Series(v));
+    const ChunkDescription d = Describe(chunk);
+    EXPECT_TRUE(d.value_codec == ChunkValueCodec::kInteger ||
+                d.value_codec == ChunkValueCodec::kDecimal);
+    EXPECT_EQ(d.exceptions, 5u);
+    // Far below the XOR fallback.
+    EXPECT_LT(chunk.size(), 1024u * 3);
+  }
+}
+
+TEST(ChunkCodecV2Test, Float32WithExceptions) {
+  std::vector<double> v = Float32Loss(1024, 7);
+  v[3] = 0.1;  // not a float32
+  v[700] = FromBits(0x7ff4000000000001);
+  const std::string chunk = ExpectRoundTrip(Series(v));
+  const ChunkDescription d = Describe(chunk);
+  EXPECT_TRUE(d.value_codec == ChunkValueCodec::kFloat32Int ||
+              d.value_codec == ChunkValueCodec::kXor32);
+  EXPECT_EQ(d.exceptions, 2u);
+}
+
+TEST(ChunkCodecV2Test, CompressesTelemetryFarBelowVersion1) {
+  for (const std::vector<double>& v :
+       {GpuUtil(1024, 8), Watts(1024, 9), Float32Loss(1024, 10)}) {
+    const PointColumns p = Series(v);
+    EXPECT_LT(Encode(p).size() * 10, EncodeV1(p).size() * 9);
+  }
+}
+
+// Values drawn from one of several classes, switching class at random
+// points, so that codecs see mixtures, exceptions and boundaries.
+std::vector<double> MixedValues(size_t n, std::mt19937_64& rng) {
+  std::vector<double> special = SpecialValues();
+  std::vector<double> v;
+  int kind = static_cast<int>(rng() % 7);
+  double level = static_cast<double>(rng() % 1000);
+  for (size_t i = 0; i < n; ++i) {
+    if (rng() % 64 == 0) kind = static_cast<int>(rng() % 7);
+    switch (kind) {
+      case 0:  // small integers
+        v.push_back(level + static_cast<double>(rng() % 5));
+        break;
+      case 1:  // decimals of 1..4 digits
+        v.push_back(
+            static_cast<double>(static_cast<int64_t>(rng() % 200000) - 100000) /
+            std::pow(10.0, 1 + rng() % 4));
+        break;
+      case 2:  // float32 values
+        v.push_back(static_cast<double>(
+            std::bit_cast<float>(static_cast<uint32_t>(rng()))));
+        break;
+      case 3:  // any bit pattern
+        v.push_back(FromBits(rng()));
+        break;
+      case 4:  // special values
+        v.push_back(special[rng() % special.size()]);
+        break;
+      case 5:  // repeats
+        v.push_back(v.empty() ? 0.0 : v.back());
+        break;
+      default:  // big integers near 2^53
+        v.push_back(static_cast<double>((int64_t{1} << 53) -
+                                        static_cast<int64_t>(rng() % 1000)) *
+                    (rng() % 2 ? 1 : -1));
+    }
+  }
+  return v;
+}
+
+// A chunk of n points of one class, for the property test.
+std::vector<double> ClassValues(int kind, size_t n, std::mt19937_64& rng) {
+  switch (kind) {
+    case 0:
+      return GpuUtil(n, static_cast<uint32_t>(rng()));
+    case 1:
+      return Watts(n, static_cast<uint32_t>(rng()));
+    case 2:
+      return Float32Loss(n, static_cast<uint32_t>(rng()));
+    case 3:
+      return RandomDoubles(n, static_cast<uint32_t>(rng()));
+    default:
+      return MixedValues(n, rng);
+  }
+}
+
+TEST(ChunkCodecV2Test, PropertyRoundTrips) {
+  std::mt19937_64 rng(4242);
+  const std::vector<size_t> sizes = {1, 2, 3, 7, 8, 9, 63, 64, 65, 300, 1024};
+  for (int iter = 0; iter < 400; ++iter) {
+    const size_t n = sizes[rng() % sizes.size()];
+    PointColumns p;
+    std::vector<double> values =
+        ClassValues(static_cast<int>(rng() % 5), n, rng);
+    // Sprinkle odd values into some chunks.
+    if (rng() % 3 == 0) {
+      std::vector<double> special = SpecialValues();
+      for (int k = static_cast<int>(rng() % 4); k > 0; --k) {
+        values[rng() % n] = special[rng() % special.size()];
+      }
+    }
+    const int step_kind = static_cast<int>(rng() % 3);
+    const int time_kind = static_cast<int>(rng() % 3);
+    uint64_t step = rng() % (uint64_t{1} << 40);
+    uint64_t time = rng();  // wraps around: any int64 sequence is valid
+    for (size_t i = 0; i < n; ++i) {
+      p.push_back(step, static_cast<int64_t>(time), values[i]);
+      step += step_kind == 0   ? kStep
+              : step_kind == 1 ? 1 + rng() % 3
+                               : 1 + rng() % (uint64_t{1} << 30);
+      time += time_kind == 0   ? 500
+              : time_kind == 1 ? 480 + rng() % 41
+                               : (rng() >> 8) - (uint64_t{1} << 54);
+    }
+    SCOPED_TRACE(::testing::Message() << "iter " << iter << " n " << n);
+    ExpectRoundTrip(p);
+    if (HasFailure()) break;
+  }
+}
+
+void ExpectValueStats(const PointColumns& p, const ChunkSummary& s) {
+  if (p.size() < kMinPointsForValueStats) {
+    EXPECT_FALSE(s.has_value_stats);
+    return;
+  }
+  ASSERT_TRUE(s.has_value_stats);
+  uint32_t nan = 0, pinf = 0, ninf = 0;
+  double min = 0, max = 0, sum = 0;
+  bool any = false;
+  for (double v : p.values) {
+    if (std::isnan(v)) {
+      ++nan;
+    } else if (std::isinf(v)) {
+      ++(v > 0 ? pinf : ninf);
+    } else {
+      if (!any || v < min) min = v;
+      if (!any || max < v) max = v;
+      any = true;
+      sum += v;
+    }
+  }
+  EXPECT_EQ(s.nan_count, nan);
+  EXPECT_EQ(s.pos_inf_count, pinf);
+  EXPECT_EQ(s.neg_inf_count, ninf);
+  EXPECT_EQ(s.finite_count(), p.size() - nan - pinf - ninf);
+  EXPECT_EQ(Bits(s.min_value), Bits(min));
+  EXPECT_EQ(Bits(s.max_value), Bits(max));
+  EXPECT_EQ(Bits(s.sum), Bits(sum));
+  EXPECT_EQ(Bits(s.first_value), Bits(p.values.front()));
+  EXPECT_EQ(Bits(s.last_value), Bits(p.values.back()));
+}
+
+TEST(ChunkCodecV2Test, SummaryValueAggregates) {
+  std::vector<double> v = Watts(100, 11);
+  v[5] = std::numeric_limits<double>::quiet_NaN();
+  v[6] = FromBits(0xfff8000000000001);  // negative NaN
+  v[7] = std::numeric_limits<double>::infinity();
+  v[8] = -std::numeric_limits<double>::infinity();
+  v[9] = -std::numeric_limits<double>::infinity();
+  v[10] = -1e300;
+  v[99] = std::numeric_limits<double>::quiet_NaN();
+  PointColumns p = Series(v);
+  absl::StatusOr<ChunkSummary> s = ReadChunkSummary(Encode(p));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->nan_count, 3u);
+  EXPECT_EQ(s->pos_inf_count, 1u);
+  EXPECT_EQ(s->neg_inf_count, 2u);
+  EXPECT_EQ(s->min_value, -1e300);
+  EXPECT_TRUE(std::isnan(s->last_value));
+  ExpectValueStats(p, *s);
+
+  // No finite value at all; and every size around the threshold.
+  std::vector<double> nans(20, std::numeric_limits<double>::quiet_NaN());
+  nans[3] = -std::numeric_limits<double>::infinity();
+  p = Series(nans);
+  s = ReadChunkSummary(ExpectRoundTrip(p));
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->finite_count(), 0u);
+  EXPECT_EQ(s->sum, 0.0);
+  ExpectValueStats(p, *s);
+  for (size_t n = 1; n <= 12; ++n) {
+    p = Series(Float32Loss(n, 12));
+    s = ReadChunkSummary(ExpectRoundTrip(p));
+    ASSERT_TRUE(s.ok());
+    ExpectValueStats(p, *s);
+  }
+  std::mt19937_64 rng(13);
+  for (int iter = 0; iter < 50; ++iter) {
+    p = Series(MixedValues(1 + rng() % 300, rng));
+    s = ReadChunkSummary(Encode(p));
+    ASSERT_TRUE(s.ok());
+    ExpectValueStats(p, *s);
+  }
+}
+
+TEST(ChunkCodecV2Test, Version1ChunksStillDecode) {
+  for (const PointColumns& p :
+       {Telemetry(1, 1), Telemetry(1000, 2), WithValues(SpecialValues()),
+        Series(GpuUtil(500, 3))}) {
+    const std::string chunk = EncodeV1(p);
+    ASSERT_EQ(chunk[0], '\x01');
+    PointColumns got;
+    ASSERT_TRUE(DecodeChunk(chunk, &got).ok());
+    EXPECT_THAT(got.steps, ElementsAreArray(p.steps));
+    EXPECT_THAT(got.times_ms, ElementsAreArray(p.times_ms));
+    EXPECT_THAT(ValueBits(got.values), ElementsAreArray(ValueBits(p.values)));
+    absl::StatusOr<ChunkSummary> s = ReadChunkSummary(chunk);
+    ASSERT_TRUE(s.ok());
+    ExpectSummaryEq(*s, ExpectedSummary(p));
+    EXPECT_FALSE(s->has_value_stats);
+    const ChunkDescription d = Describe(chunk);
+    EXPECT_EQ(d.version, 1);
+    EXPECT_EQ(d.value_codec, ChunkValueCodec::kGorillaV1);
+  }
+}
+
+constexpr char kGoldenV1[] =
+    "\x01\x03\xc0\x84\x3d\xc0\x8d\xb7\x01\xd0\x0f\x00\xf4\x03\x70\xf4\x24\x07"
+    "\x1f\x47\x1f\xd9\xff\x80\x00\x00\x00\x00\x00\x03\x00\xcb\xff";
+
+TEST(ChunkCodecV2Test, Version1GoldenBytes) {
+  // Written by the version 1 encoder of release 0.1: steps 1e6, 2e6, 4e6;
+  // times 1000, 1500, 1490; values 1.0, 1.0, -0.0.
+  const std::string golden(kGoldenV1, sizeof(kGoldenV1) - 1);
+  PointColumns got;
+  ASSERT_TRUE(DecodeChunk(golden, &got).ok());
+  EXPECT_THAT(got.steps, ElementsAreArray({kStep, 2 * kStep, 4 * kStep}));
+  EXPECT_THAT(got.times_ms, ElementsAreArray({1000, 1500, 1490}));
+  EXPECT_THAT(ValueBits(got.values),
+              ElementsAreArray(ValueBits({1.0, 1.0, -0.0})));
+}
+
+std::vector<std::string> CodecSamples() {
+  std::mt19937_64 rng(99);
+  std::vector<std::string> chunks;
+  for (const std::vector<double>& v :
+       {GpuUtil(300, 1), Watts(300, 2), Float32Loss(300, 3),
+        RandomDoubles(300, 4), MixedValues(300, rng), GpuUtil(9, 5),
+        Watts(2, 6)}) {
+    chunks.push_back(Encode(Series(v)));
+  }
+  std::vector<double> v = GpuUtil(300, 7);
+  v[3] = std::numeric_limits<double>::quiet_NaN();
+  v[200] = 0.5;
+  chunks.push_back(Encode(Series(v)));
+  PointColumns irregular = Series(Watts(200, 8));
+  for (size_t i = 0; i < irregular.size(); ++i) irregular.steps[i] += i * i;
+  chunks.push_back(Encode(irregular));
+  return chunks;
+}
+
+TEST(ChunkCodecV2Test, EveryTruncationIsAnError) {
+  for (const std::string& chunk : CodecSamples()) {
+    for (size_t len = 0; len < chunk.size(); ++len) {
+      PointColumns out;
+      absl::Status s = DecodeChunk(chunk.substr(0, len), &out);
+      EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << len << " " << s;
+      EXPECT_TRUE(out.empty());
+      (void)ReadChunkSummary(chunk.substr(0, len));
+      (void)DescribeChunk(chunk.substr(0, len));
+    }
+  }
+}
+
+TEST(ChunkCodecV2Test, RandomCorruptionNeverCrashes) {
+  std::mt19937_64 rng(2025);
+  for (const std::string& chunk : CodecSamples()) {
+    for (int iter = 0; iter < 1500; ++iter) {
+      std::string bad = chunk;
+      const int flips = 1 + static_cast<int>(rng() % 3);
+      for (int f = 0; f < flips; ++f) {
+        const size_t pos = rng() % bad.size();
+        if (rng() % 2) {
+          bad[pos] = static_cast<char>(bad[pos] ^ (1 << (rng() % 8)));
+        } else {
+          bad[pos] = static_cast<char>(rng());
+        }
+      }
+      PointColumns out;
+      absl::Status s = DecodeChunk(bad, &out);
+      (void)DescribeChunk(bad);
+      if (s.ok()) {
+        absl::StatusOr<ChunkSummary> summary = ReadChunkSummary(bad);
+        ASSERT_TRUE(summary.ok());
+        ExpectSummaryEq(*summary, ExpectedSummary(out));
+      } else {
+        EXPECT_TRUE(s.code() == absl::StatusCode::kDataLoss ||
+                    s.code() == absl::StatusCode::kUnimplemented)
+            << s;
+        EXPECT_TRUE(out.empty());
+      }
+    }
+  }
+}
+
+TEST(ChunkCodecV2Test, HugeCountIsRejectedWithoutAllocating) {
+  const std::string body(64, '\0');
+  for (uint64_t count : {uint64_t{1} << 24, (uint64_t{1} << 24) + 1,
+                         uint64_t{1} << 32, ~uint64_t{0}}) {
+    // Flags 0, codec XOR64.
+    const std::string chunk = Header2(count, 0, ~uint64_t{0} >> 1, 0, 0, 0) +
+                              std::string("\x00\x01", 2) + body;
+    PointColumns out;
+    EXPECT_EQ(DecodeChunk(chunk, &out).code(), absl::StatusCode::kDataLoss)
+        << count;
+    EXPECT_EQ(out.steps.capacity(), 0u);
   }
 }
 
