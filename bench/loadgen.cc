@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstdio>
 #include <deque>
@@ -109,7 +110,8 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
     auto stream = stub->Write(&ctx);
     bool registered = false;
     std::atomic<bool> broken{false};
-    std::atomic<int64_t> in_flight{0};
+    int64_t in_flight = 0;  // guarded by mu
+    std::condition_variable window_open;
     // Acks arrive in request order on a reader thread.
     std::thread reader([&] {
       WriteAck ack;
@@ -129,9 +131,12 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
         }
         result.rejected += ack.points_rejected();
         result.duplicates += ack.points_duplicate();
-        in_flight.fetch_sub(1);
+        --in_flight;
+        window_open.notify_one();
       }
+      std::lock_guard<std::mutex> lock(mu);
       broken = true;
+      window_open.notify_one();
     });
     // Resend what a failed stream left unacked (new seqs, same points:
     // the server drops them as duplicates if they did land).
@@ -142,8 +147,9 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
       unacked.clear();
     }
     auto send = [&](WriteRequest req) {
-      while (in_flight.load() >= config.window && !broken.load()) {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        window_open.wait(lock, [&] { return in_flight < config.window || broken.load(); });
       }
       if (broken.load()) return false;
       req.set_seq(++seq);
@@ -166,8 +172,8 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
       {
         std::lock_guard<std::mutex> lock(mu);
         unacked.emplace_back(req, Clock::now());
+        ++in_flight;
       }
-      in_flight.fetch_add(1);
       ++result.requests;
       return stream->Write(req);
     };

@@ -17,8 +17,10 @@ namespace {
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 // Fills rejections and counts of a response or ack from engine results.
+// `series` holds the series id of each result.
 template <typename Reply>
-void FillResults(const DecodedRequest& decoded,
+void FillResults(const storage::Engine& engine,
+                 const std::vector<storage::SeriesId>& series,
                  const std::vector<storage::SeriesAppendResult>& results,
                  Reply* reply) {
   uint64_t accepted = 0, duplicates = 0, rejected = 0;
@@ -30,7 +32,9 @@ void FillResults(const DecodedRequest& decoded,
     if (r.rejected > 0) {
       v1::SeriesRejection* rej = reply->add_rejections();
       rej->set_index(static_cast<uint32_t>(i));
-      rej->set_series(decoded.names[i]);
+      // Names are built only for rejections, never on the hot path.
+      const storage::SeriesKey* key = engine.KeyOf(series[i]);
+      rej->set_series(key ? storage::SeriesDisplayName(*key) : "unknown series");
       rej->set_code(static_cast<int32_t>(grpc::StatusCode::FAILED_PRECONDITION));
       rej->set_message(r.first_rejection);
       rej->set_points_rejected(r.rejected);
@@ -95,10 +99,11 @@ class IngestService::WriteReactor
       if (!decoded.ok()) status = decoded.status();
     }
     std::vector<storage::SeriesAppend> appends;
-    auto shared = std::make_shared<DecodedRequest>();
+    auto ids = std::make_shared<std::vector<storage::SeriesId>>();
     if (status.ok()) {
       appends = std::move(decoded->appends);
-      shared->names = std::move(decoded->names);
+      ids->reserve(appends.size());
+      for (const auto& a : appends) ids->push_back(a.series);
     } else {
       service_->malformed_requests_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -106,10 +111,10 @@ class IngestService::WriteReactor
     // append) so that acks leave in request order.
     service_->engine_->AppendAsync(
         std::move(appends),
-        [this, seq, status, shared](
+        [this, seq, status, ids](
             absl::Status write_status,
             std::vector<storage::SeriesAppendResult> results) {
-          OnCommitted(seq, status, write_status, *shared, results);
+          OnCommitted(seq, status, write_status, *ids, results);
         });
     absl::MutexLock lock(&mu_);
     reading_ = false;
@@ -149,20 +154,21 @@ class IngestService::WriteReactor
  private:
   void OnCommitted(uint64_t seq, const absl::Status& decode_status,
                    const absl::Status& write_status,
-                   const DecodedRequest& decoded,
+                   const std::vector<storage::SeriesId>& ids,
                    const std::vector<storage::SeriesAppendResult>& results) {
     grpc::Status status;
     bool finish;
     {
       absl::MutexLock lock(&mu_);
-      Commit(seq, decode_status, write_status, decoded, results);
+      Commit(seq, decode_status, write_status, ids, results);
       finish = ShouldFinishLocked(&status);
     }
     if (finish) Finish(status);
   }
 
   void Commit(uint64_t seq, const absl::Status& decode_status,
-              const absl::Status& write_status, const DecodedRequest& decoded,
+              const absl::Status& write_status,
+              const std::vector<storage::SeriesId>& ids,
               const std::vector<storage::SeriesAppendResult>& results)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     --in_flight_;
@@ -180,7 +186,7 @@ class IngestService::WriteReactor
         ack.set_error_code(static_cast<int32_t>(decode_status.code()));
         ack.set_error_message(std::string(decode_status.message()));
       } else {
-        FillResults(decoded, results, &ack);
+        FillResults(*service_->engine_, ids, results, &ack);
       }
       // Never goes backwards, even for an error ack of a stale seq.
       durable_seq_ = std::max(durable_seq_, seq);
@@ -275,11 +281,11 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
     reactor->Finish(ToGrpcStatus(decoded.status()));
     return reactor;
   }
-  auto names = std::make_shared<DecodedRequest>();
-  names->names = std::move(decoded->names);
+  std::vector<storage::SeriesId> ids;
+  for (const auto& a : decoded->appends) ids.push_back(a.series);
   engine_->AppendAsync(
       std::move(decoded->appends),
-      [this, reactor, response, names](
+      [this, reactor, response, ids = std::move(ids)](
           absl::Status status,
           std::vector<storage::SeriesAppendResult> results) {
         if (!status.ok()) {
@@ -287,7 +293,7 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
           reactor->Finish(ToGrpcStatus(status));
           return;
         }
-        FillResults(*names, results, response);
+        FillResults(*engine_, ids, results, response);
         reactor->Finish(grpc::Status::OK);
       });
   return reactor;

@@ -164,7 +164,6 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
   // Pass 2: resolve and convert.
   DecodedRequest out;
   out.appends.reserve(request.series_size());
-  out.names.reserve(request.series_size());
   for (int i = 0; i < request.series_size(); ++i) {
     const v1::SeriesPoints& s = request.series(i);
     storage::SeriesId id;
@@ -178,8 +177,9 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
       id = *resolved;
       if (s.has_key() && s.ref() != 0) refs->Register(s.ref(), id, keys[i]);
     }
-    out.names.push_back(storage::SeriesDisplayName(keys[i]));
-    out.appends.push_back({id, ToColumns(s, now_ms)});
+    out.appends.push_back({id, ToColumns(s, now_ms), {}});
+    // Encoding here, on the gRPC threads, takes it off the commit thread.
+    storage::PrepareAppend(&out.appends.back());
   }
   return out;
 }

@@ -36,7 +36,6 @@ class StreamRefs {
 
 struct DecodedRequest {
   std::vector<storage::SeriesAppend> appends;  // one per request series
-  std::vector<std::string> names;              // display name of each
 };
 
 // Decodes `request`. `refs` is null for the unary write (refs not allowed).

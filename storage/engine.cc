@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <filesystem>
 #include <span>
 #include <thread>
@@ -103,8 +104,9 @@ struct SeriesState {
   mutable absl::Mutex mu;
   // Durable points not yet sealed, in step order.
   PointColumns head ABSL_GUARDED_BY(mu);
-  // First step of each fragment in the head column family.
-  std::vector<uint64_t> fragments ABSL_GUARDED_BY(mu);
+  // The head-log record of each head fragment, in order (a record may
+  // repeat when one group holds several fragments of the series).
+  std::vector<uint64_t> log_records ABSL_GUARDED_BY(mu);
   SealedStats sealed ABSL_GUARDED_BY(mu);
   bool has_last ABSL_GUARDED_BY(mu) = false;
   uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
@@ -126,6 +128,14 @@ struct SeriesState {
     last_value = points.values[to - 1];
   }
 };
+
+// Head fragments live only until their series is sealed: they are encoded
+// for speed (format version 1) rather than size.
+void EncodeFragment(std::span<const uint64_t> steps,
+                    std::span<const int64_t> times_ms,
+                    std::span<const double> values, std::string* out) {
+  internal::EncodeChunkV1(steps, times_ms, values, out);
+}
 
 // Index of the first point with step >= `step`.
 size_t LowerBound(const std::vector<uint64_t>& steps, uint64_t step) {
@@ -202,7 +212,7 @@ class Engine::Impl {
       absl::MutexLock lock(&seal_queue_mu_);
       sealer_stopping_ = true;
     }
-    // Heads left unsealed stay durable as fragments.
+    // Heads left unsealed stay durable in the head log.
     if (sealer_.joinable()) sealer_.join();
     if (db_ != nullptr) {
       // Series registered but never written to still keep their ids.
@@ -241,7 +251,7 @@ class Engine::Impl {
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
         {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
         {kIndexFamily, index_options},
-        {kHeadFamily, head_options},
+        {kHeadLogFamily, head_options},
         {kChunksFamily, chunk_options},
     };
     std::error_code ec;
@@ -252,7 +262,7 @@ class Engine::Impl {
     if (!s.ok()) return FromRocks(s, "open " + options_.data_dir);
     db_.reset(db);
     index_cf_ = families_[1];
-    head_cf_ = families_[2];
+    head_log_cf_ = families_[2];
     chunks_cf_ = families_[3];
     if (auto st = Recover(); !st.ok()) return st;
     committer_ = std::thread([this] { CommitLoop(); });
@@ -432,10 +442,18 @@ class Engine::Impl {
   // Per-series state of one commit group.
   struct GroupSeries {
     SeriesState* state = nullptr;
-    PointColumns accepted;  // in step order
+    // Points accepted so far in this group, in step order, piece by piece.
+    std::vector<const PointColumns*> accepted;
     bool has_last = false;
     uint64_t last_step = 0;
     uint64_t last_value_bits = 0;
+  };
+
+  // Accepted points of one series to write as head fragment(s).
+  struct Fragment {
+    SeriesState* state;
+    const PointColumns* points;
+    const std::string* encoded;  // prepared encoding, or null: encode here
   };
 
   struct Counters {
@@ -502,30 +520,64 @@ class Engine::Impl {
       }
     }
 
-    it.reset(db_->NewIterator(rocksdb::ReadOptions(), head_cf_));
+    // Replay the head log. A fragment whose series was sealed after the
+    // record was written is skipped: seals cover whole fragments.
+    it.reset(db_->NewIterator(rocksdb::ReadOptions(), head_log_cf_));
     PointColumns fragment;
+    rocksdb::WriteBatch emptied;
+    absl::MutexLock log_lock(&log_mu_);
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      DataKeyParts parts;
-      if (!ParseDataKey(it->key().ToStringView(), &parts) ||
-          parts.series == 0 || parts.series > states_.size() ||
-          states_[parts.series - 1] == nullptr) {
-        return absl::DataLossError("head fragment of an unknown series");
+      if (it->key().size() != 8) return absl::DataLossError("bad head-log key");
+      const uint64_t seq = ReadBigEndian64(it->key().data());
+      next_log_seq_ = seq + 1;
+      LogRecord record;
+      record.created = absl::Now();
+      std::string_view in = it->value().ToStringView();
+      while (!in.empty()) {
+        if (in.size() < 8) return absl::DataLossError("truncated head-log entry");
+        const SeriesId id = ReadBigEndian32(in.data());
+        const uint32_t size = ReadBigEndian32(in.data() + 4);
+        in.remove_prefix(8);
+        if (size > in.size() || id == 0 || id > states_.size() ||
+            states_[id - 1] == nullptr) {
+          return absl::DataLossError(
+              absl::StrCat("head-log record ", seq, ": bad entry"));
+        }
+        fragment.clear();
+        if (auto st = DecodeChunk(in.substr(0, size), &fragment); !st.ok()) {
+          return st;
+        }
+        in.remove_prefix(size);
+        SeriesState& state = *states_[id - 1];
+        absl::MutexLock series_lock(&state.mu);
+        if (state.has_last && fragment.steps.front() <= state.last_step) {
+          if (fragment.steps.back() > state.last_step) {
+            return absl::DataLossError(absl::StrCat(
+                "head-log record ", seq, " overlaps series ", id, " partly"));
+          }
+          continue;  // already sealed
+        }
+        state.log_records.push_back(seq);
+        state.AppendHeadLocked(fragment, 0, fragment.size());
+        ++record.live;
+        record.series.push_back(id);
       }
-      fragment.clear();
-      if (auto s = DecodeChunk(it->value().ToStringView(), &fragment); !s.ok()) {
-        return s;
+      if (record.live == 0) {
+        emptied.Delete(head_log_cf_, it->key());
+      } else {
+        log_.emplace(seq, std::move(record));
       }
-      SeriesState& state = *states_[parts.series - 1];
-      absl::MutexLock series_lock(&state.mu);
-      if (fragment.empty() || fragment.steps[0] != parts.first_step ||
-          (state.has_last && fragment.steps[0] <= state.last_step)) {
-        return absl::DataLossError(absl::StrCat(
-            "head fragment of series ", parts.series, " out of order"));
-      }
-      state.fragments.push_back(parts.first_step);
-      state.AppendHeadLocked(fragment, 0, fragment.size());
     }
-    return FromRocks(it->status(), "read heads");
+    if (auto st = FromRocks(it->status(), "read head log"); !st.ok()) return st;
+    if (emptied.Count() > 0) {
+      if (auto st = FromRocks(db_->Write(rocksdb::WriteOptions(), &emptied),
+                              "prune head log");
+          !st.ok()) {
+        return st;
+      }
+    }
+    return absl::OkStatus();
+
   }
 
   // Calls `visit` with the decoded points of each chunk of `state` that may
@@ -572,9 +624,11 @@ class Engine::Impl {
   // Returns its value bits, or nullopt if no point has that step.
   absl::StatusOr<std::optional<uint64_t>> FindStoredValue(
       const GroupSeries& group, uint64_t step) const {
-    const PointColumns& mine = group.accepted;
-    size_t i = LowerBound(mine.steps, step);
-    if (i < mine.size() && mine.steps[i] == step) return Bits(mine.values[i]);
+    size_t i;
+    for (const PointColumns* mine : group.accepted) {
+      i = LowerBound(mine->steps, step);
+      if (i < mine->size() && mine->steps[i] == step) return Bits(mine->values[i]);
+    }
     {
       absl::ReaderMutexLock lock(&group.state->mu);
       const PointColumns& head = group.state->head;
@@ -599,16 +653,17 @@ class Engine::Impl {
     return found;
   }
 
-  // Validates one series' points of one append against the group state.
+  // Validates one series' points of one append against the group state,
+  // point by point, copying the accepted ones to *accepted.
   SeriesAppendResult ValidateInto(const SeriesAppend& append,
-                                  GroupSeries* group) {
+                                  GroupSeries* group, PointColumns* accepted) {
     SeriesAppendResult result;
     const PointColumns& in = append.points;
     for (size_t i = 0; i < in.size(); ++i) {
       const uint64_t step = in.steps[i];
       const uint64_t bits = Bits(in.values[i]);
       if (!group->has_last || step > group->last_step) {
-        group->accepted.push_back(step, in.times_ms[i], in.values[i]);
+        accepted->push_back(step, in.times_ms[i], in.values[i]);
         group->has_last = true;
         group->last_step = step;
         group->last_value_bits = bits;
@@ -691,30 +746,49 @@ class Engine::Impl {
   void CommitGroup(std::deque<PendingAppend>& group) {
     absl::flat_hash_map<SeriesId, GroupSeries> touched;
     std::vector<std::vector<SeriesAppendResult>> results(group.size());
+    std::vector<Fragment> fragments;
+    std::deque<PointColumns> filtered;  // accepted subsets of slow-path appends
     Counters delta;
     for (size_t r = 0; r < group.size(); ++r) {
+      results[r].reserve(group[r].series.size());
       for (const SeriesAppend& append : group[r].series) {
+        SeriesAppendResult& result = results[r].emplace_back();
+        const PointColumns& points = append.points;
         GroupSeries& g = touched[append.series];
         if (g.state == nullptr) {
           g.state = State(append.series);
-          if (g.state != nullptr) {
-            absl::ReaderMutexLock lock(&g.state->mu);
-            g.has_last = g.state->has_last;
-            g.last_step = g.state->last_step;
-            g.last_value_bits = Bits(g.state->last_value);
+          if (g.state == nullptr) {
+            result.rejected = points.size();
+            result.first_rejection = "unknown series id";
+            delta.points_rejected += result.rejected;
+            continue;
           }
+          absl::ReaderMutexLock lock(&g.state->mu);
+          g.has_last = g.state->has_last;
+          g.last_step = g.state->last_step;
+          g.last_value_bits = Bits(g.state->last_value);
         }
-        SeriesAppendResult result;
-        if (g.state == nullptr) {
-          result.rejected = append.points.size();
-          result.first_rejection = "unknown series id";
+        if (points.empty()) continue;
+        if (!append.fragment.empty() &&
+            (!g.has_last || points.steps.front() > g.last_step)) {
+          // Fast path: a prepared append that simply continues the series.
+          result.accepted = points.size();
+          fragments.push_back({g.state, &points, &append.fragment});
+          g.accepted.push_back(&points);
+          g.has_last = true;
+          g.last_step = points.steps.back();
+          g.last_value_bits = Bits(points.values.back());
         } else {
-          result = ValidateInto(append, &g);
+          PointColumns& accepted = filtered.emplace_back();
+          result = ValidateInto(append, &g, &accepted);
+          if (!accepted.empty()) {
+            fragments.push_back({g.state, &accepted, nullptr});
+            g.accepted.push_back(&accepted);
+          }
         }
         delta.points_accepted += result.accepted;
         delta.points_duplicate += result.duplicates;
         delta.points_rejected += result.rejected;
-        results[r].push_back(std::move(result));
       }
     }
 
@@ -724,19 +798,34 @@ class Engine::Impl {
     for (const auto& record : records) {
       batch.Put(index_cf_, record.key, record.value);
     }
-    std::string encoded;
-    for (auto& [id, g] : touched) {
-      const PointColumns& p = g.accepted;
+    // The whole group's points are one head-log record: one key, however
+    // many series and requests (entry: series id, size, fragment).
+    std::string record, encoded;
+    std::vector<SeriesId> record_series;
+    const uint64_t seq = next_log_seq_;
+    for (const Fragment& f : fragments) {
+      const PointColumns& p = *f.points;
       for (size_t begin = 0; begin < p.size(); begin += kMaxFragmentPoints) {
-        const size_t n = std::min(kMaxFragmentPoints, p.size() - begin);
-        encoded.clear();
-        EncodeChunk(std::span(p.steps).subspan(begin, n),
-                    std::span(p.times_ms).subspan(begin, n),
-                    std::span(p.values).subspan(begin, n), &encoded);
-        std::string key = g.state->data_prefix;
-        AppendBigEndian64(p.steps[begin], &key);
-        batch.Put(head_cf_, key, encoded);
+        const std::string* bytes = f.encoded;
+        if (bytes == nullptr) {
+          const size_t n = std::min(kMaxFragmentPoints, p.size() - begin);
+          encoded.clear();
+          EncodeFragment(std::span(p.steps).subspan(begin, n),
+                         std::span(p.times_ms).subspan(begin, n),
+                         std::span(p.values).subspan(begin, n), &encoded);
+          bytes = &encoded;
+        }
+        AppendBigEndian32(f.state->id, &record);
+        AppendBigEndian32(static_cast<uint32_t>(bytes->size()), &record);
+        record.append(*bytes);
+        record_series.push_back(f.state->id);
+        if (f.encoded != nullptr) break;  // prepared: one piece
       }
+    }
+    if (!record.empty()) {
+      std::string key;
+      AppendBigEndian64(seq, &key);
+      batch.Put(head_log_cf_, key, record);
     }
     absl::Status status;
     if (batch.Count() > 0) {
@@ -750,15 +839,23 @@ class Engine::Impl {
       return;
     }
 
+    if (!record.empty()) {
+      // Registered before any head refers to it, so a seal finds it.
+      ++next_log_seq_;
+      absl::MutexLock lock(&log_mu_);
+      log_.emplace(seq, LogRecord{static_cast<uint32_t>(record_series.size()),
+                                  absl::Now(), std::move(record_series)});
+    }
     std::vector<SeriesState*> full;
-    for (auto& [id, g] : touched) {
-      if (g.accepted.empty()) continue;
-      absl::MutexLock lock(&g.state->mu);
-      for (size_t begin = 0; begin < g.accepted.size(); begin += kMaxFragmentPoints) {
-        g.state->fragments.push_back(g.accepted.steps[begin]);
+    for (const Fragment& f : fragments) {
+      const PointColumns& p = *f.points;
+      absl::MutexLock lock(&f.state->mu);
+      for (size_t begin = 0; begin < p.size(); begin += kMaxFragmentPoints) {
+        f.state->log_records.push_back(seq);
+        if (f.encoded != nullptr) break;
       }
-      g.state->AppendHeadLocked(g.accepted, 0, g.accepted.size());
-      if (g.state->head.size() >= options_.chunk_points) full.push_back(g.state);
+      f.state->AppendHeadLocked(p, 0, p.size());
+      if (f.state->head.size() >= options_.chunk_points) full.push_back(f.state);
     }
     {
       absl::MutexLock lock(&counters_mu_);
@@ -771,8 +868,8 @@ class Engine::Impl {
     for (size_t r = 0; r < group.size(); ++r) {
       std::move(group[r].done)(absl::OkStatus(), std::move(results[r]));
     }
-    // Sealing is not on the ack path: the points are already durable as
-    // fragments, and a seal lost in a crash leaves the fragments in place.
+    // Sealing is not on the ack path: the points are already durable in the
+    // head log, and a seal lost in a crash leaves the records in place.
     if (!full.empty()) {
       absl::MutexLock lock(&seal_queue_mu_);
       for (SeriesState* state : full) {
@@ -783,29 +880,60 @@ class Engine::Impl {
 
   void SealLoop() {
     for (;;) {
-      SeriesState* state;
+      SeriesState* state = nullptr;
       {
         absl::MutexLock lock(&seal_queue_mu_);
-        seal_queue_mu_.Await(absl::Condition(
-            +[](Impl* impl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->seal_queue_mu_) {
-              return impl->sealer_stopping_ || !impl->seal_queue_.empty();
-            },
-            this));
+        // Wakes at least once a second to look for old head-log records.
+        seal_queue_mu_.AwaitWithTimeout(
+            absl::Condition(
+                +[](Impl* impl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->seal_queue_mu_) {
+                  return impl->sealer_stopping_ || !impl->seal_queue_.empty();
+                },
+                this),
+            absl::Seconds(1));
         if (sealer_stopping_) return;
-        state = seal_queue_.front();
-        seal_queue_.pop_front();
-        seal_queued_.erase(state);
+        if (!seal_queue_.empty()) {
+          state = seal_queue_.front();
+          seal_queue_.pop_front();
+          seal_queued_.erase(state);
+        }
+      }
+      if (state == nullptr) {
+        QueueSealsOfOldRecords();
+        continue;
       }
       if (auto s = Seal(state); !s.ok()) {
-        // The head stays as durable fragments; the next append retries.
+        // The head stays durable in the head log; a later append retries.
         fprintf(stderr, "stepdb: seal of series %u failed: %s\n", state->id,
                 std::string(s.status().message()).c_str());
       }
     }
   }
 
+  // Queues a seal of every series that still pins the oldest head-log
+  // record, once that record is older than max_head_age.
+  void QueueSealsOfOldRecords() {
+    std::vector<SeriesId> series;
+    {
+      absl::MutexLock lock(&log_mu_);
+      if (log_.empty() ||
+          absl::Now() - log_.begin()->second.created < options_.max_head_age) {
+        return;
+      }
+      series = log_.begin()->second.series;
+    }
+    absl::MutexLock lock(&seal_queue_mu_);
+    for (SeriesId id : series) {
+      SeriesState* state = State(id);
+      if (state != nullptr && seal_queued_.insert(state).second) {
+        seal_queue_.push_back(state);
+      }
+    }
+  }
+
   // Turns the head of `state` into sealed chunks of at most chunk_points
-  // points and deletes its fragments, atomically. Returns the chunk count.
+  // points and releases its head-log records, atomically. Returns the chunk
+  // count.
   // Encoding works on a copy, so neither reads nor the committer wait for
   // it; only the write and the head swap hold the series mutex.
   absl::StatusOr<uint64_t> Seal(SeriesState* state) ABSL_LOCKS_EXCLUDED(seal_mu_) {
@@ -813,12 +941,12 @@ class Engine::Impl {
     // copied below stays the head's prefix, as the committer only appends.
     absl::MutexLock seal_lock(&seal_mu_);
     PointColumns head;
-    std::vector<uint64_t> fragments;
+    std::vector<uint64_t> records;
     SealedStats sealed;
     {
       absl::ReaderMutexLock lock(&state->mu);
       head = state->head;
-      fragments = state->fragments;
+      records = state->log_records;
       sealed = state->sealed;
     }
     if (head.empty()) return 0;
@@ -836,10 +964,21 @@ class Engine::Impl {
       batch.Put(chunks_cf_, key, encoded);
       ++chunks;
     }
-    for (uint64_t first : fragments) {
-      std::string key = state->data_prefix;
-      AppendBigEndian64(first, &key);
-      batch.Delete(head_cf_, key);
+    // Head-log records that no series needs once this seal lands are
+    // deleted in the same atomic batch. Records never gain entries and
+    // seals are serialized, so the counts read here still hold at the write.
+    absl::flat_hash_map<uint64_t, uint32_t> released;
+    for (uint64_t seq : records) ++released[seq];
+    {
+      absl::MutexLock lock(&log_mu_);
+      for (const auto& [seq, n] : released) {
+        auto it = log_.find(seq);
+        if (it != log_.end() && it->second.live == n) {
+          std::string key;
+          AppendBigEndian64(seq, &key);
+          batch.Delete(head_log_cf_, key);
+        }
+      }
     }
     if (sealed.points == 0) sealed.first_step = head.steps.front();
     sealed.points += head.size();
@@ -849,17 +988,26 @@ class Engine::Impl {
     sealed.last_value = head.values.back();
     batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
 
-    absl::MutexLock lock(&state->mu);
-    // No fsync needed: losing this write in a crash leaves the fragments.
-    auto s = db_->Write(rocksdb::WriteOptions(), &batch);
-    if (!s.ok()) return FromRocks(s, "seal");
-    PointColumns& h = state->head;
-    h.steps.erase(h.steps.begin(), h.steps.begin() + head.size());
-    h.times_ms.erase(h.times_ms.begin(), h.times_ms.begin() + head.size());
-    h.values.erase(h.values.begin(), h.values.begin() + head.size());
-    state->fragments.erase(state->fragments.begin(),
-                           state->fragments.begin() + fragments.size());
-    state->sealed = sealed;
+    {
+      absl::MutexLock lock(&state->mu);
+      // No fsync needed: losing this write in a crash leaves the head log.
+      auto s = db_->Write(rocksdb::WriteOptions(), &batch);
+      if (!s.ok()) return FromRocks(s, "seal");
+      PointColumns& h = state->head;
+      h.steps.erase(h.steps.begin(), h.steps.begin() + head.size());
+      h.times_ms.erase(h.times_ms.begin(), h.times_ms.begin() + head.size());
+      h.values.erase(h.values.begin(), h.values.begin() + head.size());
+      state->log_records.erase(state->log_records.begin(),
+                               state->log_records.begin() + records.size());
+      state->sealed = sealed;
+    }
+    absl::MutexLock log_lock(&log_mu_);
+    for (const auto& [seq, n] : released) {
+      auto it = log_.find(seq);
+      if (it == log_.end()) continue;
+      it->second.live -= n;
+      if (it->second.live == 0) log_.erase(it);
+    }
     return chunks;
   }
 
@@ -868,12 +1016,24 @@ class Engine::Impl {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> families_;
   rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;
-  rocksdb::ColumnFamilyHandle* head_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* head_log_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_cf_ = nullptr;
   std::thread committer_;
   std::thread sealer_;
 
   SeriesIndex index_;
+
+  // The head log: records still needed by some unsealed head.
+  struct LogRecord {
+    uint32_t live = 0;  // entries whose series has not sealed them yet
+    absl::Time created;
+    std::vector<SeriesId> series;  // series of the entries
+  };
+  // Sequence number of the next head-log record; committer thread only
+  // (and Recover, before it starts).
+  uint64_t next_log_seq_ = 1;
+  absl::Mutex log_mu_;
+  std::map<uint64_t, LogRecord> log_ ABSL_GUARDED_BY(log_mu_);
 
   // Serializes seals (sealer thread and Compact).
   absl::Mutex seal_mu_;
@@ -894,6 +1054,16 @@ class Engine::Impl {
   mutable absl::Mutex counters_mu_;
   Counters counters_ ABSL_GUARDED_BY(counters_mu_);
 };
+
+void PrepareAppend(SeriesAppend* append) {
+  append->fragment.clear();
+  const PointColumns& p = append->points;
+  if (p.empty() || p.size() > kMaxFragmentPoints) return;
+  for (size_t i = 1; i < p.size(); ++i) {
+    if (p.steps[i] <= p.steps[i - 1]) return;  // the commit thread sorts it out
+  }
+  EncodeFragment(p.steps, p.times_ms, p.values, &append->fragment);
+}
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;

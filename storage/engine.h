@@ -3,12 +3,13 @@
 //
 // Write path. AppendAsync queues a request; one committer thread takes every
 // queued request at once (a group), validates the points against each
-// series' last step, encodes the accepted points of each series as one head
-// fragment, and writes the group as one RocksDB WriteBatch with one fsync
-// (group commit). Only then are the points published to the in-memory heads
-// and the callbacks run. A head that reaches `chunk_points` is sealed: its
-// points become one compressed chunk and its fragments are deleted, in one
-// atomic batch. After a crash the heads are rebuilt from the fragments.
+// series' last step, and writes the accepted points of the whole group as
+// ONE head-log record (a fragment per series) in one RocksDB WriteBatch with
+// one fsync (group commit). Only then are the points published to the
+// in-memory heads and the callbacks run. A head that reaches `chunk_points`
+// is sealed by a background thread: its points become one compressed chunk,
+// atomically with the deletion of the head-log records no series needs any
+// more. After a crash the heads are rebuilt by replaying the head log.
 //
 // Thread-safety: every public method is thread-safe.
 #ifndef STEPDB_STORAGE_ENGINE_H_
@@ -25,6 +26,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "storage/chunk_codec.h"
 #include "storage/keys.h"
 #include "storage/series_key.h"
@@ -41,13 +43,26 @@ struct EngineOptions {
   bool sync = true;
   // Points per sealed chunk.
   size_t chunk_points = 1024;
+  // A head-log record is kept until every series in it is sealed; a series
+  // that stops receiving points would pin it forever. Records older than
+  // this get their series sealed early (into a shorter chunk), which bounds
+  // the log and the replay time after a crash.
+  absl::Duration max_head_age = absl::Minutes(2);
 };
 
 // The points of one series in one append.
 struct SeriesAppend {
   SeriesId series = 0;
   PointColumns points;
+  // Set by PrepareAppend: the points encoded as one head fragment, present
+  // only if their steps strictly increase. Empty: not prepared.
+  std::string fragment;
 };
+
+// Optionally prepares an append on the caller's thread, so that the single
+// commit thread only compares the first step with the series' last step and
+// writes the ready fragment. Thread-safe; touches no engine state.
+void PrepareAppend(SeriesAppend* append);
 
 struct SeriesAppendResult {
   uint64_t accepted = 0;

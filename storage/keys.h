@@ -17,7 +17,9 @@ using SeriesId = uint32_t;
 
 // Column family names.
 inline constexpr char kIndexFamily[] = "index";
-inline constexpr char kHeadFamily[] = "head";
+// Head log: one record per commit group, key = record sequence number
+// (8 bytes, big-endian), value = the group's fragments (see docs/FORMAT.md).
+inline constexpr char kHeadLogFamily[] = "headlog";
 inline constexpr char kChunksFamily[] = "chunks";
 
 // Record tags of the index column family (first byte of its keys).

@@ -19,13 +19,22 @@ using ::testing::HasSubstr;
 
 constexpr uint64_t S = kMicrosPerStep;
 
+// Waits (bounded) until the sealer has brought the head down to `points`.
+void WaitForHeadPoints(const Engine& engine, uint64_t points) {
+  for (int i = 0; i < 500 && engine.Stats().head_points > points; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 class EngineTest : public ::testing::Test {
  protected:
-  void Open(size_t chunk_points = 8) {
+  void Open(size_t chunk_points = 8,
+            absl::Duration max_head_age = absl::Minutes(2)) {
     engine_.reset();
     EngineOptions options;
     options.data_dir = dir_.path();
     options.chunk_points = chunk_points;
+    options.max_head_age = max_head_age;
     auto engine = Engine::Open(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
@@ -40,10 +49,12 @@ class EngineTest : public ::testing::Test {
 
   // Appends whole steps [first, first+n) with time = 1000*step, value = step/2.
   SeriesAppendResult AppendRange(SeriesId id, uint64_t first, uint64_t n) {
-    SeriesAppend append{id, {}};
+    SeriesAppend append{id, {}, {}};
     for (uint64_t s = first; s < first + n; ++s) {
       append.points.push_back(s * S, static_cast<int64_t>(s) * 1000, s / 2.0);
     }
+    // Half the appends take the prepared fast path, as ingest's do.
+    if (first % 2 == 0) PrepareAppend(&append);
     return AppendOne(std::move(append));
   }
 
@@ -93,11 +104,8 @@ TEST_F(EngineTest, ReadsMergeSealedChunksAndHead) {
     EXPECT_EQ(all.values[s], s / 2.0);
   }
   // Sealing runs behind the acks; give it a moment.
-  EngineStats stats = engine_->Stats();
-  for (int i = 0; i < 500 && stats.head_points > 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    stats = engine_->Stats();
-  }
+  WaitForHeadPoints(*engine_, 3);
+  const EngineStats stats = engine_->Stats();
   EXPECT_EQ(stats.points, 21u);
   EXPECT_EQ(stats.head_points, 3u);
   EXPECT_EQ(stats.sealed_chunks, 3u);  // 18 points in chunks of <= 8
@@ -119,6 +127,43 @@ TEST_F(EngineTest, ReadsStayExactWhileSealsRunConcurrently) {
   done = true;
   reader.join();
   EXPECT_EQ(ReadAll(id).size(), 2002u);
+}
+
+TEST_F(EngineTest, HeadLogReplaySkipsWhatWasSealed) {
+  Open(/*chunk_points=*/8);
+  const SeriesId busy = Resolve("busy");
+  const SeriesId quiet = Resolve("quiet");
+  // Both series share each group's head-log record; only `busy` fills its
+  // head and gets sealed, so the records stay, pinned by `quiet`.
+  for (uint64_t r = 0; r < 3; ++r) {
+    std::vector<SeriesAppend> batch(2);
+    batch[0].series = busy;
+    batch[1].series = quiet;
+    for (uint64_t k = 0; k < 10; ++k) {
+      batch[0].points.push_back((r * 10 + k) * S, 0, r * 10.0 + k);
+    }
+    batch[1].points.push_back(r * S, 0, r * 1.0);
+    PrepareAppend(&batch[0]);
+    ASSERT_TRUE(engine_->Append(std::move(batch)).ok());
+  }
+  WaitForHeadPoints(*engine_, 3);
+  EXPECT_EQ(engine_->Stats().head_points, 3u);
+  Open(8);
+  EXPECT_EQ(ReadAll(busy).size(), 30u);  // once: from chunks, not replayed
+  EXPECT_EQ(ReadAll(quiet).size(), 3u);
+  EXPECT_EQ(engine_->Stats().head_points, 3u);
+  EXPECT_EQ(AppendRange(busy, 30, 1).accepted, 1u);
+}
+
+TEST_F(EngineTest, OldHeadLogRecordsGetTheirSeriesSealed) {
+  Open(/*chunk_points=*/1024, /*max_head_age=*/absl::Milliseconds(1));
+  const SeriesId id = Resolve("idle");
+  AppendRange(id, 0, 5);  // far from a full chunk, then nothing more
+  WaitForHeadPoints(*engine_, 0);
+  EXPECT_EQ(engine_->Stats().head_points, 0u);
+  EXPECT_EQ(engine_->Stats().sealed_chunks, 1u);
+  Open(1024);
+  EXPECT_EQ(ReadAll(id).size(), 5u);
 }
 
 TEST_F(EngineTest, ChunkPointsOutOfRangeIsRejected) {
@@ -168,7 +213,7 @@ TEST_F(EngineTest, DuplicatesAreDroppedAndBackwardsStepsRejected) {
   EXPECT_EQ(retry.accepted, 0u);
   EXPECT_EQ(retry.rejected, 0u);
   // Backwards with another value: rejected; the later new point still lands.
-  SeriesAppend mixed{id, {}};
+  SeriesAppend mixed{id, {}, {}};
   mixed.points.push_back(3 * S, 3000, 99.0);    // conflicts with a sealed point
   mixed.points.push_back(10 * S, 10000, 5.0);   // new
   mixed.points.push_back(7 * S, 1, 1.0);        // backwards, different value
@@ -179,7 +224,7 @@ TEST_F(EngineTest, DuplicatesAreDroppedAndBackwardsStepsRejected) {
   EXPECT_THAT(r.first_rejection, HasSubstr("step 3"));
   EXPECT_THAT(r.first_rejection, HasSubstr("different value"));
   // A gap filled later is backwards too.
-  SeriesAppend gap{id, {}};
+  SeriesAppend gap{id, {}, {}};
   gap.points.push_back(10 * S + 500'000, 0, 0.0);
   EXPECT_EQ(AppendOne(std::move(gap)).rejected, 1u);
   const PointColumns all = ReadAll(id);
@@ -197,13 +242,13 @@ TEST_F(EngineTest, NanAndInfinityAreStoredBitExactly) {
       -std::numeric_limits<double>::infinity(), -0.0,
       std::numeric_limits<double>::denorm_min(),
       std::numeric_limits<double>::max()};
-  SeriesAppend append{id, {}};
+  SeriesAppend append{id, {}, {}};
   for (size_t i = 0; i < values.size(); ++i) {
     append.points.push_back(i * S, static_cast<int64_t>(i), values[i]);
   }
   EXPECT_EQ(AppendOne(append).accepted, values.size());
   // Retrying the NaN point is a duplicate (same bits), not a rejection.
-  SeriesAppend retry{id, {}};
+  SeriesAppend retry{id, {}, {}};
   retry.points.push_back(1 * S, 1, nan_payload);
   EXPECT_EQ(AppendOne(std::move(retry)).duplicates, 1u);
   Open(4);  // and across a restart
@@ -249,7 +294,7 @@ TEST_F(EngineTest, RestartRecoversHeadsSealedChunksAndIds) {
 TEST_F(EngineTest, FractionalSteps) {
   Open(4);
   const SeriesId id = Resolve("eval/acc");
-  SeriesAppend append{id, {}};
+  SeriesAppend append{id, {}, {}};
   append.points.push_back(0, 0, 0.1);
   append.points.push_back(1, 0, 0.2);  // 0.000001
   append.points.push_back(S / 2, 0, 0.3);
@@ -288,7 +333,7 @@ TEST_F(EngineTest, ConcurrentWritersShareGroupCommits) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int r = 0; r < kRequests; ++r) {
-        SeriesAppend append{ids[t], {}};
+        SeriesAppend append{ids[t], {}, {}};
         for (int k = 0; k < 10; ++k) {
           const uint64_t step = r * 10 + k;
           append.points.push_back(step * S, step, t + step * 0.5);
