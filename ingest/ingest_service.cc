@@ -98,19 +98,19 @@ class IngestService::WriteReactor
                                    NowMs(), service_->options_.limits);
       if (!decoded.ok()) status = decoded.status();
     }
-    std::vector<storage::SeriesAppend> appends;
+    storage::AppendBatch batch;
     auto ids = std::make_shared<std::vector<storage::SeriesId>>();
     if (status.ok()) {
-      appends = std::move(decoded->appends);
-      ids->reserve(appends.size());
-      for (const auto& a : appends) ids->push_back(a.series);
+      batch = std::move(decoded->batch);
+      ids->reserve(batch.series().size());
+      for (const auto& s : batch.series()) ids->push_back(s.id);
     } else {
       service_->malformed_requests_.fetch_add(1, std::memory_order_relaxed);
     }
     // Even a malformed request goes through the engine queue (as an empty
     // append) so that acks leave in request order.
     service_->engine_->AppendAsync(
-        std::move(appends),
+        std::move(batch),
         [this, seq, status, ids](
             absl::Status write_status,
             std::vector<storage::SeriesAppendResult> results) {
@@ -282,9 +282,9 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
     return reactor;
   }
   std::vector<storage::SeriesId> ids;
-  for (const auto& a : decoded->appends) ids.push_back(a.series);
+  for (const auto& s : decoded->batch.series()) ids.push_back(s.id);
   engine_->AppendAsync(
-      std::move(decoded->appends),
+      std::move(decoded->batch),
       [this, reactor, response, ids = std::move(ids)](
           absl::Status status,
           std::vector<storage::SeriesAppendResult> results) {

@@ -68,20 +68,21 @@ absl::Status CheckColumns(const v1::SeriesPoints& s, const std::string& where) {
   return absl::OkStatus();
 }
 
-storage::PointColumns ToColumns(const v1::SeriesPoints& s, int64_t now_ms) {
-  storage::PointColumns points;
+// Appends the points of `s` to the batch as one series.
+void AddColumns(storage::SeriesId id, const v1::SeriesPoints& s, int64_t now_ms,
+                storage::AppendBatch* batch) {
+  batch->StartSeries(id);
   const int n = s.values_size();
-  points.reserve(n);
+  const bool has_steps = s.steps_size() != 0;
+  const bool has_micros = s.step_micros_size() != 0;
+  const bool has_times = s.times_ms_size() != 0;
   for (int i = 0; i < n; ++i) {
-    const int64_t time = s.times_ms_size() ? s.times_ms(i) : now_ms;
+    const int64_t time = has_times ? s.times_ms(i) : now_ms;
     const uint64_t step =
-        s.steps_size()
-            ? storage::MicroStep(s.steps(i),
-                                 s.step_micros_size() ? s.step_micros(i) : 0)
-            : storage::MicroStep(time, 0);
-    points.push_back(step, time, s.values(i));
+        has_steps ? storage::MicroStep(s.steps(i), has_micros ? s.step_micros(i) : 0)
+                  : storage::MicroStep(time, 0);
+    batch->AddPoint(step, time, s.values(i));
   }
-  return points;
 }
 
 }  // namespace
@@ -163,7 +164,7 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
 
   // Pass 2: resolve and convert.
   DecodedRequest out;
-  out.appends.reserve(request.series_size());
+  out.batch.Reserve(request.series_size(), total_points);
   for (int i = 0; i < request.series_size(); ++i) {
     const v1::SeriesPoints& s = request.series(i);
     storage::SeriesId id;
@@ -177,10 +178,10 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
       id = *resolved;
       if (s.has_key() && s.ref() != 0) refs->Register(s.ref(), id, keys[i]);
     }
-    out.appends.push_back({id, ToColumns(s, now_ms), {}});
-    // Encoding here, on the gRPC threads, takes it off the commit thread.
-    storage::PrepareAppend(&out.appends.back());
+    AddColumns(id, s, now_ms, &out.batch);
   }
+  // Encoding here, on the gRPC threads, takes it off the commit thread.
+  out.batch.Prepare();
   return out;
 }
 

@@ -35,7 +35,7 @@ class StreamRefs {
 };
 
 struct DecodedRequest {
-  std::vector<storage::SeriesAppend> appends;  // one per request series
+  storage::AppendBatch batch;  // one series per request series, in order
 };
 
 // Decodes `request`. `refs` is null for the unary write (refs not allowed).

@@ -4,79 +4,145 @@
 // bit of the first byte. Both classes keep a 64-bit buffer so that a call
 // costs a few shifts, not a loop over bits.
 //
+// Speed: everything on the hot path is inline. A decoder loop should work
+// on a local copy of its BitReader (it is copyable) and a local
+// BitWriter::Cursor, so that the compiler keeps the state in registers
+// instead of reloading it from memory around every store.
+//
 // Thread-safety: a BitWriter or BitReader is not thread-safe; distinct
 // instances are independent.
 #ifndef STEPDB_STORAGE_BIT_STREAM_H_
 #define STEPDB_STORAGE_BIT_STREAM_H_
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
 namespace stepdb::storage {
 
+namespace bit_stream_internal {
+
+inline uint64_t LoadBigEndian64(const void* p) {
+  uint64_t word;
+  std::memcpy(&word, p, sizeof(word));
+  if constexpr (std::endian::native == std::endian::little) {
+    word = __builtin_bswap64(word);
+  }
+  return word;
+}
+
+inline void StoreBigEndian64(void* p, uint64_t word) {
+  if constexpr (std::endian::native == std::endian::little) {
+    word = __builtin_bswap64(word);
+  }
+  std::memcpy(p, &word, sizeof(word));
+}
+
+}  // namespace bit_stream_internal
+
 // Appends bits to a std::string it does not own. Whole 64-bit words are
-// appended as they fill; Finish() appends the last partial word, padding
-// the last byte with zero bits. Bytes already in the string are untouched.
+// stored as they fill; Finish() stores the last partial word, padding the
+// last byte with zero bits. Bytes already in the string are untouched.
+//
+// Between construction and Finish() the string may be longer than what has
+// been written (the writer grows it ahead and stores words in place);
+// Finish() trims it to the written bytes. Use the string only after
+// Finish().
 class BitWriter {
  public:
-  // `out` must outlive the writer; nothing is appended to it before the
-  // first 64 bits are written or Finish() is called.
-  explicit BitWriter(std::string* out) : out_(out) {}
+  // Unchecked writes into room reserved with Reserve(): the writer's state
+  // as a value, for hot loops. Obtain with Begin(), hand back with End().
+  struct Cursor {
+    uint64_t buf;  // pending bits, left-aligned
+    int free;      // unused low bits of buf; always in [1, 64]
+    char* p;       // where the next whole word goes
+
+    // Writes the low `n` bits of `bits`, most significant first.
+    // Preconditions: 1 <= n <= 64 (unlike BitWriter::Write, not 0), `bits`
+    // has no bits set above bit n-1, and the room reserved covers them.
+    void Write(uint64_t bits, int n) {
+      if (n < free) {
+        free -= n;
+        buf |= bits << free;  // free < 64 now
+        return;
+      }
+      // The word fills up: `free` bits go into it, the `rest` low bits
+      // start the next word. free is in [1, 64] here, so every shift is
+      // < 64.
+      const int rest = n - free;
+      buf |= bits >> rest;
+      bit_stream_internal::StoreBigEndian64(p, buf);
+      p += 8;
+      buf = rest == 0 ? 0 : bits << (64 - rest);
+      free = 64 - rest;
+    }
+  };
+
+  // `out` must outlive the writer.
+  explicit BitWriter(std::string* out) : out_(out), pos_(out->size()) {}
 
   BitWriter(const BitWriter&) = delete;
   BitWriter& operator=(const BitWriter&) = delete;
+
+  // Makes room for `bits` more bits, to be written through a cursor.
+  void Reserve(size_t bits) {
+    const size_t need = pos_ + bits / 8 + 16;
+    if (out_->size() < need) Grow(need);
+  }
+
+  Cursor Begin() { return Cursor{buf_, free_, out_->data() + pos_}; }
+  void End(const Cursor& c) {
+    buf_ = c.buf;
+    free_ = c.free;
+    pos_ = static_cast<size_t>(c.p - out_->data());
+  }
 
   // Writes the low `n` bits of `bits`, most significant first.
   // Preconditions: 0 <= n <= 64 and `bits` has no bits set above bit n-1.
   void Write(uint64_t bits, int n) {
     if (n == 0) return;
-    if (n < free_) {
-      free_ -= n;
-      buf_ |= bits << free_;
-      return;
-    }
-    // The word fills up: `free_` bits go into it, the `rest` low bits start
-    // the next word. free_ is in [1, 64] here, so every shift is < 64.
-    const int rest = n - free_;
-    buf_ |= bits >> rest;
-    FlushWord();
-    buf_ = rest == 0 ? 0 : bits << (64 - rest);
-    free_ = 64 - rest;
+    Reserve(static_cast<size_t>(n));
+    Cursor c = Begin();
+    c.Write(bits, n);
+    End(c);
   }
 
   void WriteBit(bool bit) { Write(bit ? 1 : 0, 1); }
 
-  // Appends the buffered bits, zero-padded to a whole byte. The writer may
-  // be reused afterwards; it then starts at a byte boundary.
+  // Stores the buffered bits, zero-padded to a whole byte, and trims the
+  // string to the bytes written. The writer may be reused afterwards; it
+  // then starts at a byte boundary.
   void Finish();
 
   // Bits written since construction (or the last Finish()) that are not
-  // yet appended to the string.
+  // yet stored as a whole word.
   int pending_bits() const { return 64 - free_; }
 
  private:
-  void FlushWord();
+  void Grow(size_t need);
 
   std::string* const out_;
+  size_t pos_;        // bytes of *out_ written (whole words included)
   uint64_t buf_ = 0;  // pending bits, left-aligned
   int free_ = 64;     // unused low bits of buf_; always in [1, 64]
 };
 
 // Reads bits from a byte string it does not own, MSB-first. It never reads
-// outside `data`: a read that would go past the end returns 0 and sets a
-// sticky error flag, so a decoder can run a whole loop on untrusted input
-// and check ok() once at the end.
+// outside `data`: a read that goes past the end yields the bits left
+// followed by zeros and sets a sticky error flag, so a decoder can run a
+// whole loop on untrusted input and check ok() once at the end.
+//
+// Copyable: hot loops copy the reader into a local, read from the copy and
+// assign it back.
 class BitReader {
  public:
   // `data` must outlive the reader.
   explicit BitReader(std::string_view data)
-      : data_(reinterpret_cast<const uint8_t*>(data.data())),
-        size_(data.size()) {}
-
-  BitReader(const BitReader&) = delete;
-  BitReader& operator=(const BitReader&) = delete;
+      : p_(reinterpret_cast<const uint8_t*>(data.data())),
+        end_(p_ + data.size()) {}
 
   // Reads `n` bits as an unsigned integer. Precondition: 0 <= n <= 64.
   uint64_t Read(int n) {
@@ -91,19 +157,36 @@ class BitReader {
   // end of the input (peeking never sets the error flag).
   // Precondition: 1 <= n <= 56.
   uint64_t Peek(int n) {
-    if (avail_ < n) Refill();
+    Ensure(n);
     return buf_ >> (64 - n);
   }
 
   // Consumes `n` bits, as Read(n) would. Precondition: 0 <= n <= 56.
   void Skip(int n) { ReadFast(n); }
 
-  // False once any read went past the end of the input.
-  bool ok() const { return !error_; }
+  // Consumes `n` bits after a Peek(m) with m >= n (no refill check).
+  void Consume(int n) {
+    buf_ <<= n;
+    avail_ -= n;
+  }
 
-  // Bits not yet consumed.
+  // Buffers at least `n` bits (n <= 56) if the input has them; past the
+  // end the buffer is zero-filled.
+  void Ensure(int n) {
+    if (avail_ < n) Refill();
+  }
+
+  // The next `n` bits after Ensure(m), m >= n >= 0; n == 0 yields 0.
+  uint64_t Bits(int n) const { return (buf_ >> 1) >> (63 - n); }
+  // As Bits(n) for 1 <= n <= 56 (one shift cheaper).
+  uint64_t TopBits(int n) const { return buf_ >> (64 - n); }
+
+  // False once any read went past the end of the input.
+  bool ok() const { return !error_ && avail_ >= 0; }
+
+  // Bits not yet consumed (when ok()).
   size_t bits_remaining() const {
-    return (size_ - pos_) * 8 + static_cast<size_t>(avail_);
+    return static_cast<size_t>(end_ - p_) * 8 + static_cast<size_t>(avail_);
   }
 
  private:
@@ -112,27 +195,52 @@ class BitReader {
   static constexpr int kMaxFastBits = 56;
 
   uint64_t ReadFast(int n) {
-    if (n == 0) return 0;
-    if (avail_ < n) {
-      Refill();
-      if (avail_ < n) return Fail();
-    }
-    const uint64_t v = buf_ >> (64 - n);
-    buf_ <<= n;  // n <= 56
-    avail_ -= n;
+    Ensure(n);
+    const uint64_t v = Bits(n);
+    Consume(n);
     return v;
   }
 
   // Tops the buffer up to >= 56 bits (or to the end of the input).
-  void Refill();
-  uint64_t Fail();
+  void Refill() {
+    if (end_ - p_ >= 8) [[likely]] {
+      // Branch-free refill (F. Giesen, "Reading bits in far too many
+      // ways"): OR in the next 8 bytes at the first free bit position and
+      // count only the whole bytes that fit. The bits of the partly-fitting
+      // byte land below avail_; they are the true next bits, and the next
+      // refill ORs the same values into the same positions, so they never
+      // corrupt anything. avail_ >= 0 here: it only goes negative once the
+      // input is exhausted.
+      buf_ |= bit_stream_internal::LoadBigEndian64(p_) >> avail_;
+      p_ += (63 - avail_) >> 3;
+      avail_ |= 56;
+      return;
+    }
+    RefillTail();
+  }
 
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;    // next byte of data_ not yet counted in avail_
-  uint64_t buf_ = 0;  // buffered bits, left-aligned; see Refill() for the
-                      // bits below avail_
-  int avail_ = 0;     // valid bits at the top of buf_
+  void RefillTail() {
+    if (avail_ < 0) {
+      // Reads went past the end: buf_ holds only zeros. Reset the count so
+      // that it cannot drift, and remember the error.
+      error_ = true;
+      avail_ = 0;
+      return;
+    }
+    // Tail of the input: byte by byte, at most 7 iterations.
+    while (avail_ <= 56 && p_ < end_) {
+      buf_ |= static_cast<uint64_t>(*p_) << (56 - avail_);
+      ++p_;
+      avail_ += 8;
+    }
+  }
+
+  const uint8_t* p_;    // next byte not yet counted in avail_
+  const uint8_t* end_;  // end of the input
+  uint64_t buf_ = 0;    // buffered bits, left-aligned; see Refill() for the
+                        // bits below avail_; zero past the input's end
+  int avail_ = 0;       // valid bits at the top of buf_; negative once reads
+                        // went past the end
   bool error_ = false;
 };
 

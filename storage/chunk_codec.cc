@@ -1,6 +1,7 @@
 // Chunk format version 2 and the version dispatch. The byte layout is
 // specified in docs/FORMAT.md ("Chunk format"); keep the two in sync.
-// Version 1 lives in chunk_codec_v1.cc.
+// Version 1 lives in chunk_codec_v1.cc, the pieces both share in
+// chunk_codec_internal.{h,cc}.
 //
 // In short: a byte-aligned header carrying everything ReadChunkSummary()
 // needs (ranges and, for chunks of 8+ points, value aggregates), the value
@@ -8,8 +9,12 @@
 // column (absent when steps are regular), the time column and the value
 // column. Steps and times use the integer column code; values use one of
 // five codecs picked per chunk by what the values are.
-#include "storage/chunk_codec.h"
-
+//
+// Speed notes: the encoder sizes every candidate from width histograms
+// gathered in one fused pass per column (no trial encodes, no difference
+// arrays), skips candidates that provably cannot win, and works in
+// thread-local scratch; the bit reader and writer state lives in locals
+// inside the hot loops (see bit_stream.h).
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -17,20 +22,28 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
 #include "storage/bit_stream.h"
+#include "storage/chunk_codec.h"
+#include "storage/chunk_codec_internal.h"
 
 namespace stepdb::storage {
 namespace {
 
-constexpr uint8_t kVersion1 = 1;
-constexpr uint8_t kVersion2 = 2;
-
-// Decoders refuse larger counts so that a corrupt header can never make
-// them allocate much; chunks are meant to hold ~1k points.
-constexpr uint64_t kMaxChunkPoints = uint64_t{1} << 24;
+using internal::CommonHeader;
+using internal::Corrupt;
+using internal::GetFixed64;
+using internal::GetVarint;
+using internal::kMaxChunkPoints;
+using internal::kVersion1;
+using internal::kVersion2;
+using internal::PutFixed64;
+using internal::PutVarint;
+using internal::UnZigZag;
+using internal::VarintLength;
+using internal::ZigZag;
 
 // Every code of the integer column code covers at most kMaxRun points and
 // costs at least 1 bit (a run of 255 costs 16), and a chunk of n >= 2
@@ -56,67 +69,46 @@ constexpr std::array<double, kMaxExponent + 1> kPow10 = {
 // the values would be exceptions.
 constexpr size_t kMaxExceptionFraction = 8;
 
-uint64_t ZigZag(uint64_t v) {
-  return (v << 1) ^ static_cast<uint64_t>(static_cast<int64_t>(v) >> 63);
+// std::bit_width, without a branch for 0 when the target lacks lzcnt:
+// bsr(v | 1) is the index of the top bit for v >= 1 and 0 for v <= 1.
+int Width(uint64_t v) {
+  return (63 ^ __builtin_clzll(v | 1)) + static_cast<int>(v != 0);
 }
-uint64_t UnZigZag(uint64_t z) { return (z >> 1) ^ (~(z & 1) + 1); }
 
-int Width(uint64_t v) { return std::bit_width(v); }
+uint64_t Bits(double v) { return std::bit_cast<uint64_t>(v); }
 
-void PutVarint(uint64_t v, std::string* out) {
-  char buf[10];
-  int n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>(v | 0x80);
-    v >>= 7;
+// ---------------------------------------------------------------------------
+// Thread-local scratch, so that encoding and decoding allocate nothing in
+// the steady state. Chunks are ~1k points; buffers grown past kKeepEntries
+// by an unusually large chunk are released again after use.
+
+constexpr size_t kKeepEntries = size_t{1} << 16;
+
+struct Scratch {
+  std::vector<uint64_t> a, b, c, d;
+  std::vector<uint32_t> positions, positions2;
+
+  static uint64_t* Get(std::vector<uint64_t>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
   }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, static_cast<size_t>(n));
-}
-
-int VarintLength(uint64_t v) { return v == 0 ? 1 : (Width(v) + 6) / 7; }
-
-// Parses a varint from the front of *in. False if truncated or longer than
-// 64 bits.
-bool GetVarint(std::string_view* in, uint64_t* v) {
-  uint64_t result = 0;
-  for (int i = 0; i < 10; ++i) {
-    if (i >= static_cast<int>(in->size())) return false;
-    const uint8_t byte = static_cast<uint8_t>((*in)[static_cast<size_t>(i)]);
-    if (i == 9 && byte > 1) return false;  // would overflow 64 bits
-    result |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
-    if ((byte & 0x80) == 0) {
-      in->remove_prefix(static_cast<size_t>(i) + 1);
-      *v = result;
-      return true;
+  void ReleaseIfLarge() {
+    if (a.size() > kKeepEntries) std::vector<uint64_t>().swap(a);
+    if (b.size() > kKeepEntries) std::vector<uint64_t>().swap(b);
+    if (c.size() > kKeepEntries) std::vector<uint64_t>().swap(c);
+    if (d.size() > kKeepEntries) std::vector<uint64_t>().swap(d);
+    if (positions.capacity() > kKeepEntries) {
+      std::vector<uint32_t>().swap(positions);
+    }
+    if (positions2.capacity() > kKeepEntries) {
+      std::vector<uint32_t>().swap(positions2);
     }
   }
-  return false;
-}
+};
 
-void PutFixed64(uint64_t v, std::string* out) {
-  char buf[8];
-  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>(v >> (8 * i));
-  out->append(buf, sizeof(buf));
-}
-
-bool GetFixed64(std::string_view* in, uint64_t* v) {
-  if (in->size() < 8) return false;
-  uint64_t result = 0;
-  for (int i = 0; i < 8; ++i) {
-    result |= static_cast<uint64_t>(static_cast<uint8_t>((*in)[i])) << (8 * i);
-  }
-  in->remove_prefix(8);
-  *v = result;
-  return true;
-}
-
-void PutDouble(double d, std::string* out) {
-  PutFixed64(std::bit_cast<uint64_t>(d), out);
-}
-
-absl::Status Corrupt(absl::string_view what) {
-  return absl::DataLossError(absl::StrCat("corrupt chunk: ", what));
+Scratch& ThreadScratch() {
+  thread_local Scratch scratch;
+  return scratch;
 }
 
 // ---------------------------------------------------------------------------
@@ -136,6 +128,7 @@ absl::Status Corrupt(absl::string_view what) {
 constexpr int kMaxW1 = 55;  // 1 + w1 bits are read with one Peek (<= 56)
 constexpr uint32_t kMaxRun = 255;
 constexpr int kWideLengthBits = 7;  // bit length 0..64 of a "wide" number
+constexpr int kParamBits = 2 + 1 + 6 + 7;  // order, shape, w1, w2
 
 struct IntPlan {
   int order = 0;
@@ -148,56 +141,97 @@ struct IntPlan {
 
 int GammaBits(uint64_t run) { return 2 * (Width(run) - 1) + 1; }
 
-void PutWide(uint64_t v, BitWriter* w) {
-  const int width = Width(v);
-  w->Write(static_cast<uint64_t>(width), kWideLengthBits);
-  w->Write(v, width);
-}
-
-bool GetWide(BitReader* r, uint64_t* v) {
-  const int width = static_cast<int>(r->Read(kWideLengthBits));
-  if (width > 64) return false;
-  *v = r->Read(width);
-  return true;
-}
-
-// The k-th differences d[i] of u for i in [k, n); d[0..k) are left alone.
-void Differences(const uint64_t* u, size_t n, int order, uint64_t* d) {
-  if (order == 0) {
-    std::copy(u, u + n, d);
-  } else if (order == 1) {
-    for (size_t i = 1; i < n; ++i) d[i] = u[i] - u[i - 1];
+// The k-th difference of u at i >= k, mod 2^64.
+template <int K>
+uint64_t Diff(const uint64_t* u, size_t i) {
+  if constexpr (K == 0) {
+    return u[i];
+  } else if constexpr (K == 1) {
+    return u[i] - u[i - 1];
   } else {
-    for (size_t i = 2; i < n; ++i)
-      d[i] = (u[i] - u[i - 1]) - (u[i - 1] - u[i - 2]);
+    return (u[i] - u[i - 1]) - (u[i - 1] - u[i - 2]);
   }
 }
 
-// The median of up to 33 evenly spaced entries of d[begin, n), as int64.
-uint64_t SampleMedian(const uint64_t* d, size_t begin, size_t n) {
+// Calls f(order_constant) with the order as a compile-time constant.
+template <typename F>
+decltype(auto) WithOrder(int order, F&& f) {
+  switch (order) {
+    case 0:
+      return f(std::integral_constant<int, 0>());
+    case 1:
+      return f(std::integral_constant<int, 1>());
+    default:
+      return f(std::integral_constant<int, 2>());
+  }
+}
+
+// The median of up to 33 evenly spaced k-th differences of u[0, n), as
+// int64 (entries begin + j * m / samples, m = n - k).
+template <int K>
+uint64_t SampleMedian(const uint64_t* u, size_t n) {
   constexpr size_t kSamples = 33;
-  std::array<int64_t, kSamples> sample;
-  const size_t m = n - begin;
+  std::array<int64_t, kSamples> sample{};
+  const size_t m = n - K;
   const size_t k = std::min(m, kSamples);
   for (size_t j = 0; j < k; ++j) {
-    sample[j] = static_cast<int64_t>(d[begin + j * m / k]);
+    sample[j] = static_cast<int64_t>(Diff<K>(u, K + j * m / k));
   }
   std::nth_element(sample.begin(), sample.begin() + k / 2, sample.begin() + k);
   return static_cast<uint64_t>(sample[k / 2]);
 }
 
-// Sizes `plan` (order and base already set) over the zigzagged residuals
-// r[0, m): picks the shape and widths. `fixed_bits` is what the column
-// spends besides the residual codes.
-void SizeResiduals(const uint64_t* r, size_t m, uint64_t fixed_bits,
-                   IntPlan* plan) {
-  std::array<uint64_t, 65> hist{};  // by bit width
+using WidthHistogram = std::array<uint32_t, 65>;
+
+// Adds the widths of the residuals of orders 0..2 (those with want[k]) to
+// hist[k], in one pass over u.
+template <bool k0, bool k1, bool k2>
+void Histograms(const uint64_t* u, size_t n, const uint64_t* base,
+                WidthHistogram* hist) {
+  for (size_t i = 0; i < std::min<size_t>(n, 2); ++i) {
+    if constexpr (k0) ++hist[0][Width(ZigZag(u[i] - base[0]))];
+    if constexpr (k1) {
+      if (i >= 1) ++hist[1][Width(ZigZag(u[i] - u[i - 1] - base[1]))];
+    }
+  }
+  // Two copies of each histogram, alternating, so that runs of equal
+  // widths do not serialize on one counter.
+  WidthHistogram h2[3] = {};
+  size_t i = 2;
+  for (; i + 1 < n; i += 2) {
+    const uint64_t a0 = u[i - 2], a1 = u[i - 1], a2 = u[i], a3 = u[i + 1];
+    if constexpr (k0) {
+      ++hist[0][Width(ZigZag(a2 - base[0]))];
+      ++h2[0][Width(ZigZag(a3 - base[0]))];
+    }
+    const uint64_t d1 = a1 - a0, d2 = a2 - a1, d3 = a3 - a2;
+    if constexpr (k1) {
+      ++hist[1][Width(ZigZag(d2 - base[1]))];
+      ++h2[1][Width(ZigZag(d3 - base[1]))];
+    }
+    if constexpr (k2) {
+      ++hist[2][Width(ZigZag(d2 - d1 - base[2]))];
+      ++h2[2][Width(ZigZag(d3 - d2 - base[2]))];
+    }
+  }
+  for (; i < n; ++i) {
+    if constexpr (k0) ++hist[0][Width(ZigZag(u[i] - base[0]))];
+    if constexpr (k1) ++hist[1][Width(ZigZag(Diff<1>(u, i) - base[1]))];
+    if constexpr (k2) ++hist[2][Width(ZigZag(Diff<2>(u, i) - base[2]))];
+  }
+  for (int k = 0; k < 3; ++k) {
+    for (size_t w = 0; w < 65; ++w) hist[k][w] += h2[k][w];
+  }
+}
+
+// What the runs shape spends on the zero residuals of order K (the "0" +
+// gamma codes).
+template <int K>
+uint64_t RunBits(const uint64_t* u, size_t n, uint64_t base) {
   uint64_t run_bits = 0;
   uint64_t run = 0;
-  for (size_t i = 0; i < m; ++i) {
-    const uint64_t z = r[i];
-    ++hist[static_cast<size_t>(Width(z))];
-    if (z == 0) {
+  for (size_t i = K; i < n; ++i) {
+    if (Diff<K>(u, i) == base) {
       if (++run == kMaxRun) {
         run_bits += 1 + GammaBits(run);
         run = 0;
@@ -208,16 +242,39 @@ void SizeResiduals(const uint64_t* r, size_t m, uint64_t fixed_bits,
     }
   }
   if (run != 0) run_bits += 1 + GammaBits(run);
+  return run_bits;
+}
+
+// Sizes `plan` (order and base already set) from the width histogram of its
+// m residuals: picks the shape and widths. `fixed_bits` is what the column
+// spends besides the residual codes.
+void SizeResiduals(const uint64_t* u, size_t n, const WidthHistogram& hist,
+                   size_t m, uint64_t fixed_bits, IntPlan* plan) {
   int w2 = 64;
   while (w2 > 0 && hist[static_cast<size_t>(w2)] == 0) --w2;
+  const int top_w1 = std::min(w2, kMaxW1);
+  // runs - plain = run_bits + (m - zeros) - zeros * (1 + w1), and
+  // run_bits >= 2 when there are zeros: skip counting the runs when they
+  // cannot win for any w1.
+  const uint64_t zeros = hist[0];
+  uint64_t run_bits = std::numeric_limits<uint64_t>::max() / 4;
+  if (zeros != 0 && 2 + m - zeros < zeros * (1 + top_w1)) {
+    run_bits = WithOrder(plan->order, [&](auto k) {
+      return RunBits<decltype(k)::value>(u, n, plan->base);
+    });
+  }
   uint64_t le = 0;     // residuals of width <= w1
   uint64_t le_nz = 0;  // nonzero ones among them
-  for (int w1 = 0; w1 <= std::min(w2, kMaxW1); ++w1) {
+  for (int w1 = 0; w1 <= top_w1; ++w1) {
     le += hist[static_cast<size_t>(w1)];
     if (w1 > 0) le_nz += hist[static_cast<size_t>(w1)];
     const uint64_t wide = m - le;
+    // w1 == w2 >= 1 is the fixed shape: w2 bits each, no flag bit.
     const uint64_t plain =
-        m + le * static_cast<uint64_t>(w1) + wide * static_cast<uint64_t>(w2);
+        w1 == w2 && w2 >= 1
+            ? m * static_cast<uint64_t>(w2)
+            : m + le * static_cast<uint64_t>(w1) +
+                  wide * static_cast<uint64_t>(w2);
     const uint64_t runs = run_bits + le_nz * (2 + static_cast<uint64_t>(w1)) +
                           wide * (2 + static_cast<uint64_t>(w2));
     const bool use_runs = runs < plain;
@@ -231,180 +288,417 @@ void SizeResiduals(const uint64_t* r, size_t m, uint64_t fixed_bits,
   }
 }
 
-constexpr int kParamBits = 2 + 1 + 6 + 7;  // order, shape, w1, w2
+// The smallest plain or fixed-shape size of m residuals with width
+// histogram `hist` (the runs shape left out).
+uint64_t PlainBits(const WidthHistogram& hist, uint64_t m) {
+  int w2 = 64;
+  while (w2 > 0 && hist[static_cast<size_t>(w2)] == 0) --w2;
+  uint64_t best = std::numeric_limits<uint64_t>::max();
+  uint64_t le = 0;
+  for (int w1 = 0; w1 <= std::min(w2, kMaxW1); ++w1) {
+    le += hist[static_cast<size_t>(w1)];
+    const uint64_t bits =
+        w1 == w2 && w2 >= 1
+            ? m * static_cast<uint64_t>(w2)
+            : m + le * static_cast<uint64_t>(w1) +
+                  (m - le) * static_cast<uint64_t>(w2);
+    best = std::min(best, bits);
+  }
+  return best;
+}
 
-// Residuals of u at `order` around `base`, zigzagged, into r (m entries).
-size_t Residuals(const uint64_t* u, size_t n, int order, uint64_t base,
-                 uint64_t* d, uint64_t* r) {
-  Differences(u, n, order, d);
-  const size_t m = n - static_cast<size_t>(order);
-  for (size_t i = 0; i < m; ++i) r[i] = ZigZag(d[i + order] - base);
-  return m;
+// Orders that a sample shows cannot win are dropped from want[] before the
+// exact sizing (which costs a pass per order): on chunks of kPruneMinPoints
+// or more, kPruneSamples evenly spaced residuals of each order are sized,
+// and an order estimated at more than kPruneMarginHalfBits / 2 bits per
+// residual above the best is not tried. No pruning when zero residuals are common
+// (the runs shape, which a sample cannot size, may win then). A wrong guess
+// only costs a little size; the chunk stays valid.
+constexpr size_t kPruneMinPoints = 256;
+constexpr size_t kPruneSamples = 256;
+constexpr uint64_t kPruneMarginHalfBits = 1;  // per residual
+
+void PruneOrders(const uint64_t* u, size_t n, const uint64_t* base,
+                 bool* want) {
+  if (n < kPruneMinPoints || int{want[0]} + want[1] + want[2] < 2) return;
+  WidthHistogram hist[3] = {};
+  const size_t stride = (n - 2) / kPruneSamples;
+  for (size_t j = 0; j < kPruneSamples; ++j) {
+    const size_t i = 2 + j * stride;
+    ++hist[0][Width(ZigZag(u[i] - base[0]))];
+    ++hist[1][Width(ZigZag(Diff<1>(u, i) - base[1]))];
+    ++hist[2][Width(ZigZag(Diff<2>(u, i) - base[2]))];
+  }
+  uint64_t est[3];
+  uint64_t best = std::numeric_limits<uint64_t>::max();
+  for (int k = 0; k < 3; ++k) {
+    if (!want[k]) continue;
+    if (hist[k][0] * 8 > kPruneSamples) return;  // many zeros: runs
+    est[k] = PlainBits(hist[k], kPruneSamples);
+    best = std::min(best, est[k]);
+  }
+  for (int k = 0; k < 3; ++k) {
+    if (want[k] && est[k] > best + kPruneMarginHalfBits * kPruneSamples / 2) {
+      want[k] = false;
+    }
+  }
 }
 
 // Plans the coding of u[0, n), n >= 1. With first_known the decoder knows
-// u[0] (steps and times: it is in the header). `max_order` bounds the
-// orders tried. scratch must hold 2n entries.
-IntPlan PlanInts(const uint64_t* u, size_t n, bool first_known, int max_order,
-                 uint64_t* scratch) {
+// u[0] (steps and times: it is in the header); orders 1 and 2 are tried
+// then, else 0..2 (each at most n - 1).
+IntPlan PlanInts(const uint64_t* u, size_t n, bool first_known) {
+  const int lo = first_known && n > 1 ? 1 : 0;
+  const int top = static_cast<int>(std::min<size_t>(2, n - 1));
+  uint64_t base[3] = {0, 0, 0};
+  if (lo <= 0) base[0] = SampleMedian<0>(u, n);
+  if (lo <= 1 && top >= 1) base[1] = SampleMedian<1>(u, n);
+  if (top >= 2) base[2] = SampleMedian<2>(u, n);
+  bool want[3] = {lo <= 0, lo <= 1 && top >= 1, top >= 2};
+  PruneOrders(u, n, base, want);
+  WidthHistogram hist[3] = {};
+  switch (int{want[0]} | int{want[1]} << 1 | int{want[2]} << 2) {
+    case 1:
+      Histograms<true, false, false>(u, n, base, hist);
+      break;
+    case 2:
+      Histograms<false, true, false>(u, n, base, hist);
+      break;
+    case 3:
+      Histograms<true, true, false>(u, n, base, hist);
+      break;
+    case 4:
+      Histograms<false, false, true>(u, n, base, hist);
+      break;
+    case 5:
+      Histograms<true, false, true>(u, n, base, hist);
+      break;
+    case 6:
+      Histograms<false, true, true>(u, n, base, hist);
+      break;
+    default:
+      Histograms<true, true, true>(u, n, base, hist);
+      break;
+  }
   IntPlan best;
-  uint64_t* d = scratch;
-  uint64_t* r = scratch + n;
-  const int top = static_cast<int>(std::min<size_t>(max_order, n - 1));
-  for (int order = first_known && n > 1 ? 1 : 0; order <= top; ++order) {
-    Differences(u, n, order, d);
-    const uint64_t base = SampleMedian(d, static_cast<size_t>(order), n);
-    const size_t m = Residuals(u, n, order, base, d, r);
-    uint64_t fixed = kParamBits + kWideLengthBits + Width(ZigZag(base));
+  for (int order = lo; order <= top; ++order) {
+    if (!want[order]) continue;
+    uint64_t fixed = kParamBits + kWideLengthBits + Width(ZigZag(base[order]));
     if (order >= 1 && !first_known) {
       fixed += kWideLengthBits + Width(ZigZag(u[0]));
     }
     if (order == 2) fixed += kWideLengthBits + Width(ZigZag(u[1] - u[0]));
     IntPlan plan;
     plan.order = order;
-    plan.base = base;
-    SizeResiduals(r, m, fixed, &plan);
+    plan.base = base[order];
+    SizeResiduals(u, n, hist[order], n - static_cast<size_t>(order), fixed,
+                  &plan);
     if (plan.bits < best.bits) best = plan;
   }
   return best;
 }
 
-void WriteInts(const uint64_t* u, size_t n, bool first_known,
-               const IntPlan& plan, uint64_t* scratch, BitWriter* w) {
-  uint64_t* d = scratch;
-  uint64_t* r = scratch + n;
-  const size_t m = Residuals(u, n, plan.order, plan.base, d, r);
-  w->Write(static_cast<uint64_t>(plan.order), 2);
-  w->Write(plan.runs ? 1 : 0, 1);
-  w->Write(static_cast<uint64_t>(plan.w1), 6);
-  w->Write(static_cast<uint64_t>(plan.w2), 7);
-  PutWide(ZigZag(plan.base), w);
-  if (plan.order >= 1 && !first_known) PutWide(ZigZag(u[0]), w);
-  if (plan.order == 2) PutWide(ZigZag(u[1] - u[0]), w);
+// Bits a column written with `plan` can take at most (for reserving room).
+size_t MaxIntBits(const IntPlan& plan, size_t n) {
+  return kParamBits + 3 * (kWideLengthBits + 64) +
+         n * static_cast<size_t>(std::max(plan.w2 + 2, 16));
+}
+
+void PutWide(uint64_t v, BitWriter::Cursor* c) {
+  const int width = Width(v);
+  c->Write(static_cast<uint64_t>(width), kWideLengthBits);
+  if (width > 0) c->Write(v, width);
+}
+
+template <int K>
+void WriteResiduals(const uint64_t* u, size_t n, const IntPlan& plan,
+                    BitWriter::Cursor* cursor) {
+  BitWriter::Cursor c = *cursor;
+  const uint64_t base = plan.base;
   const int w1 = plan.w1;
   const int w2 = plan.w2;
   const uint64_t small = uint64_t{1} << w1;
-  if (!plan.runs) {
-    for (size_t i = 0; i < m; ++i) {
-      const uint64_t z = r[i];
-      if (z < small) {
-        w->Write(z, w1 + 1);
-      } else {
-        w->Write(1, 1);
-        w->Write(z, w2);
-      }
-    }
+  if (!plan.runs && w1 == w2 && w2 >= 1) {
+    for (size_t i = K; i < n; ++i) c.Write(ZigZag(Diff<K>(u, i) - base), w2);
+    *cursor = c;
     return;
   }
-  for (size_t i = 0; i < m;) {
-    const uint64_t z = r[i];
+  if (!plan.runs && w2 < 64) {
+    // Branch-free: the flag is data.
+    const int shift = w2 - w1;
+    for (size_t i = K; i < n; ++i) {
+      const uint64_t z = ZigZag(Diff<K>(u, i) - base);
+      const uint64_t wide = z >= small ? 1 : 0;
+      c.Write(z | (wide << w2), w1 + 1 + (shift & -static_cast<int>(wide)));
+    }
+    *cursor = c;
+    return;
+  }
+  if (!plan.runs) {
+    for (size_t i = K; i < n; ++i) {
+      const uint64_t z = ZigZag(Diff<K>(u, i) - base);
+      if (z < small) {
+        c.Write(z, w1 + 1);
+      } else {
+        c.Write(1, 1);
+        c.Write(z, w2);
+      }
+    }
+    *cursor = c;
+    return;
+  }
+  for (size_t i = K; i < n;) {
+    const uint64_t z = ZigZag(Diff<K>(u, i) - base);
     if (z == 0) {
       uint64_t run = 1;
-      while (i + run < m && run < kMaxRun && r[i + run] == 0) ++run;
+      while (i + run < n && run < kMaxRun && Diff<K>(u, i + run) == base) {
+        ++run;
+      }
       // "0", then gamma: (width - 1) zeros and the run in width bits.
-      w->Write(run, 2 * Width(run));
+      c.Write(run, 2 * Width(run));
       i += run;
       continue;
     }
     if (z < small) {
-      w->Write((uint64_t{0b10} << w1) | z, w1 + 2);
+      c.Write((uint64_t{0b10} << w1) | z, w1 + 2);
+    } else if (w2 < 63) {
+      c.Write((uint64_t{0b11} << w2) | z, w2 + 2);
     } else {
-      w->Write(0b11, 2);
-      w->Write(z, w2);
+      c.Write(0b11, 2);
+      c.Write(z, w2);
     }
     ++i;
   }
+  *cursor = c;
 }
 
-// Decodes a column written by WriteInts into out[0, n). False if the
-// parameters are invalid; truncation shows in r->ok().
+void WriteInts(const uint64_t* u, size_t n, bool first_known,
+               const IntPlan& plan, BitWriter* w) {
+  w->Reserve(MaxIntBits(plan, n));
+  BitWriter::Cursor c = w->Begin();
+  c.Write((static_cast<uint64_t>(plan.order) << 14) |
+              (static_cast<uint64_t>(plan.runs ? 1 : 0) << 13) |
+              (static_cast<uint64_t>(plan.w1) << 7) |
+              static_cast<uint64_t>(plan.w2),
+          kParamBits);
+  PutWide(ZigZag(plan.base), &c);
+  if (plan.order >= 1 && !first_known) PutWide(ZigZag(u[0]), &c);
+  if (plan.order == 2) PutWide(ZigZag(u[1] - u[0]), &c);
+  WithOrder(plan.order, [&](auto k) {
+    WriteResiduals<decltype(k)::value>(u, n, plan, &c);
+  });
+  w->End(c);
+}
+
+bool GetWide(BitReader* r, uint64_t* v) {
+  const int width = static_cast<int>(r->Read(kWideLengthBits));
+  if (width > 64) return false;
+  *v = r->Read(width);
+  return true;
+}
+
+// Undoes the order-K differencing as the residuals come and hands each
+// value to `store` (store(i, value)); the first K values and, for K = 2,
+// the first delta are set up by the caller.
+template <int K, typename Store>
+struct Integrator {
+  Store store;
+  uint64_t prev;   // value i - 1
+  uint64_t delta;  // K == 2: value i - 1 minus value i - 2
+
+  void Put(size_t i, uint64_t d) {
+    if constexpr (K == 0) {
+      store(i, d);
+    } else if constexpr (K == 1) {
+      prev += d;
+      store(i, prev);
+    } else {
+      delta += d;
+      prev += delta;
+      store(i, prev);
+    }
+  }
+};
+
+// Fixed shape: every residual in w bits, 1 <= w <= 55.
+template <typename Out>
+void ReadFixed(BitReader* reader, size_t begin, size_t n, int w,
+               uint64_t base, Out out) {
+  BitReader r = *reader;
+  size_t i = begin;
+  const int per_refill = 56 / w;
+  if (per_refill >= 4) {
+    // Four codes per refill check, unrolled.
+    for (; i + 4 <= n; i += 4) {
+      r.Ensure(4 * w);
+      for (size_t j = 0; j < 4; ++j) {
+        const uint64_t z = r.TopBits(w);
+        r.Consume(w);
+        out.Put(i + j, UnZigZag(z) + base);
+      }
+    }
+  }
+  for (; i < n; ++i) {
+    r.Ensure(w);
+    const uint64_t z = r.TopBits(w);
+    r.Consume(w);
+    out.Put(i, UnZigZag(z) + base);
+  }
+  *reader = r;
+}
+
+// Plain shape with w1 <= w2 <= 55: peeks the longer code and picks,
+// branch-free.
+template <typename Out>
+void ReadPlainNarrow(BitReader* reader, size_t begin, size_t n, int w1,
+                     int w2, uint64_t base, Out out) {
+  BitReader r = *reader;
+  const int w1p = w1 + 1;
+  const int w2p = w2 + 1;
+  const int shift = w2 - w1;
+  const uint64_t mask2 = (uint64_t{1} << w2) - 1;
+  size_t i = begin;
+  if (4 * w2p <= 56) {
+    for (; i + 4 <= n; i += 4) {
+      r.Ensure(4 * w2p);
+      for (size_t j = 0; j < 4; ++j) {
+        const uint64_t p = r.TopBits(w2p);
+        const uint64_t wide = p >> w2;  // the flag bit, 0 or 1
+        // Arithmetic, not a select: the flag is data, a branch on it would
+        // mispredict. A short code is the w1 + 1 top bits of p.
+        const int sh = shift & static_cast<int>(wide - 1);
+        const uint64_t z = (p >> sh) & mask2;
+        r.Consume(w1p + (shift & -static_cast<int>(wide)));
+        out.Put(i + j, UnZigZag(z) + base);
+      }
+    }
+  }
+  for (; i < n; ++i) {
+    r.Ensure(w2p);
+    const uint64_t p = r.TopBits(w2p);
+    const uint64_t wide = p >> w2;
+    const int sh = shift & static_cast<int>(wide - 1);
+    const uint64_t z = (p >> sh) & mask2;
+    r.Consume(w1p + (shift & -static_cast<int>(wide)));
+    out.Put(i, UnZigZag(z) + base);
+  }
+  *reader = r;
+}
+
+// Plain shape, any widths.
+template <typename Out>
+void ReadPlain(BitReader* reader, size_t begin, size_t n, int w1, int w2,
+               uint64_t base, Out out) {
+  BitReader r = *reader;
+  const int w1p = w1 + 1;
+  const uint64_t small = uint64_t{1} << w1;
+  for (size_t i = begin; i < n; ++i) {
+    const uint64_t p = r.Peek(w1p);
+    uint64_t z;
+    if (p < small) {
+      r.Consume(w1p);
+      z = p;
+    } else {
+      r.Consume(1);
+      z = r.Read(w2);
+    }
+    out.Put(i, UnZigZag(z) + base);
+  }
+  *reader = r;
+}
+
+// Runs shape. False on a bad run.
+template <typename Out>
+bool ReadRuns(BitReader* reader, size_t begin, size_t n, int w1, int w2,
+              uint64_t base, Out out) {
+  BitReader r = *reader;
+  bool ok = true;
+  for (size_t i = begin; i < n;) {
+    r.Ensure(18);
+    const uint64_t p = r.Bits(2);
+    if (p < 0b10) {
+      r.Consume(1);
+      const int zeros = std::countl_zero(r.Bits(16) << 48);
+      if (zeros > 7) {  // runs are at most 255
+        ok = false;
+        break;
+      }
+      r.Consume(zeros);
+      const uint64_t run = r.Bits(zeros + 1);
+      r.Consume(zeros + 1);
+      if (run == 0 || run > n - i) {
+        ok = false;
+        break;
+      }
+      for (uint64_t j = 0; j < run; ++j) out.Put(i + j, base);
+      i += run;
+      continue;
+    }
+    r.Consume(2);
+    const uint64_t z = r.Read(p == 0b10 ? w1 : w2);
+    out.Put(i++, UnZigZag(z) + base);
+  }
+  *reader = r;
+  return ok;
+}
+
+// Decodes a column written by WriteInts, handing value i to store(i, v) for
+// i in [0, n), in order. False if the parameters are invalid; truncation
+// shows in r->ok().
+template <typename Store>
 bool ReadInts(BitReader* r, size_t n, bool first_known, uint64_t first,
-              uint64_t* __restrict out) {
-  const int order = static_cast<int>(r->Read(2));
-  const bool runs = r->Read(1) != 0;
-  const int w1 = static_cast<int>(r->Read(6));
-  const int w2 = static_cast<int>(r->Read(7));
+              Store store) {
+  const uint64_t params = r->Read(kParamBits);
+  const int order = static_cast<int>(params >> 14);
+  const bool runs = ((params >> 13) & 1) != 0;
+  const int w1 = static_cast<int>((params >> 7) & 63);
+  const int w2 = static_cast<int>(params & 127);
   uint64_t base;
   if (order > 2 || static_cast<size_t>(order) >= n + (order == 0 ? 1 : 0) ||
       w1 > kMaxW1 || w2 > 64 || !GetWide(r, &base)) {
     return false;
   }
   base = UnZigZag(base);
+  uint64_t u0 = 0;
   uint64_t d1 = 0;
   if (order >= 1) {
     if (first_known) {
-      out[0] = first;
+      u0 = first;
     } else {
       uint64_t z;
       if (!GetWide(r, &z)) return false;
-      out[0] = UnZigZag(z);
+      u0 = UnZigZag(z);
     }
+    store(0, u0);
   }
   if (order == 2) {
     uint64_t z;
     if (!GetWide(r, &z)) return false;
     d1 = UnZigZag(z);
-    out[1] = out[0] + d1;
+    store(1, u0 + d1);
   }
-  const size_t begin = static_cast<size_t>(order);
-  const uint64_t small = uint64_t{1} << w1;
-  if (!runs && w2 < 56 && w1 <= w2) {
-    // Branch-free: peek the longer code, then pick.
-    const int w1p = w1 + 1;
-    const int w2p = w2 + 1;
-    const int shift = w2 - w1;
-    const uint64_t mask2 = (uint64_t{1} << w2) - 1;
-    for (size_t i = begin; i < n; ++i) {
-      const uint64_t p = r->Peek(w2p);
-      const bool wide = (p >> w2) != 0;
-      const uint64_t z = wide ? (p & mask2) : (p >> shift);
-      r->Skip(wide ? w2p : w1p);
-      out[i] = UnZigZag(z) + base;
+  const uint64_t prev = order == 2 ? u0 + d1 : u0;
+  const bool ok = WithOrder(order, [&](auto k) {
+    constexpr int K = decltype(k)::value;
+    const Integrator<K, Store> out{store, prev, d1};
+    if (runs) return ReadRuns(r, K, n, w1, w2, base, out);
+    if (w1 == w2 && w2 >= 1) {
+      ReadFixed(r, K, n, w2, base, out);
+    } else if (w2 <= kMaxW1 && w1 <= w2) {
+      ReadPlainNarrow(r, K, n, w1, w2, base, out);
+    } else {
+      ReadPlain(r, K, n, w1, w2, base, out);
     }
-  } else if (!runs) {
-    const int w1p = w1 + 1;
-    for (size_t i = begin; i < n; ++i) {
-      const uint64_t p = r->Peek(w1p);
-      uint64_t z;
-      if (p < small) {
-        r->Skip(w1p);
-        z = p;
-      } else {
-        r->Skip(1);
-        z = r->Read(w2);
-      }
-      out[i] = UnZigZag(z) + base;
-    }
-  } else {
-    for (size_t i = begin; i < n;) {
-      const uint64_t p = r->Peek(2);
-      if (p < 0b10) {
-        r->Skip(1);
-        const int zeros = std::countl_zero(r->Peek(16) << 48);
-        if (zeros > 7) return false;  // runs are at most 255
-        r->Skip(zeros);
-        const uint64_t run = r->Read(zeros + 1);
-        if (run == 0 || run > n - i) return false;
-        std::fill(out + i, out + i + run, base);
-        i += run;
-        continue;
-      }
-      r->Skip(2);
-      const uint64_t z = r->Read(p == 0b10 ? w1 : w2);
-      out[i++] = UnZigZag(z) + base;
-    }
-  }
-  if (order == 1) {
-    for (size_t i = 1; i < n; ++i) out[i] += out[i - 1];
-  } else if (order == 2) {
-    uint64_t delta = d1;
-    for (size_t i = 2; i < n; ++i) {
-      delta += out[i];
-      out[i] = out[i - 1] + delta;
-    }
-  }
-  return r->ok();
+    return true;
+  });
+  return ok && r->ok();
 }
+
+// Stores into an array of uint64.
+struct StoreU64 {
+  uint64_t* __restrict out;
+  void operator()(size_t i, uint64_t v) const { out[i] = v; }
+};
 
 // ---------------------------------------------------------------------------
 // XOR codes (Gorilla's idea with Chimp's refinements) on W-bit patterns.
@@ -452,98 +746,162 @@ struct XorStep {
 };
 
 // Chooses the cheapest code for x given the previous lead (a table value).
+// Written with selects rather than branches: the choice is data.
 template <int W>
-XorStep<W> ChooseXor(uint64_t x, int prev_lead) {
+inline __attribute__((always_inline)) XorStep<W> ChooseXor(uint64_t x,
+                                                           int prev_lead) {
   static constexpr std::array<uint8_t, W + 1> kIndex = LeadIndexTable<W>();
   if (x == 0) return {0, 1, 0};
   const int lead = std::countl_zero(x) - (64 - W);
   const int idx = kIndex[static_cast<size_t>(lead)];
   const int rlead = XorTraits<W>::kLeads[static_cast<size_t>(idx)];
-  XorStep<W> best{2, 3 + 3 + W - rlead, idx};
-  if (lead >= prev_lead && 2 + W - prev_lead <= best.bits) {
-    best = {1, 2 + W - prev_lead, idx};
-  }
+  const int new_lead_bits = 3 + 3 + W - rlead;
+  const int same_lead_bits = 2 + W - prev_lead;
+  const bool use_same = lead >= prev_lead && same_lead_bits <= new_lead_bits;
+  int code = use_same ? 1 : 2;
+  int bits = use_same ? same_lead_bits : new_lead_bits;
   const int trail = std::countr_zero(x);
   const int centre = 3 + 3 + XorTraits<W>::kLenBits + (W - rlead - trail);
-  if (centre < best.bits) best = {3, centre, idx};
-  return best;
+  code = centre < bits ? 3 : code;
+  bits = centre < bits ? centre : bits;
+  return {code, bits, idx};
 }
 
+// Bits of the codes for values [begin, end) (begin >= 1), starting with
+// lead 0.
 template <int W>
-uint64_t XorBits(const uint64_t* u, size_t n) {
-  uint64_t bits = W;
+uint64_t XorCodeBits(const uint64_t* u, size_t begin, size_t end) {
+  uint64_t bits = 0;
   int prev_lead = 0;
-  for (size_t i = 1; i < n; ++i) {
+  for (size_t i = begin; i < end; ++i) {
     const XorStep<W> s = ChooseXor<W>(u[i] ^ u[i - 1], prev_lead);
     bits += static_cast<uint64_t>(s.bits);
-    if (s.code >= 2) prev_lead = XorTraits<W>::kLeads[s.lead_idx];
+    prev_lead = s.code >= 2 ? XorTraits<W>::kLeads[s.lead_idx] : prev_lead;
   }
   return bits;
 }
 
 template <int W>
+uint64_t XorBits(const uint64_t* u, size_t n) {
+  return W + XorCodeBits<W>(u, 1, n);
+}
+
+// An estimate of XorBits from kXorSampleBlocks evenly spaced blocks of
+// kXorBlock values (exact for short columns).
+constexpr size_t kXorSampleBlocks = 8;
+constexpr uint64_t kXorPruneMargin = 8;
+constexpr size_t kXorBlock = 32;
+
+template <int W>
+uint64_t EstimateXorBits(const uint64_t* u, size_t n) {
+  if (n < 4 * kXorSampleBlocks * kXorBlock) return XorBits<W>(u, n);
+  const size_t stride = (n - 1 - kXorBlock) / (kXorSampleBlocks - 1);
+  uint64_t bits = 0;
+  for (size_t b = 0; b < kXorSampleBlocks; ++b) {
+    const size_t begin = 1 + b * stride;
+    bits += XorCodeBits<W>(u, begin, begin + kXorBlock);
+  }
+  return W + bits * (n - 1) / (kXorSampleBlocks * kXorBlock);
+}
+
+// Bits of a column of n values at most (for reserving room).
+template <int W>
+size_t MaxXorBits(size_t n) {
+  return n * (6 + XorTraits<W>::kLenBits + W);
+}
+
+template <int W>
 void WriteXor(const uint64_t* u, size_t n, BitWriter* w) {
-  w->Write(u[0], W);
+  constexpr int kLenBits = XorTraits<W>::kLenBits;
+  w->Reserve(MaxXorBits<W>(n));
+  BitWriter::Cursor c = w->Begin();
+  c.Write(u[0], W);
   int prev_lead = 0;
   for (size_t i = 1; i < n; ++i) {
     const uint64_t x = u[i] ^ u[i - 1];
     const XorStep<W> s = ChooseXor<W>(x, prev_lead);
     switch (s.code) {
       case 0:
-        w->Write(0, 1);
+        c.Write(0, 1);
         break;
       case 1:
-        w->Write(0b10, 2);
-        w->Write(x, W - prev_lead);
+        // 2 + W - lead bits; for W = 64 that fits one write if lead >= 2.
+        if (W + 2 - prev_lead <= 64) {
+          c.Write((uint64_t{0b10} << (W - prev_lead)) | x, W + 2 - prev_lead);
+        } else {
+          c.Write(0b10, 2);
+          c.Write(x, W - prev_lead);
+        }
         break;
-      case 2: {
+      case 2:
         prev_lead = XorTraits<W>::kLeads[s.lead_idx];
-        w->Write((0b110 << 3) | static_cast<uint64_t>(s.lead_idx), 6);
-        w->Write(x, W - prev_lead);
+        c.Write((0b110 << 3) | static_cast<uint64_t>(s.lead_idx), 6);
+        c.Write(x, W - prev_lead);
         break;
-      }
       default: {
         prev_lead = XorTraits<W>::kLeads[s.lead_idx];
         const int trail = std::countr_zero(x);
         const int len = W - prev_lead - trail;
-        w->Write(
-            (uint64_t{0b111} << (3 + XorTraits<W>::kLenBits)) |
-                (static_cast<uint64_t>(s.lead_idx) << XorTraits<W>::kLenBits) |
-                static_cast<uint64_t>(len),
-            6 + XorTraits<W>::kLenBits);
-        w->Write(x >> trail, len);
+        c.Write((uint64_t{0b111} << (3 + kLenBits)) |
+                    (static_cast<uint64_t>(s.lead_idx) << kLenBits) |
+                    static_cast<uint64_t>(len),
+                6 + kLenBits);
+        c.Write(x >> trail, len);
         break;
       }
     }
   }
+  w->End(c);
+}
+
+// Reads up to 64 bits (n in 1..64) from a local reader.
+inline uint64_t ReadUpTo64(BitReader& r, int n) {
+  if (n <= 56) {
+    r.Ensure(n);
+    const uint64_t v = r.Bits(n);
+    r.Consume(n);
+    return v;
+  }
+  return r.Read(n);
 }
 
 template <int W>
-bool ReadXor(BitReader* r, size_t n, uint64_t* __restrict out) {
-  uint64_t value = r->Read(W);
+bool ReadXor(BitReader* reader, size_t n, uint64_t* __restrict out) {
+  constexpr int kLenBits = XorTraits<W>::kLenBits;
+  constexpr int kHeaderBits = 6 + kLenBits;
+  BitReader r = *reader;
+  uint64_t value = r.Read(W);
   out[0] = value;
   int lead = 0;
+  bool ok = true;
   for (size_t i = 1; i < n; ++i) {
-    const uint64_t p = r->Peek(3);
+    r.Ensure(kHeaderBits);
+    const uint64_t p = r.Bits(3);
     if (p < 0b100) {
-      r->Skip(1);
+      r.Consume(1);
     } else if (p < 0b110) {
-      r->Skip(2);
-      value ^= r->Read(W - lead);
-    } else if (p == 0b110) {
-      lead = XorTraits<W>::kLeads[r->Read(6) & 7];
-      value ^= r->Read(W - lead);
+      r.Consume(2);
+      value ^= ReadUpTo64(r, W - lead);
     } else {
-      const uint64_t h = r->Read(6 + XorTraits<W>::kLenBits);
-      lead = XorTraits<W>::kLeads[(h >> XorTraits<W>::kLenBits) & 7];
-      const int len =
-          static_cast<int>(h & ((1u << XorTraits<W>::kLenBits) - 1));
-      if (len == 0 || lead + len > W) return false;
-      value ^= r->Read(len) << (W - lead - len);
+      const uint64_t h = r.Bits(kHeaderBits);
+      lead = XorTraits<W>::kLeads[(h >> kLenBits) & 7];
+      if (p == 0b110) {
+        r.Consume(6);
+        value ^= ReadUpTo64(r, W - lead);
+      } else {
+        r.Consume(kHeaderBits);
+        const int len = static_cast<int>(h & ((1u << kLenBits) - 1));
+        if (len == 0 || lead + len > W) {
+          ok = false;
+          break;
+        }
+        value ^= ReadUpTo64(r, len) << (W - lead - len);
+      }
     }
     out[i] = value;
   }
-  return r->ok();
+  *reader = r;
+  return ok && reader->ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -551,27 +909,26 @@ bool ReadXor(BitReader* r, size_t n, uint64_t* __restrict out) {
 // patterns); a value that does not map is an exception, stored raw, and its
 // slot takes the previous mapped value so that it costs ~nothing.
 
-uint64_t Bits(double v) { return std::bit_cast<uint64_t>(v); }
-
 // Decimal: v == double(i) / 10^e, bit-exactly. Returns false if not.
-bool ToDecimal(double v, int e, int64_t* i) {
-  if (e == 0) {
+template <bool kInteger>
+bool ToDecimalImpl(double v, double pow10, int64_t* i) {
+  if constexpr (kInteger) {
     if (!(std::fabs(v) < 9.0e18)) return false;
     *i = static_cast<int64_t>(v);
+    return Bits(static_cast<double>(*i)) == Bits(v);
   } else {
-    const double s = v * kPow10[static_cast<size_t>(e)];
+    const double s = v * pow10;
     // Round to nearest with the 1.5 * 2^52 trick; exact for |s| < 2^51.
     if (!(std::fabs(s) < 2251799813685248.0)) return false;
     constexpr double kMagic = 6755399441055744.0;
     *i = static_cast<int64_t>((s + kMagic) - kMagic);
+    return Bits(static_cast<double>(*i) / pow10) == Bits(v);
   }
-  return Bits(static_cast<double>(*i) / kPow10[static_cast<size_t>(e)]) ==
-         Bits(v);
 }
 
-double FromDecimal(uint64_t i, int e) {
-  return static_cast<double>(static_cast<int64_t>(i)) /
-         kPow10[static_cast<size_t>(e)];
+bool ToDecimal(double v, int e, int64_t* i) {
+  return e == 0 ? ToDecimalImpl<true>(v, 1.0, i)
+                : ToDecimalImpl<false>(v, kPow10[static_cast<size_t>(e)], i);
 }
 
 bool ToFloat32(double v, uint32_t* bits) {
@@ -613,57 +970,56 @@ int DetectExponent(std::span<const double> values) {
     int64_t unused;
     while (e <= kMaxExponent && !ToDecimal(v, e, &unused)) ++e;
     if (e > kMaxExponent) {
-      ++misses;
+      if (++misses * 4 > k) return -1;  // the answer cannot change
     } else {
       exponent = std::max(exponent, e);
     }
   }
-  return misses * 4 > k ? -1 : exponent;
+  return exponent;
 }
 
-struct Exceptions {
-  std::vector<uint32_t> positions;
-
-  uint64_t bits() const {
-    if (positions.empty()) return 0;
-    uint64_t bytes = static_cast<uint64_t>(VarintLength(positions.size()));
-    uint32_t prev = 0;
-    for (size_t j = 0; j < positions.size(); ++j) {
-      const uint32_t gap = j == 0 ? positions[j] : positions[j] - prev - 1;
-      bytes += static_cast<uint64_t>(VarintLength(gap)) + 8;
-      prev = positions[j];
-    }
-    return bytes * 8;
+uint64_t ExceptionBits(const std::vector<uint32_t>& positions) {
+  if (positions.empty()) return 0;
+  uint64_t bytes = static_cast<uint64_t>(VarintLength(positions.size()));
+  uint32_t prev = 0;
+  for (size_t j = 0; j < positions.size(); ++j) {
+    const uint32_t gap = j == 0 ? positions[j] : positions[j] - prev - 1;
+    bytes += static_cast<uint64_t>(VarintLength(gap)) + 8;
+    prev = positions[j];
   }
-};
+  return bytes * 8;
+}
 
 // Maps values with `map` (bool(double, uint64_t*)) into u; false if too many
-// exceptions. Exception slots repeat the previous mapped value (the first
-// mapped value for leading exceptions).
+// exceptions (or none mapped). Exception slots repeat the previous mapped
+// value (the first mapped value for leading exceptions).
 template <typename Map>
 bool MapValues(std::span<const double> values, Map map, uint64_t* u,
-               Exceptions* exc) {
+               std::vector<uint32_t>* exc) {
   const size_t n = values.size();
   const size_t limit = n / kMaxExceptionFraction;
-  exc->positions.clear();
-  bool have = false;
-  uint64_t prev = 0;
-  for (size_t i = 0; i < n; ++i) {
+  exc->clear();
+  size_t i = 0;
+  // Leading exceptions, until the first mapped value.
+  for (; i < n; ++i) {
     uint64_t m;
     if (map(values[i], &m)) {
-      if (!have) {
-        std::fill(u, u + i, m);
-        have = true;
-      }
+      std::fill(u, u + i, m);
       u[i] = m;
-      prev = m;
-    } else {
-      if (exc->positions.size() >= limit) return false;
-      exc->positions.push_back(static_cast<uint32_t>(i));
-      u[i] = prev;
+      break;
+    }
+    if (exc->size() >= limit) return false;
+    exc->push_back(static_cast<uint32_t>(i));
+  }
+  if (i == n) return false;
+  for (++i; i < n; ++i) {
+    if (!map(values[i], &u[i])) [[unlikely]] {
+      if (exc->size() >= limit) return false;
+      exc->push_back(static_cast<uint32_t>(i));
+      u[i] = u[i - 1];
     }
   }
-  return have;
+  return true;
 }
 
 struct ValuePlan {
@@ -671,42 +1027,49 @@ struct ValuePlan {
   int exponent = 0;
   IntPlan ints;  // integer codecs
   uint64_t bits = std::numeric_limits<uint64_t>::max();
-  std::vector<uint64_t> u;  // mapped values (or patterns)
-  Exceptions exc;
+  const uint64_t* u = nullptr;  // mapped values (or patterns), in scratch
+  const std::vector<uint32_t>* exc = nullptr;  // exception positions
 };
 
+template <bool kInteger>
+bool MapDecimals(std::span<const double> values, int e, uint64_t* u,
+                 std::vector<uint32_t>* exc) {
+  const double pow10 = kPow10[static_cast<size_t>(e)];
+  return MapValues(
+      values,
+      [pow10](double v, uint64_t* m) {
+        int64_t i;
+        if (!ToDecimalImpl<kInteger>(v, pow10, &i)) return false;
+        *m = static_cast<uint64_t>(i);
+        return true;
+      },
+      u, exc);
+}
+
 // Picks the value codec: detection passes and exact sizes, no trial
-// encodes. `scratch` holds 2n entries.
-void PlanValues(std::span<const double> values, uint64_t* scratch,
-                ValuePlan* best) {
+// encodes; a candidate is sized only when it can still win.
+void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
   const size_t n = values.size();
-  std::vector<uint64_t> u(n);
-  Exceptions exc;
+  static const std::vector<uint32_t> kNoExceptions;
+  best->exc = &kNoExceptions;
 
   // Integers and few-digit decimals.
   const int e = DetectExponent(values);
-  if (e >= 0 && MapValues(
-                    values,
-                    [e](double v, uint64_t* m) {
-                      int64_t i;
-                      if (!ToDecimal(v, e, &i)) return false;
-                      *m = static_cast<uint64_t>(i);
-                      return true;
-                    },
-                    u.data(), &exc)) {
-    IntPlan plan = PlanInts(u.data(), n, false, 2, scratch);
-    const uint64_t bits = plan.bits + exc.bits();
+  uint64_t* const dec = Scratch::Get(s.a, n);
+  if (e >= 0 && (e == 0 ? MapDecimals<true>(values, e, dec, &s.positions)
+                        : MapDecimals<false>(values, e, dec, &s.positions))) {
+    const IntPlan plan = PlanInts(dec, n, false);
     best->codec =
         e == 0 ? ChunkValueCodec::kInteger : ChunkValueCodec::kDecimal;
     best->exponent = e;
     best->ints = plan;
-    best->bits = bits;
-    best->u.swap(u);
-    best->exc = std::move(exc);
-    u.resize(n);
+    best->bits = plan.bits + ExceptionBits(s.positions);
+    best->u = dec;
+    best->exc = &s.positions;
   }
   // float32 widened to float64: not worth a look when the decimal codec
   // already spends under 12 bits a value.
+  uint64_t* const f32 = Scratch::Get(s.b, n);
   if (best->bits > 12 * n + 64 && MapValues(
                                       values,
                                       [](double v, uint64_t* m) {
@@ -715,40 +1078,51 @@ void PlanValues(std::span<const double> values, uint64_t* scratch,
                                         *m = b;
                                         return true;
                                       },
-                                      u.data(), &exc)) {
-    const uint64_t exc_bits = exc.bits();
-    const uint64_t xor_bits = XorBits<32>(u.data(), n) + exc_bits;
-    std::vector<uint64_t> ordered(n);
+                                      f32, &s.positions2)) {
+    const uint64_t exc_bits = ExceptionBits(s.positions2);
+    uint64_t* const ordered = Scratch::Get(s.c, n);
     for (size_t i = 0; i < n; ++i) {
-      ordered[i] = OrderedFromFloat32(static_cast<uint32_t>(u[i]));
+      ordered[i] = OrderedFromFloat32(static_cast<uint32_t>(f32[i]));
     }
-    IntPlan plan = PlanInts(ordered.data(), n, false, 2, scratch);
+    const IntPlan plan = PlanInts(ordered, n, false);
     const uint64_t int_bits = plan.bits + exc_bits;
+    // The XOR code is sized exactly only if a sample says it may win
+    // (kXorPruneMargin: an estimate 1/8 above the integer code's size
+    // rules it out).
+    uint64_t xor_bits = std::numeric_limits<uint64_t>::max();
+    const uint64_t estimate = EstimateXorBits<32>(f32, n) + exc_bits;
+    if (estimate <= int_bits + int_bits / kXorPruneMargin) {
+      xor_bits = XorBits<32>(f32, n) + exc_bits;
+    }
     if (std::min(xor_bits, int_bits) < best->bits) {
       best->exponent = 0;
-      best->exc = std::move(exc);
+      best->exc = &s.positions2;
       if (int_bits < xor_bits) {
         best->codec = ChunkValueCodec::kFloat32Int;
         best->ints = plan;
         best->bits = int_bits;
-        best->u.swap(ordered);
+        best->u = ordered;
       } else {
         best->codec = ChunkValueCodec::kXor32;
         best->bits = xor_bits;
-        best->u.swap(u);
+        best->u = f32;
       }
     }
   }
-  // The fallback; sized only when the others did poorly.
+  // The fallback, when the others did poorly; sized only if there is
+  // something to compare with.
   if (best->bits > 40 * n + 64) {
-    for (size_t i = 0; i < n; ++i) u[i] = Bits(values[i]);
-    const uint64_t bits = XorBits<64>(u.data(), n);
+    uint64_t* const raw = Scratch::Get(s.d, n);
+    std::memcpy(raw, values.data(), n * sizeof(double));
+    const uint64_t bits = best->bits == std::numeric_limits<uint64_t>::max()
+                              ? 0
+                              : XorBits<64>(raw, n);
     if (bits < best->bits) {
       best->codec = ChunkValueCodec::kXor64;
       best->exponent = 0;
       best->bits = bits;
-      best->exc.positions.clear();
-      best->u.swap(u);
+      best->exc = &kNoExceptions;
+      best->u = raw;
     }
   }
 }
@@ -762,10 +1136,7 @@ bool IsIntCodec(ChunkValueCodec c) {
 // Header.
 
 struct Header {
-  int version = 0;
-  ChunkSummary summary;
-  int64_t first_time_ms = 0;
-  // Version 2 only.
+  CommonHeader common;
   bool regular_steps = false;
   ChunkValueCodec codec = ChunkValueCodec::kGorillaV1;
   int exponent = 0;
@@ -774,41 +1145,22 @@ struct Header {
 };
 
 absl::Status ParseHeaderV2(std::string_view chunk, Header* h) {
-  std::string_view in = chunk.substr(1);
-  uint64_t count, first_step, step_span, first_time_zz, below_first,
-      above_first;
-  if (!GetVarint(&in, &count) || !GetVarint(&in, &first_step) ||
-      !GetVarint(&in, &step_span) || !GetVarint(&in, &first_time_zz) ||
-      !GetVarint(&in, &below_first) || !GetVarint(&in, &above_first) ||
-      in.empty()) {
-    return Corrupt("truncated header");
+  if (absl::Status s = internal::ParseCommonHeader(chunk, &h->common);
+      !s.ok()) {
+    return s;
   }
-  if (count == 0 || count > kMaxChunkPoints) {
-    return Corrupt(absl::StrCat("bad point count ", count));
-  }
-  const uint64_t last_step = first_step + step_span;
-  if (last_step < first_step || step_span < count - 1 ||
-      (count == 1 && step_span != 0)) {
-    return Corrupt("bad step range");
-  }
-  const int64_t first_time = static_cast<int64_t>(UnZigZag(first_time_zz));
-  const int64_t min_time =
-      static_cast<int64_t>(static_cast<uint64_t>(first_time) - below_first);
-  const int64_t max_time =
-      static_cast<int64_t>(static_cast<uint64_t>(first_time) + above_first);
-  if (min_time > first_time || max_time < first_time ||
-      (count == 1 && (below_first != 0 || above_first != 0))) {
-    return Corrupt("bad time range");
-  }
+  ChunkSummary& s = h->common.summary;
+  const uint64_t count = s.count;
+  std::string_view in = h->common.rest;
+  if (in.empty()) return Corrupt("truncated header");
   const uint8_t flags = static_cast<uint8_t>(in[0]);
   in.remove_prefix(1);
   if ((flags & ~kKnownFlags) != 0) return Corrupt("unknown flags");
   h->regular_steps = (flags & kFlagRegularSteps) != 0;
-  if (h->regular_steps && (count < 2 || step_span % (count - 1) != 0)) {
+  if (h->regular_steps &&
+      (count < 2 || (s.max_step - s.min_step) % (count - 1) != 0)) {
     return Corrupt("bad regular steps");
   }
-  ChunkSummary& s = h->summary;
-  s = ChunkSummary();
   if ((flags & kFlagValueStats) != 0) {
     uint64_t nan, pinf, ninf;
     if (!GetVarint(&in, &nan) || !GetVarint(&in, &pinf) ||
@@ -868,126 +1220,119 @@ absl::Status ParseHeaderV2(std::string_view chunk, Header* h) {
       static_cast<uint64_t>(in.size()) * 8) {
     return Corrupt("point count exceeds chunk size");
   }
-  h->version = kVersion2;
-  s.count = static_cast<uint32_t>(count);
-  s.min_step = first_step;
-  s.max_step = last_step;
-  s.min_time_ms = min_time;
-  s.max_time_ms = max_time;
-  h->first_time_ms = first_time;
   h->rest = in;
   return absl::OkStatus();
 }
 
-absl::Status CheckVersion(std::string_view chunk) {
-  if (chunk.empty()) return Corrupt("empty");
-  const uint8_t version = static_cast<uint8_t>(chunk[0]);
-  if (version != kVersion1 && version != kVersion2) {
-    return absl::UnimplementedError(
-        absl::StrCat("unknown chunk format version ", version));
+// Walks the exception list at the front of *in (n of them), checking the
+// positions (< count); with `values`, patches them in. Leaves *in after it.
+absl::Status ReadExceptions(std::string_view* in, uint64_t n, size_t count,
+                            double* values) {
+  uint64_t next = 0;
+  for (uint64_t j = 0; j < n; ++j) {
+    uint64_t gap, raw;
+    if (!GetVarint(in, &gap) || !GetFixed64(in, &raw)) {
+      return Corrupt("truncated exceptions");
+    }
+    if (gap >= count || next + gap >= count) {
+      return Corrupt("bad exception position");
+    }
+    next += gap;
+    if (values != nullptr) values[next] = std::bit_cast<double>(raw);
+    ++next;
   }
   return absl::OkStatus();
 }
 
 absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
                           double* values) {
-  const size_t n = h.summary.count;
-  std::string_view in = h.rest;
+  const ChunkSummary& summary = h.common.summary;
+  const size_t n = summary.count;
   // Exceptions first (byte-aligned), applied after the value column.
-  std::vector<std::pair<uint32_t, uint64_t>> exceptions;
-  exceptions.reserve(h.num_exceptions);
-  uint64_t next = 0;
-  for (uint64_t j = 0; j < h.num_exceptions; ++j) {
-    uint64_t gap, raw;
-    if (!GetVarint(&in, &gap) || !GetFixed64(&in, &raw)) {
-      return Corrupt("truncated exceptions");
-    }
-    if (gap >= n || next + gap >= n) return Corrupt("bad exception position");
-    next += gap;
-    exceptions.emplace_back(static_cast<uint32_t>(next), raw);
-    ++next;
+  const std::string_view exceptions = h.rest;
+  std::string_view in = h.rest;
+  if (absl::Status s = ReadExceptions(&in, h.num_exceptions, n, nullptr);
+      !s.ok()) {
+    return s;
   }
 
   BitReader r(in);
   // Steps.
   if (h.regular_steps) {
-    const uint64_t delta = (h.summary.max_step - h.summary.min_step) / (n - 1);
-    for (size_t i = 0; i < n; ++i) steps[i] = h.summary.min_step + i * delta;
+    const uint64_t delta = (summary.max_step - summary.min_step) / (n - 1);
+    for (size_t i = 0; i < n; ++i) steps[i] = summary.min_step + i * delta;
   } else if (n == 1) {
-    steps[0] = h.summary.min_step;
+    steps[0] = summary.min_step;
   } else {
-    if (!ReadInts(&r, n, true, h.summary.min_step, steps)) {
+    if (!ReadInts(&r, n, true, summary.min_step, StoreU64{steps})) {
       return Corrupt("bad step column");
     }
-    if (steps[0] != h.summary.min_step) return Corrupt("first step mismatch");
-    for (size_t i = 1; i < n; ++i) {
-      if (steps[i] <= steps[i - 1]) return Corrupt("steps not increasing");
-    }
-    if (steps[n - 1] != h.summary.max_step) {
-      return Corrupt("last step mismatch");
-    }
+    if (steps[0] != summary.min_step) return Corrupt("first step mismatch");
+    bool increasing = true;
+    for (size_t i = 1; i < n; ++i) increasing &= steps[i] > steps[i - 1];
+    if (!increasing) return Corrupt("steps not increasing");
+    if (steps[n - 1] != summary.max_step) return Corrupt("last step mismatch");
   }
   // Times.
-  uint64_t* const t = reinterpret_cast<uint64_t*>(times);
   if (n == 1) {
-    times[0] = h.first_time_ms;
+    times[0] = h.common.first_time_ms;
   } else {
-    if (!ReadInts(&r, n, true, static_cast<uint64_t>(h.first_time_ms), t)) {
+    uint64_t* const t = reinterpret_cast<uint64_t*>(times);
+    if (!ReadInts(&r, n, true, static_cast<uint64_t>(h.common.first_time_ms),
+                  StoreU64{t})) {
       return Corrupt("bad time column");
     }
-    if (times[0] != h.first_time_ms) return Corrupt("first time mismatch");
-    int64_t min_time = times[0];
-    int64_t max_time = times[0];
-    for (size_t i = 1; i < n; ++i) {
-      min_time = std::min(min_time, times[i]);
-      max_time = std::max(max_time, times[i]);
-    }
-    if (min_time != h.summary.min_time_ms ||
-        max_time != h.summary.max_time_ms) {
-      return Corrupt("time range mismatch");
+    if (absl::Status s = internal::CheckTimes(times, n, h.common); !s.ok()) {
+      return s;
     }
   }
   // Values.
-  std::vector<uint64_t> u(n);
   bool ok = true;
   switch (h.codec) {
     case ChunkValueCodec::kXor64:
-      ok = ReadXor<64>(&r, n, u.data());
-      if (ok) std::memcpy(values, u.data(), n * sizeof(double));
-      break;
-    case ChunkValueCodec::kXor32:
-      ok = ReadXor<32>(&r, n, u.data());
-      for (size_t i = 0; i < n; ++i) values[i] = FromFloat32(u[i]);
-      break;
-    case ChunkValueCodec::kFloat32Int:
-      ok = ReadInts(&r, n, false, 0, u.data());
-      for (size_t i = 0; i < n; ++i) {
-        values[i] = FromFloat32(Float32FromOrdered(u[i]));
+    case ChunkValueCodec::kXor32: {
+      Scratch& scratch = ThreadScratch();
+      uint64_t* const u = Scratch::Get(scratch.a, n);
+      if (h.codec == ChunkValueCodec::kXor64) {
+        ok = ReadXor<64>(&r, n, u);
+        std::memcpy(values, u, n * sizeof(double));
+      } else {
+        ok = ReadXor<32>(&r, n, u);
+        for (size_t i = 0; i < n; ++i) values[i] = FromFloat32(u[i]);
       }
+      if (n > kKeepEntries) scratch.ReleaseIfLarge();
+      break;
+    }
+    case ChunkValueCodec::kFloat32Int:
+      ok = ReadInts(&r, n, false, 0, [values](size_t i, uint64_t v) {
+        values[i] = FromFloat32(Float32FromOrdered(v));
+      });
       break;
     case ChunkValueCodec::kInteger:
-      ok = ReadInts(&r, n, false, 0, u.data());
-      for (size_t i = 0; i < n; ++i) {
-        values[i] = static_cast<double>(static_cast<int64_t>(u[i]));
-      }
+      ok = ReadInts(&r, n, false, 0, [values](size_t i, uint64_t v) {
+        values[i] = static_cast<double>(static_cast<int64_t>(v));
+      });
       break;
-    case ChunkValueCodec::kDecimal:
-      ok = ReadInts(&r, n, false, 0, u.data());
-      for (size_t i = 0; i < n; ++i) values[i] = FromDecimal(u[i], h.exponent);
+    case ChunkValueCodec::kDecimal: {
+      const double pow10 = kPow10[static_cast<size_t>(h.exponent)];
+      ok = ReadInts(&r, n, false, 0, [values, pow10](size_t i, uint64_t v) {
+        values[i] = static_cast<double>(static_cast<int64_t>(v)) / pow10;
+      });
       break;
+    }
     case ChunkValueCodec::kGorillaV1:
       ok = false;
       break;
   }
   if (!ok || !r.ok()) return Corrupt("bad value column");
-  for (const auto& [pos, raw] : exceptions) {
-    values[pos] = std::bit_cast<double>(raw);
+  if (h.num_exceptions != 0) {
+    std::string_view again = exceptions;
+    if (absl::Status s = ReadExceptions(&again, h.num_exceptions, n, values);
+        !s.ok()) {
+      return s;
+    }
   }
-  // The encoder pads the last byte with zero bits and writes nothing after.
-  const size_t rest = r.bits_remaining();
-  if (rest >= 8) return Corrupt("trailing bytes");
-  if (r.Read(static_cast<int>(rest)) != 0) return Corrupt("nonzero padding");
-  return absl::OkStatus();
+  return internal::CheckPadding(&r);
 }
 
 void PutValueStats(std::span<const double> values, std::string* out) {
@@ -1014,12 +1359,12 @@ void PutValueStats(std::span<const double> values, std::string* out) {
   PutVarint(pinf, out);
   PutVarint(ninf, out);
   if (any) {
-    PutDouble(min, out);
-    PutDouble(max, out);
-    PutDouble(sum, out);
+    PutFixed64(Bits(min), out);
+    PutFixed64(Bits(max), out);
+    PutFixed64(Bits(sum), out);
   }
-  PutDouble(values.front(), out);
-  PutDouble(values.back(), out);
+  PutFixed64(Bits(values.front()), out);
+  PutFixed64(Bits(values.back()), out);
 }
 
 }  // namespace
@@ -1036,13 +1381,6 @@ void EncodeChunk(std::span<const uint64_t> steps,
   const size_t want = out->size() + 96 + 4 * n;
   if (out->capacity() < want) out->reserve(std::max(want, 2 * out->size()));
 
-  int64_t min_time = times_ms[0];
-  int64_t max_time = times_ms[0];
-  for (const int64_t t : times_ms) {
-    min_time = std::min(min_time, t);
-    max_time = std::max(max_time, t);
-  }
-  const uint64_t first_time = static_cast<uint64_t>(times_ms[0]);
   bool regular = n >= 2;
   if (regular) {
     const uint64_t delta = steps[1] - steps[0];
@@ -1052,21 +1390,15 @@ void EncodeChunk(std::span<const uint64_t> steps,
   }
   const bool stats = n >= kMinPointsForValueStats;
 
-  std::vector<uint64_t> scratch(2 * n);
+  Scratch& scratch = ThreadScratch();
   ValuePlan vp;
-  PlanValues(values, scratch.data(), &vp);
+  PlanValues(values, scratch, &vp);
 
-  out->push_back(static_cast<char>(kVersion2));
-  PutVarint(n, out);
-  PutVarint(steps[0], out);
-  PutVarint(steps[n - 1] - steps[0], out);
-  PutVarint(ZigZag(first_time), out);
-  PutVarint(first_time - static_cast<uint64_t>(min_time), out);
-  PutVarint(static_cast<uint64_t>(max_time) - first_time, out);
+  internal::PutCommonHeader(kVersion2, steps, times_ms, out);
   out->push_back(static_cast<char>((stats ? kFlagValueStats : 0) |
                                    (regular ? kFlagRegularSteps : 0)));
   if (stats) PutValueStats(values, out);
-  const std::vector<uint32_t>& exc = vp.exc.positions;
+  const std::vector<uint32_t>& exc = *vp.exc;
   out->push_back(static_cast<char>(static_cast<uint8_t>(vp.codec) |
                                    (vp.exponent << kExponentShift) |
                                    (exc.empty() ? 0 : kHasExceptions)));
@@ -1082,40 +1414,41 @@ void EncodeChunk(std::span<const uint64_t> steps,
 
   BitWriter w(out);
   if (!regular && n >= 2) {
-    const IntPlan plan = PlanInts(steps.data(), n, true, 2, scratch.data());
-    WriteInts(steps.data(), n, true, plan, scratch.data(), &w);
+    const IntPlan plan = PlanInts(steps.data(), n, true);
+    WriteInts(steps.data(), n, true, plan, &w);
   }
   if (n >= 2) {
     const uint64_t* t = reinterpret_cast<const uint64_t*>(times_ms.data());
-    const IntPlan plan = PlanInts(t, n, true, 2, scratch.data());
-    WriteInts(t, n, true, plan, scratch.data(), &w);
+    const IntPlan plan = PlanInts(t, n, true);
+    WriteInts(t, n, true, plan, &w);
   }
   switch (vp.codec) {
     case ChunkValueCodec::kXor64:
-      WriteXor<64>(vp.u.data(), n, &w);
+      WriteXor<64>(vp.u, n, &w);
       break;
     case ChunkValueCodec::kXor32:
-      WriteXor<32>(vp.u.data(), n, &w);
+      WriteXor<32>(vp.u, n, &w);
       break;
     default:
-      WriteInts(vp.u.data(), n, false, vp.ints, scratch.data(), &w);
+      WriteInts(vp.u, n, false, vp.ints, &w);
       break;
   }
   w.Finish();
+  if (n > kKeepEntries) scratch.ReleaseIfLarge();
 }
 
 absl::StatusOr<ChunkSummary> ReadChunkSummary(std::string_view chunk) {
-  if (absl::Status s = CheckVersion(chunk); !s.ok()) return s;
+  if (absl::Status s = internal::CheckVersion(chunk); !s.ok()) return s;
   if (static_cast<uint8_t>(chunk[0]) == kVersion1) {
     return internal::ReadChunkSummaryV1(chunk);
   }
   Header h;
   if (absl::Status s = ParseHeaderV2(chunk, &h); !s.ok()) return s;
-  return h.summary;
+  return h.common.summary;
 }
 
 absl::StatusOr<ChunkDescription> DescribeChunk(std::string_view chunk) {
-  if (absl::Status s = CheckVersion(chunk); !s.ok()) return s;
+  if (absl::Status s = internal::CheckVersion(chunk); !s.ok()) return s;
   ChunkDescription d;
   if (static_cast<uint8_t>(chunk[0]) == kVersion1) {
     absl::StatusOr<ChunkSummary> s = internal::ReadChunkSummaryV1(chunk);
@@ -1134,27 +1467,17 @@ absl::StatusOr<ChunkDescription> DescribeChunk(std::string_view chunk) {
 }
 
 absl::Status DecodeChunk(std::string_view chunk, PointColumns* out) {
-  if (absl::Status s = CheckVersion(chunk); !s.ok()) return s;
+  if (absl::Status s = internal::CheckVersion(chunk); !s.ok()) return s;
   if (static_cast<uint8_t>(chunk[0]) == kVersion1) {
     return internal::DecodeChunkV1(chunk, out);
   }
   Header h;
   if (absl::Status s = ParseHeaderV2(chunk, &h); !s.ok()) return s;
-  const size_t old_size = out->size();
-  const size_t n = h.summary.count;
-  out->steps.resize(old_size + n);
-  out->times_ms.resize(old_size + n);
-  out->values.resize(old_size + n);
-  absl::Status s = DecodeBodyV2(h, out->steps.data() + old_size,
-                                out->times_ms.data() + old_size,
-                                out->values.data() + old_size);
-  if (!s.ok()) {
-    // Stronger than the contract requires: on error *out is unchanged.
-    out->steps.resize(old_size);
-    out->times_ms.resize(old_size);
-    out->values.resize(old_size);
-  }
-  return s;
+  return internal::DecodeAppending(
+      h.common.summary.count, out,
+      [&h](uint64_t* steps, int64_t* times, double* values) {
+        return DecodeBodyV2(h, steps, times, values);
+      });
 }
 
 }  // namespace stepdb::storage

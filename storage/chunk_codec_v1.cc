@@ -13,18 +13,18 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
 #include "storage/bit_stream.h"
 #include "storage/chunk_codec.h"
+#include "storage/chunk_codec_internal.h"
 
 namespace stepdb::storage {
 namespace {
 
-constexpr uint8_t kVersion = 1;
-
-// Decoders refuse larger counts so that a corrupt header can never make
-// them allocate much; chunks are meant to hold ~1k points.
-constexpr uint64_t kMaxChunkPoints = uint64_t{1} << 24;
+using internal::CommonHeader;
+using internal::Corrupt;
+using internal::kMaxChunkPoints;
+using internal::UnZigZag;
+using internal::ZigZag;
 
 // Every point after the first costs at least one bit in each of the three
 // columns; the first value is stored as 64 raw bits.
@@ -60,40 +60,6 @@ constexpr BucketWidths kTimeBuckets = {0, 6, 7, 12, 32, 64};
 // window, "11" new window: 6 bits leading zeros (0..63, so no clamping), 6
 // bits meaningful-bit count (1..64, 64 written as 0), then the bits.
 constexpr int kWindowHeaderBits = 2 + 6 + 6;
-
-uint64_t ZigZag(uint64_t v) {
-  return (v << 1) ^ static_cast<uint64_t>(static_cast<int64_t>(v) >> 63);
-}
-uint64_t UnZigZag(uint64_t z) { return (z >> 1) ^ (~(z & 1) + 1); }
-
-void PutVarint(uint64_t v, std::string* out) {
-  char buf[10];
-  int n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>(v | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, static_cast<size_t>(n));
-}
-
-// Parses a varint from the front of *in. False if truncated or longer than
-// 64 bits.
-bool GetVarint(std::string_view* in, uint64_t* v) {
-  uint64_t result = 0;
-  for (int i = 0; i < 10; ++i) {
-    if (i >= static_cast<int>(in->size())) return false;
-    const uint8_t byte = static_cast<uint8_t>((*in)[static_cast<size_t>(i)]);
-    if (i == 9 && byte > 1) return false;  // would overflow 64 bits
-    result |= static_cast<uint64_t>(byte & 0x7f) << (7 * i);
-    if ((byte & 0x80) == 0) {
-      in->remove_prefix(static_cast<size_t>(i) + 1);
-      *v = result;
-      return true;
-    }
-  }
-  return false;
-}
 
 void PutDod(uint64_t dod, const BucketWidths& widths, BitWriter* w) {
   const uint64_t zz = ZigZag(dod);
@@ -159,72 +125,31 @@ void PutValues(std::span<const double> values, BitWriter* w) {
   }
 }
 
-// The decoded header of a chunk.
-struct Header {
-  ChunkSummary summary;
-  int64_t first_time_ms = 0;
-  std::string_view body;  // the bitstream
-};
 
-absl::Status Corrupt(absl::string_view what) {
-  return absl::DataLossError(absl::StrCat("corrupt chunk: ", what));
-}
-
-absl::Status ParseHeader(std::string_view chunk, Header* h) {
-  if (chunk.empty()) return Corrupt("empty");
-  const uint8_t version = static_cast<uint8_t>(chunk[0]);
-  if (version != kVersion) {
+absl::Status ParseHeader(std::string_view chunk, CommonHeader* h) {
+  if (absl::Status s = internal::CheckVersion(chunk); !s.ok()) return s;
+  if (static_cast<uint8_t>(chunk[0]) != internal::kVersion1) {
     return absl::UnimplementedError(
-        absl::StrCat("unknown chunk format version ", version));
+        absl::StrCat("not a version 1 chunk: version ",
+                     static_cast<int>(static_cast<uint8_t>(chunk[0]))));
   }
-  std::string_view in = chunk.substr(1);
-  uint64_t count, first_step, step_span, first_time_zz, below_first,
-      above_first;
-  if (!GetVarint(&in, &count) || !GetVarint(&in, &first_step) ||
-      !GetVarint(&in, &step_span) || !GetVarint(&in, &first_time_zz) ||
-      !GetVarint(&in, &below_first) || !GetVarint(&in, &above_first)) {
-    return Corrupt("truncated header");
-  }
-  if (count == 0 || count > kMaxChunkPoints) {
-    return Corrupt(absl::StrCat("bad point count ", count));
-  }
-  // Steps strictly increase, so the span is at least count - 1, and a
-  // single point spans nothing.
-  const uint64_t last_step = first_step + step_span;
-  if (last_step < first_step || step_span < count - 1 ||
-      (count == 1 && step_span != 0)) {
-    return Corrupt("bad step range");
-  }
-  const int64_t first_time = static_cast<int64_t>(UnZigZag(first_time_zz));
-  const int64_t min_time =
-      static_cast<int64_t>(static_cast<uint64_t>(first_time) - below_first);
-  const int64_t max_time =
-      static_cast<int64_t>(static_cast<uint64_t>(first_time) + above_first);
-  // A wrapped subtraction/addition shows up as min > first or max < first.
-  if (min_time > first_time || max_time < first_time ||
-      (count == 1 && (below_first != 0 || above_first != 0))) {
-    return Corrupt("bad time range");
+  if (absl::Status s = internal::ParseCommonHeader(chunk, h); !s.ok()) {
+    return s;
   }
   // Compare before allocating anything proportional to count.
-  const uint64_t body_bits = static_cast<uint64_t>(in.size()) * 8;
+  const uint64_t count = h->summary.count;
+  const uint64_t body_bits = static_cast<uint64_t>(h->rest.size()) * 8;
   if (body_bits < kFirstValueBits ||
       (count - 1) > (body_bits - kFirstValueBits) / kMinBitsPerPoint) {
     return Corrupt("point count exceeds chunk size");
   }
-  h->summary.count = static_cast<uint32_t>(count);
-  h->summary.min_step = first_step;
-  h->summary.max_step = last_step;
-  h->summary.min_time_ms = min_time;
-  h->summary.max_time_ms = max_time;
-  h->first_time_ms = first_time;
-  h->body = in;
   return absl::OkStatus();
 }
 
-absl::Status DecodeBody(const Header& h, uint64_t* steps, int64_t* times,
+absl::Status DecodeBody(const CommonHeader& h, uint64_t* steps, int64_t* times,
                         double* values) {
   const size_t n = h.summary.count;
-  BitReader r(h.body);
+  BitReader r(h.rest);
 
   uint64_t step = h.summary.min_step;
   uint64_t delta = kInitialStepDelta;
@@ -243,20 +168,13 @@ absl::Status DecodeBody(const Header& h, uint64_t* steps, int64_t* times,
   // round-trips.
   uint64_t time = static_cast<uint64_t>(h.first_time_ms);
   delta = kInitialTimeDelta;
-  int64_t min_time = h.first_time_ms;
-  int64_t max_time = h.first_time_ms;
   times[0] = h.first_time_ms;
   for (size_t i = 1; i < n; ++i) {
     delta += GetDod(kTimeBuckets, &r);
     time += delta;
-    const int64_t t = static_cast<int64_t>(time);
-    times[i] = t;
-    min_time = std::min(min_time, t);
-    max_time = std::max(max_time, t);
+    times[i] = static_cast<int64_t>(time);
   }
-  if (min_time != h.summary.min_time_ms || max_time != h.summary.max_time_ms) {
-    return Corrupt("time range mismatch");
-  }
+  if (absl::Status s = internal::CheckTimes(times, n, h); !s.ok()) return s;
 
   uint64_t value = r.Read(64);
   values[0] = std::bit_cast<double>(value);
@@ -281,12 +199,7 @@ absl::Status DecodeBody(const Header& h, uint64_t* steps, int64_t* times,
     values[i] = std::bit_cast<double>(value);
   }
 
-  if (!r.ok()) return Corrupt("truncated bitstream");
-  // The encoder pads the last byte with zero bits and writes nothing after.
-  const size_t rest = r.bits_remaining();
-  if (rest >= 8) return Corrupt("trailing bytes");
-  if (r.Read(static_cast<int>(rest)) != 0) return Corrupt("nonzero padding");
-  return absl::OkStatus();
+  return internal::CheckPadding(&r);
 }
 
 }  // namespace
@@ -305,21 +218,7 @@ void EncodeChunkV1(std::span<const uint64_t> steps,
   const size_t want = out->size() + 64 + 6 * n;
   if (out->capacity() < want) out->reserve(std::max(want, 2 * out->size()));
 
-  int64_t min_time = times_ms[0];
-  int64_t max_time = times_ms[0];
-  for (const int64_t t : times_ms) {
-    min_time = std::min(min_time, t);
-    max_time = std::max(max_time, t);
-  }
-  const uint64_t first_time = static_cast<uint64_t>(times_ms[0]);
-
-  out->push_back(static_cast<char>(kVersion));
-  PutVarint(n, out);
-  PutVarint(steps[0], out);
-  PutVarint(steps[n - 1] - steps[0], out);
-  PutVarint(ZigZag(first_time), out);
-  PutVarint(first_time - static_cast<uint64_t>(min_time), out);
-  PutVarint(static_cast<uint64_t>(max_time) - first_time, out);
+  internal::PutCommonHeader(internal::kVersion1, steps, times_ms, out);
 
   BitWriter w(out);
   uint64_t prev_delta = kInitialStepDelta;
@@ -341,29 +240,18 @@ void EncodeChunkV1(std::span<const uint64_t> steps,
 }
 
 absl::StatusOr<ChunkSummary> ReadChunkSummaryV1(std::string_view chunk) {
-  Header h;
+  CommonHeader h;
   if (absl::Status s = ParseHeader(chunk, &h); !s.ok()) return s;
   return h.summary;
 }
 
 absl::Status DecodeChunkV1(std::string_view chunk, PointColumns* out) {
-  Header h;
+  CommonHeader h;
   if (absl::Status s = ParseHeader(chunk, &h); !s.ok()) return s;
-  const size_t old_size = out->size();
-  const size_t n = h.summary.count;
-  out->steps.resize(old_size + n);
-  out->times_ms.resize(old_size + n);
-  out->values.resize(old_size + n);
-  absl::Status s = DecodeBody(h, out->steps.data() + old_size,
-                              out->times_ms.data() + old_size,
-                              out->values.data() + old_size);
-  if (!s.ok()) {
-    // Stronger than the contract requires: on error *out is unchanged.
-    out->steps.resize(old_size);
-    out->times_ms.resize(old_size);
-    out->values.resize(old_size);
-  }
-  return s;
+  return DecodeAppending(h.summary.count, out,
+                         [&h](uint64_t* steps, int64_t* times, double* values) {
+                           return DecodeBody(h, steps, times, values);
+                         });
 }
 
 }  // namespace internal

@@ -113,19 +113,17 @@ struct SeriesState {
   int64_t last_time_ms ABSL_GUARDED_BY(mu) = 0;
   double last_value ABSL_GUARDED_BY(mu) = 0;
 
-  void AppendHeadLocked(const PointColumns& points, size_t from, size_t to)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (from >= to) return;
-    head.steps.insert(head.steps.end(), points.steps.begin() + from,
-                      points.steps.begin() + to);
-    head.times_ms.insert(head.times_ms.end(), points.times_ms.begin() + from,
-                         points.times_ms.begin() + to);
-    head.values.insert(head.values.end(), points.values.begin() + from,
-                       points.values.begin() + to);
+  void AppendHeadLocked(PointSpan points) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (points.empty()) return;
+    head.steps.insert(head.steps.end(), points.steps.begin(), points.steps.end());
+    head.times_ms.insert(head.times_ms.end(), points.times_ms.begin(),
+                         points.times_ms.end());
+    head.values.insert(head.values.end(), points.values.begin(),
+                       points.values.end());
     has_last = true;
-    last_step = points.steps[to - 1];
-    last_time_ms = points.times_ms[to - 1];
-    last_value = points.values[to - 1];
+    last_step = points.steps.back();
+    last_time_ms = points.times_ms.back();
+    last_value = points.values.back();
   }
 };
 
@@ -137,8 +135,12 @@ void EncodeFragment(std::span<const uint64_t> steps,
   internal::EncodeChunkV1(steps, times_ms, values, out);
 }
 
+PointSpan AsSpan(const PointColumns& p) {
+  return {p.steps, p.times_ms, p.values};
+}
+
 // Index of the first point with step >= `step`.
-size_t LowerBound(const std::vector<uint64_t>& steps, uint64_t step) {
+size_t LowerBound(std::span<const uint64_t> steps, uint64_t step) {
   return std::lower_bound(steps.begin(), steps.end(), step) - steps.begin();
 }
 
@@ -248,6 +250,7 @@ class Engine::Impl {
     // Chunks are compressed by our codecs; a second compression pass would
     // cost CPU and win little.
     chunk_options.compression = rocksdb::kNoCompression;
+    head_options.compression = rocksdb::kNoCompression;
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
         {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
         {kIndexFamily, index_options},
@@ -291,11 +294,10 @@ class Engine::Impl {
 
   const SeriesKey* KeyOf(SeriesId id) const { return index_.KeyOf(id); }
 
-  void AppendAsync(std::vector<SeriesAppend> series, AppendCallback done) {
-    size_t points = 0;
-    for (const auto& s : series) points += s.points.size();
+  void AppendAsync(AppendBatch batch, AppendCallback done) {
+    const size_t points = batch.point_count();
     absl::MutexLock lock(&queue_mu_);
-    queue_.push_back(PendingAppend{std::move(series), std::move(done), points});
+    queue_.push_back(PendingAppend{std::move(batch), std::move(done), points});
   }
 
   absl::StatusOr<ReadResult> Read(SeriesId id, const ReadRange& range,
@@ -434,7 +436,7 @@ class Engine::Impl {
 
  private:
   struct PendingAppend {
-    std::vector<SeriesAppend> series;
+    AppendBatch batch;
     AppendCallback done;
     size_t points = 0;
   };
@@ -443,7 +445,7 @@ class Engine::Impl {
   struct GroupSeries {
     SeriesState* state = nullptr;
     // Points accepted so far in this group, in step order, piece by piece.
-    std::vector<const PointColumns*> accepted;
+    std::vector<PointSpan> accepted;
     bool has_last = false;
     uint64_t last_step = 0;
     uint64_t last_value_bits = 0;
@@ -452,8 +454,8 @@ class Engine::Impl {
   // Accepted points of one series to write as head fragment(s).
   struct Fragment {
     SeriesState* state;
-    const PointColumns* points;
-    const std::string* encoded;  // prepared encoding, or null: encode here
+    PointSpan points;
+    std::string_view encoded;  // prepared encoding, or empty: encode here
   };
 
   struct Counters {
@@ -558,7 +560,7 @@ class Engine::Impl {
           continue;  // already sealed
         }
         state.log_records.push_back(seq);
-        state.AppendHeadLocked(fragment, 0, fragment.size());
+        state.AppendHeadLocked(AsSpan(fragment));
         ++record.live;
         record.series.push_back(id);
       }
@@ -625,9 +627,9 @@ class Engine::Impl {
   absl::StatusOr<std::optional<uint64_t>> FindStoredValue(
       const GroupSeries& group, uint64_t step) const {
     size_t i;
-    for (const PointColumns* mine : group.accepted) {
-      i = LowerBound(mine->steps, step);
-      if (i < mine->size() && mine->steps[i] == step) return Bits(mine->values[i]);
+    for (const PointSpan& mine : group.accepted) {
+      i = LowerBound(mine.steps, step);
+      if (i < mine.size() && mine.steps[i] == step) return Bits(mine.values[i]);
     }
     {
       absl::ReaderMutexLock lock(&group.state->mu);
@@ -655,10 +657,9 @@ class Engine::Impl {
 
   // Validates one series' points of one append against the group state,
   // point by point, copying the accepted ones to *accepted.
-  SeriesAppendResult ValidateInto(const SeriesAppend& append,
-                                  GroupSeries* group, PointColumns* accepted) {
+  SeriesAppendResult ValidateInto(PointSpan in, GroupSeries* group,
+                                  PointColumns* accepted) {
     SeriesAppendResult result;
-    const PointColumns& in = append.points;
     for (size_t i = 0; i < in.size(); ++i) {
       const uint64_t step = in.steps[i];
       const uint64_t bits = Bits(in.values[i]);
@@ -750,13 +751,15 @@ class Engine::Impl {
     std::deque<PointColumns> filtered;  // accepted subsets of slow-path appends
     Counters delta;
     for (size_t r = 0; r < group.size(); ++r) {
-      results[r].reserve(group[r].series.size());
-      for (const SeriesAppend& append : group[r].series) {
+      const AppendBatch& batch = group[r].batch;
+      results[r].reserve(batch.series().size());
+      for (const AppendBatch::Series& series : batch.series()) {
         SeriesAppendResult& result = results[r].emplace_back();
-        const PointColumns& points = append.points;
-        GroupSeries& g = touched[append.series];
+        const PointSpan points = batch.points(series);
+        const std::string_view prepared = batch.fragment(series);
+        GroupSeries& g = touched[series.id];
         if (g.state == nullptr) {
-          g.state = State(append.series);
+          g.state = State(series.id);
           if (g.state == nullptr) {
             result.rejected = points.size();
             result.first_rejection = "unknown series id";
@@ -769,21 +772,21 @@ class Engine::Impl {
           g.last_value_bits = Bits(g.state->last_value);
         }
         if (points.empty()) continue;
-        if (!append.fragment.empty() &&
+        if (!prepared.empty() &&
             (!g.has_last || points.steps.front() > g.last_step)) {
           // Fast path: a prepared append that simply continues the series.
           result.accepted = points.size();
-          fragments.push_back({g.state, &points, &append.fragment});
-          g.accepted.push_back(&points);
+          fragments.push_back({g.state, points, prepared});
+          g.accepted.push_back(points);
           g.has_last = true;
           g.last_step = points.steps.back();
           g.last_value_bits = Bits(points.values.back());
         } else {
           PointColumns& accepted = filtered.emplace_back();
-          result = ValidateInto(append, &g, &accepted);
+          result = ValidateInto(points, &g, &accepted);
           if (!accepted.empty()) {
-            fragments.push_back({g.state, &accepted, nullptr});
-            g.accepted.push_back(&accepted);
+            fragments.push_back({g.state, AsSpan(accepted), {}});
+            g.accepted.push_back(AsSpan(accepted));
           }
         }
         delta.points_accepted += result.accepted;
@@ -804,22 +807,21 @@ class Engine::Impl {
     std::vector<SeriesId> record_series;
     const uint64_t seq = next_log_seq_;
     for (const Fragment& f : fragments) {
-      const PointColumns& p = *f.points;
+      const PointSpan& p = f.points;
       for (size_t begin = 0; begin < p.size(); begin += kMaxFragmentPoints) {
-        const std::string* bytes = f.encoded;
-        if (bytes == nullptr) {
+        std::string_view bytes = f.encoded;
+        if (bytes.empty()) {
           const size_t n = std::min(kMaxFragmentPoints, p.size() - begin);
           encoded.clear();
-          EncodeFragment(std::span(p.steps).subspan(begin, n),
-                         std::span(p.times_ms).subspan(begin, n),
-                         std::span(p.values).subspan(begin, n), &encoded);
-          bytes = &encoded;
+          EncodeFragment(p.steps.subspan(begin, n), p.times_ms.subspan(begin, n),
+                         p.values.subspan(begin, n), &encoded);
+          bytes = encoded;
         }
         AppendBigEndian32(f.state->id, &record);
-        AppendBigEndian32(static_cast<uint32_t>(bytes->size()), &record);
-        record.append(*bytes);
+        AppendBigEndian32(static_cast<uint32_t>(bytes.size()), &record);
+        record.append(bytes);
         record_series.push_back(f.state->id);
-        if (f.encoded != nullptr) break;  // prepared: one piece
+        if (!f.encoded.empty()) break;  // prepared: one piece
       }
     }
     if (!record.empty()) {
@@ -848,13 +850,13 @@ class Engine::Impl {
     }
     std::vector<SeriesState*> full;
     for (const Fragment& f : fragments) {
-      const PointColumns& p = *f.points;
+      const PointSpan& p = f.points;
       absl::MutexLock lock(&f.state->mu);
       for (size_t begin = 0; begin < p.size(); begin += kMaxFragmentPoints) {
         f.state->log_records.push_back(seq);
-        if (f.encoded != nullptr) break;
+        if (!f.encoded.empty()) break;
       }
-      f.state->AppendHeadLocked(p, 0, p.size());
+      f.state->AppendHeadLocked(p);
       if (f.state->head.size() >= options_.chunk_points) full.push_back(f.state);
     }
     {
@@ -1055,14 +1057,28 @@ class Engine::Impl {
   Counters counters_ ABSL_GUARDED_BY(counters_mu_);
 };
 
-void PrepareAppend(SeriesAppend* append) {
-  append->fragment.clear();
-  const PointColumns& p = append->points;
-  if (p.empty() || p.size() > kMaxFragmentPoints) return;
-  for (size_t i = 1; i < p.size(); ++i) {
-    if (p.steps[i] <= p.steps[i - 1]) return;  // the commit thread sorts it out
+void AppendBatch::Add(SeriesId id, const PointColumns& points) {
+  StartSeries(id);
+  for (size_t i = 0; i < points.size(); ++i) {
+    AddPoint(points.steps[i], points.times_ms[i], points.values[i]);
   }
-  EncodeFragment(p.steps, p.times_ms, p.values, &append->fragment);
+}
+
+void AppendBatch::Prepare() {
+  fragments_.clear();
+  for (Series& s : series_) {
+    s.fragment_begin = static_cast<uint32_t>(fragments_.size());
+    s.fragment_size = 0;
+    const PointSpan p = points(s);
+    if (p.empty() || p.size() > kMaxFragmentPoints) continue;
+    bool increasing = true;
+    for (size_t i = 1; i < p.size() && increasing; ++i) {
+      increasing = p.steps[i] > p.steps[i - 1];
+    }
+    if (!increasing) continue;  // the commit thread sorts it out
+    EncodeFragment(p.steps, p.times_ms, p.values, &fragments_);
+    s.fragment_size = static_cast<uint32_t>(fragments_.size() - s.fragment_begin);
+  }
 }
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1086,16 +1102,15 @@ std::optional<SeriesId> Engine::FindSeries(SeriesKey key) const {
 }
 const SeriesKey* Engine::KeyOf(SeriesId id) const { return impl_->KeyOf(id); }
 
-void Engine::AppendAsync(std::vector<SeriesAppend> series,
-                         AppendCallback done) {
-  impl_->AppendAsync(std::move(series), std::move(done));
+void Engine::AppendAsync(AppendBatch batch, AppendCallback done) {
+  impl_->AppendAsync(std::move(batch), std::move(done));
 }
 
 absl::StatusOr<std::vector<SeriesAppendResult>> Engine::Append(
-    std::vector<SeriesAppend> series) {
+    AppendBatch batch) {
   absl::Notification done;
   absl::StatusOr<std::vector<SeriesAppendResult>> out;
-  AppendAsync(std::move(series),
+  AppendAsync(std::move(batch),
               [&](absl::Status s, std::vector<SeriesAppendResult> results) {
                 if (s.ok()) out = std::move(results);
                 else out = s;

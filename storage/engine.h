@@ -19,6 +19,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,19 +51,68 @@ struct EngineOptions {
   absl::Duration max_head_age = absl::Minutes(2);
 };
 
-// The points of one series in one append.
-struct SeriesAppend {
-  SeriesId series = 0;
-  PointColumns points;
-  // Set by PrepareAppend: the points encoded as one head fragment, present
-  // only if their steps strictly increase. Empty: not prepared.
-  std::string fragment;
+// A read-only view of points (columns), e.g. one series' slice of a batch.
+struct PointSpan {
+  std::span<const uint64_t> steps;
+  std::span<const int64_t> times_ms;
+  std::span<const double> values;
+
+  size_t size() const { return steps.size(); }
+  bool empty() const { return steps.empty(); }
 };
 
-// Optionally prepares an append on the caller's thread, so that the single
-// commit thread only compares the first step with the series' last step and
-// writes the ready fragment. Thread-safe; touches no engine state.
-void PrepareAppend(SeriesAppend* append);
+// The points of one append request: every series' points in one set of
+// columns, one series after the other, so that a request costs a handful of
+// allocations however many series it holds.
+class AppendBatch {
+ public:
+  struct Series {
+    SeriesId id = 0;
+    uint32_t begin = 0;  // first point in points()
+    uint32_t count = 0;
+    // The prepared head fragment in fragments() (see Prepare); size 0: not
+    // prepared.
+    uint32_t fragment_begin = 0;
+    uint32_t fragment_size = 0;
+  };
+
+  // Starts the points of a series; push them with AddPoint.
+  void StartSeries(SeriesId id) {
+    series_.push_back({id, static_cast<uint32_t>(points_.size()), 0, 0, 0});
+  }
+  void AddPoint(uint64_t step, int64_t time_ms, double value) {
+    points_.push_back(step, time_ms, value);
+    ++series_.back().count;
+  }
+  // Convenience: a whole series at once.
+  void Add(SeriesId id, const PointColumns& points);
+  void Reserve(size_t series, size_t points) {
+    series_.reserve(series);
+    points_.reserve(points);
+  }
+
+  // Encodes each series' points as a head fragment, if its steps strictly
+  // increase, so that the single commit thread only has to compare the first
+  // step with the series' last one. Optional; call it on the caller's
+  // thread. Thread-compatible; touches no engine state.
+  void Prepare();
+
+  const std::vector<Series>& series() const { return series_; }
+  PointSpan points(const Series& s) const {
+    return {std::span(points_.steps).subspan(s.begin, s.count),
+            std::span(points_.times_ms).subspan(s.begin, s.count),
+            std::span(points_.values).subspan(s.begin, s.count)};
+  }
+  std::string_view fragment(const Series& s) const {
+    return std::string_view(fragments_).substr(s.fragment_begin, s.fragment_size);
+  }
+  size_t point_count() const { return points_.size(); }
+
+ private:
+  std::vector<Series> series_;
+  PointColumns points_;
+  std::string fragments_;
+};
 
 struct SeriesAppendResult {
   uint64_t accepted = 0;
@@ -157,18 +207,17 @@ class Engine {
   // Returns nullptr for an unknown id.
   const SeriesKey* KeyOf(SeriesId id) const;
 
-  // Queues an append. Preconditions: each series id came from ResolveSeries,
-  // its three columns have equal length. Within a series, points are checked
+  // Queues an append. Precondition: each series id came from ResolveSeries.
+  // Within a series, points are checked
   // in order against the last stored step: a greater step is accepted; a
   // point that repeats a stored (step, value) bit for bit is a duplicate;
   // anything else is rejected. `done` runs exactly once, on an internal
   // thread, after the accepted points are durable (status OK, one result per
-  // input series, in order) or could not be written (the write error; then
+  // batch series, in order) or could not be written (the write error; then
   // nothing of the append was stored). `done` must not block.
-  void AppendAsync(std::vector<SeriesAppend> series, AppendCallback done);
+  void AppendAsync(AppendBatch batch, AppendCallback done);
   // Blocking form of AppendAsync.
-  absl::StatusOr<std::vector<SeriesAppendResult>> Append(
-      std::vector<SeriesAppend> series);
+  absl::StatusOr<std::vector<SeriesAppendResult>> Append(AppendBatch batch);
 
   // Streams the points of a series within `range` to `sink`, in step order,
   // at most `limit` of them (0 = no limit). Sealed chunks and head points

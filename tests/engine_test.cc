@@ -49,18 +49,19 @@ class EngineTest : public ::testing::Test {
 
   // Appends whole steps [first, first+n) with time = 1000*step, value = step/2.
   SeriesAppendResult AppendRange(SeriesId id, uint64_t first, uint64_t n) {
-    SeriesAppend append{id, {}, {}};
+    PointColumns points;
     for (uint64_t s = first; s < first + n; ++s) {
-      append.points.push_back(s * S, static_cast<int64_t>(s) * 1000, s / 2.0);
+      points.push_back(s * S, static_cast<int64_t>(s) * 1000, s / 2.0);
     }
     // Half the appends take the prepared fast path, as ingest's do.
-    if (first % 2 == 0) PrepareAppend(&append);
-    return AppendOne(std::move(append));
+    return AppendOne(id, points, /*prepare=*/first % 2 == 0);
   }
 
-  SeriesAppendResult AppendOne(SeriesAppend append) {
-    std::vector<SeriesAppend> batch;
-    batch.push_back(std::move(append));
+  SeriesAppendResult AppendOne(SeriesId id, const PointColumns& points,
+                               bool prepare = false) {
+    AppendBatch batch;
+    batch.Add(id, points);
+    if (prepare) batch.Prepare();
     auto result = engine_->Append(std::move(batch));
     EXPECT_TRUE(result.ok()) << result.status();
     return result.ok() ? (*result)[0] : SeriesAppendResult{};
@@ -136,14 +137,14 @@ TEST_F(EngineTest, HeadLogReplaySkipsWhatWasSealed) {
   // Both series share each group's head-log record; only `busy` fills its
   // head and gets sealed, so the records stay, pinned by `quiet`.
   for (uint64_t r = 0; r < 3; ++r) {
-    std::vector<SeriesAppend> batch(2);
-    batch[0].series = busy;
-    batch[1].series = quiet;
+    AppendBatch batch;
+    batch.StartSeries(busy);
     for (uint64_t k = 0; k < 10; ++k) {
-      batch[0].points.push_back((r * 10 + k) * S, 0, r * 10.0 + k);
+      batch.AddPoint((r * 10 + k) * S, 0, r * 10.0 + k);
     }
-    batch[1].points.push_back(r * S, 0, r * 1.0);
-    PrepareAppend(&batch[0]);
+    batch.StartSeries(quiet);
+    batch.AddPoint(r * S, 0, r * 1.0);
+    batch.Prepare();
     ASSERT_TRUE(engine_->Append(std::move(batch)).ok());
   }
   WaitForHeadPoints(*engine_, 3);
@@ -213,20 +214,20 @@ TEST_F(EngineTest, DuplicatesAreDroppedAndBackwardsStepsRejected) {
   EXPECT_EQ(retry.accepted, 0u);
   EXPECT_EQ(retry.rejected, 0u);
   // Backwards with another value: rejected; the later new point still lands.
-  SeriesAppend mixed{id, {}, {}};
-  mixed.points.push_back(3 * S, 3000, 99.0);    // conflicts with a sealed point
-  mixed.points.push_back(10 * S, 10000, 5.0);   // new
-  mixed.points.push_back(7 * S, 1, 1.0);        // backwards, different value
-  mixed.points.push_back(11 * S, 11000, 5.5);   // new
-  SeriesAppendResult r = AppendOne(std::move(mixed));
+  PointColumns mixed;
+  mixed.push_back(3 * S, 3000, 99.0);    // conflicts with a sealed point
+  mixed.push_back(10 * S, 10000, 5.0);   // new
+  mixed.push_back(7 * S, 1, 1.0);        // backwards, different value
+  mixed.push_back(11 * S, 11000, 5.5);   // new
+  SeriesAppendResult r = AppendOne(id, mixed);
   EXPECT_EQ(r.accepted, 2u);
   EXPECT_EQ(r.rejected, 2u);
   EXPECT_THAT(r.first_rejection, HasSubstr("step 3"));
   EXPECT_THAT(r.first_rejection, HasSubstr("different value"));
   // A gap filled later is backwards too.
-  SeriesAppend gap{id, {}, {}};
-  gap.points.push_back(10 * S + 500'000, 0, 0.0);
-  EXPECT_EQ(AppendOne(std::move(gap)).rejected, 1u);
+  PointColumns gap;
+  gap.push_back(10 * S + 500'000, 0, 0.0);
+  EXPECT_EQ(AppendOne(id, gap).rejected, 1u);
   const PointColumns all = ReadAll(id);
   EXPECT_EQ(all.size(), 12u);
   EXPECT_EQ(all.values[3], 1.5);
@@ -242,15 +243,15 @@ TEST_F(EngineTest, NanAndInfinityAreStoredBitExactly) {
       -std::numeric_limits<double>::infinity(), -0.0,
       std::numeric_limits<double>::denorm_min(),
       std::numeric_limits<double>::max()};
-  SeriesAppend append{id, {}, {}};
+  PointColumns append;
   for (size_t i = 0; i < values.size(); ++i) {
-    append.points.push_back(i * S, static_cast<int64_t>(i), values[i]);
+    append.push_back(i * S, static_cast<int64_t>(i), values[i]);
   }
-  EXPECT_EQ(AppendOne(append).accepted, values.size());
+  EXPECT_EQ(AppendOne(id, append).accepted, values.size());
   // Retrying the NaN point is a duplicate (same bits), not a rejection.
-  SeriesAppend retry{id, {}, {}};
-  retry.points.push_back(1 * S, 1, nan_payload);
-  EXPECT_EQ(AppendOne(std::move(retry)).duplicates, 1u);
+  PointColumns retry;
+  retry.push_back(1 * S, 1, nan_payload);
+  EXPECT_EQ(AppendOne(id, retry).duplicates, 1u);
   Open(4);  // and across a restart
   const PointColumns all = ReadAll(id);
   ASSERT_EQ(all.size(), values.size());
@@ -294,12 +295,12 @@ TEST_F(EngineTest, RestartRecoversHeadsSealedChunksAndIds) {
 TEST_F(EngineTest, FractionalSteps) {
   Open(4);
   const SeriesId id = Resolve("eval/acc");
-  SeriesAppend append{id, {}, {}};
-  append.points.push_back(0, 0, 0.1);
-  append.points.push_back(1, 0, 0.2);  // 0.000001
-  append.points.push_back(S / 2, 0, 0.3);
-  append.points.push_back(S, 0, 0.4);
-  EXPECT_EQ(AppendOne(std::move(append)).accepted, 4u);
+  PointColumns append;
+  append.push_back(0, 0, 0.1);
+  append.push_back(1, 0, 0.2);  // 0.000001
+  append.push_back(S / 2, 0, 0.3);
+  append.push_back(S, 0, 0.4);
+  EXPECT_EQ(AppendOne(id, append).accepted, 4u);
   ReadRange range;
   range.steps = {1, S / 2};
   EXPECT_EQ(ReadAll(id, range).size(), 2u);
@@ -333,13 +334,13 @@ TEST_F(EngineTest, ConcurrentWritersShareGroupCommits) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int r = 0; r < kRequests; ++r) {
-        SeriesAppend append{ids[t], {}, {}};
+        AppendBatch batch;
+        batch.StartSeries(ids[t]);
         for (int k = 0; k < 10; ++k) {
           const uint64_t step = r * 10 + k;
-          append.points.push_back(step * S, step, t + step * 0.5);
+          batch.AddPoint(step * S, step, t + step * 0.5);
         }
-        std::vector<SeriesAppend> batch;
-        batch.push_back(std::move(append));
+        if (t % 2 == 0) batch.Prepare();
         auto result = engine_->Append(std::move(batch));
         ASSERT_TRUE(result.ok());
         ASSERT_EQ((*result)[0].accepted, 10u);
