@@ -34,40 +34,57 @@ using Clock = std::chrono::steady_clock;
 using stepdb::v1::WriteAck;
 using stepdb::v1::WriteRequest;
 
-// Deterministic, realistic values for (rank, metric, step).
+// Deterministic, realistic values for (rank, metric, step), precomputed so
+// that the generator costs the shared CPU as little as possible: each metric
+// has a table of kPeriod values (a smooth trend plus noise), and a rank reads
+// it at its own offset.
 class ValueModel {
  public:
-  explicit ValueModel(uint64_t seed) : rng_(seed) {}
-  double Next(int metric, int64_t step) {
-    const double t = static_cast<double>(step);
-    switch (metric % 10) {
-      case 0:  // loss, float32 as .item() yields it
-        return static_cast<float>(2.5 * std::exp(-t / 5000) + 0.05 * Noise());
-      case 1:  // learning rate schedule, float32
-        return static_cast<float>(3e-4 * std::min(1.0, t / 1000));
-      case 2:  // grad norm, float32
-        return static_cast<float>(1.0 + 0.3 * std::fabs(Noise()));
-      case 3:  // tokens/s, computed float64
-        return 4096.0 * 8 / (0.5 + 0.01 * Noise());
-      case 4:  // GPU utilisation, integer percent
-        return std::clamp(std::round(95 + 4 * Noise()), 0.0, 100.0);
-      case 5:  // memory bytes, mostly constant
-        return 71'303'168'000.0 + (step % 1000 == 0 ? 1'048'576.0 : 0.0);
-      case 6:  // temperature, integer degrees
-        return std::round(70 + 2 * Noise());
-      case 7:  // power, watts with one decimal
-        return std::round((650 + 20 * Noise()) * 10) / 10;
-      case 8:  // clock MHz, integer
-        return 1980.0;
-      default:  // a float64 noise metric
-        return Noise();
+  static constexpr int kPeriod = 4096;
+
+  ValueModel(int metrics, uint64_t seed) : tables_(metrics) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    for (int m = 0; m < metrics; ++m) {
+      tables_[m].resize(kPeriod);
+      for (int i = 0; i < kPeriod; ++i) {
+        tables_[m][i] = Value(m, i, normal(rng));
+      }
     }
   }
 
+  double Get(int rank, int metric, int64_t step) const {
+    return tables_[metric][(step + rank * 97) % kPeriod];
+  }
+
  private:
-  double Noise() { return normal_(rng_); }
-  std::mt19937_64 rng_;
-  std::normal_distribution<double> normal_{0.0, 1.0};
+  static double Value(int metric, int64_t step, double noise) {
+    const double t = static_cast<double>(step);
+    switch (metric % 10) {
+      case 0:  // loss, float32 as .item() yields it
+        return static_cast<float>(2.5 * std::exp(-t / 5000) + 0.05 * noise);
+      case 1:  // learning rate schedule, float32
+        return static_cast<float>(3e-4 * std::min(1.0, t / 1000));
+      case 2:  // grad norm, float32
+        return static_cast<float>(1.0 + 0.3 * std::fabs(noise));
+      case 3:  // tokens/s, computed float64
+        return 4096.0 * 8 / (0.5 + 0.01 * noise);
+      case 4:  // GPU utilisation, integer percent
+        return std::clamp(std::round(95 + 4 * noise), 0.0, 100.0);
+      case 5:  // memory bytes, mostly constant
+        return 71'303'168'000.0 + (step % 1000 == 0 ? 1'048'576.0 : 0.0);
+      case 6:  // temperature, integer degrees
+        return std::round(70 + 2 * noise);
+      case 7:  // power, watts with one decimal
+        return std::round((650 + 20 * noise) * 10) / 10;
+      case 8:  // clock MHz, integer
+        return 1980.0;
+      default:  // a float64 noise metric
+        return noise;
+    }
+  }
+
+  std::vector<std::vector<double>> tables_;
 };
 
 struct StreamResult {
@@ -90,20 +107,59 @@ struct Config {
 
 // One stream: owns ranks [first_rank, first_rank + ranks).
 StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
-                       const Config& config, int first_rank, int ranks,
-                       int gpus_per_node, Clock::time_point start) {
+                       const Config& config, const ValueModel& model,
+                       int first_rank, int ranks, int gpus_per_node,
+                       Clock::time_point start) {
   StreamResult result;
   auto stub = stepdb::v1::Ingest::NewStub(channel);
-  std::vector<ValueModel> models;
-  for (int r = 0; r < ranks; ++r) models.emplace_back(config.seed * 7919 + first_rank + r);
   const double deadline_s = config.duration > 0 ? config.duration : 1e18;
+  const int series = ranks * config.metrics;
 
+  // A request is the steps [first, first + n) of every series of the
+  // stream; what was sent but not acked is kept as that range, so a retry
+  // regenerates the same points.
+  struct Sent {
+    uint64_t seq;
+    int64_t first, n;
+    Clock::time_point at;
+  };
   int64_t next_step = 0;
   uint64_t seq = 0;
-  // Sent but unacked requests, for retry after a RESOURCE_EXHAUSTED stream.
-  std::deque<std::pair<WriteRequest, Clock::time_point>> unacked;
+  std::deque<Sent> unacked;
   std::mutex mu;
   int backoff_ms = 10;
+  // Reused from request to request: only the packed columns change.
+  WriteRequest req;
+  for (int i = 0; i < series; ++i) req.add_series()->set_ref(i + 1);
+
+  auto fill = [&](int64_t first, int64_t n, bool with_keys) {
+    for (int r = 0; r < ranks; ++r) {
+      const int rank = first_rank + r;
+      for (int m = 0; m < config.metrics; ++m) {
+        auto* s = req.mutable_series(r * config.metrics + m);
+        if (with_keys) {
+          auto* key = s->mutable_key();
+          key->set_project(config.project);
+          key->set_run(config.run);
+          key->set_metric("m" + std::to_string(m));
+          (*key->mutable_labels())["node"] = "n" + std::to_string(rank / gpus_per_node);
+          (*key->mutable_labels())["gpu"] = std::to_string(rank % gpus_per_node);
+        } else {
+          s->clear_key();
+        }
+        s->clear_steps();
+        s->clear_times_ms();
+        s->clear_values();
+        for (int64_t k = 0; k < n; ++k) {
+          const int64_t step = first + k;
+          s->add_steps(step);
+          // Metrics of one rank and step share their time (one log call).
+          s->add_times_ms(1'700'000'000'000 + step * 500 + rank % 7);
+          s->add_values(model.Get(rank, m, step));
+        }
+      }
+    }
+  };
 
   while (next_step < config.steps || !unacked.empty()) {
     grpc::ClientContext ctx;
@@ -117,11 +173,11 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
       WriteAck ack;
       while (stream->Read(&ack)) {
         std::lock_guard<std::mutex> lock(mu);
-        while (!unacked.empty() && unacked.front().first.seq() <= ack.durable_seq()) {
-          const auto& [req, sent] = unacked.front();
-          if (req.seq() == ack.seq()) {
-            result.ack_ms.push_back(
-                std::chrono::duration<double, std::milli>(Clock::now() - sent).count());
+        while (!unacked.empty() && unacked.front().seq <= ack.durable_seq()) {
+          if (unacked.front().seq == ack.seq()) {
+            result.ack_ms.push_back(std::chrono::duration<double, std::milli>(
+                                        Clock::now() - unacked.front().at)
+                                        .count());
           }
           unacked.pop_front();
         }
@@ -140,47 +196,34 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
     });
     // Resend what a failed stream left unacked (new seqs, same points:
     // the server drops them as duplicates if they did land).
-    std::vector<WriteRequest> resend;
+    std::vector<Sent> resend;
     {
       std::lock_guard<std::mutex> lock(mu);
-      for (auto& [req, sent] : unacked) resend.push_back(req);
+      resend.assign(unacked.begin(), unacked.end());
       unacked.clear();
     }
-    auto send = [&](WriteRequest req) {
+    auto send = [&](int64_t first, int64_t n) {
       {
         std::unique_lock<std::mutex> lock(mu);
         window_open.wait(lock, [&] { return in_flight < config.window || broken.load(); });
       }
       if (broken.load()) return false;
+      // The first request of a stream carries every key with its ref.
+      fill(first, n, !registered);
+      registered = true;
       req.set_seq(++seq);
-      if (!registered) {
-        // The first request of a stream carries every key with its ref.
-        for (int r = 0; r < ranks; ++r) {
-          for (int m = 0; m < config.metrics; ++m) {
-            auto* s = req.mutable_series(r * config.metrics + m);
-            auto* key = s->mutable_key();
-            key->set_project(config.project);
-            key->set_run(config.run);
-            key->set_metric("m" + std::to_string(m));
-            const int rank = first_rank + r;
-            (*key->mutable_labels())["node"] = "n" + std::to_string(rank / gpus_per_node);
-            (*key->mutable_labels())["gpu"] = std::to_string(rank % gpus_per_node);
-          }
-        }
-        registered = true;
-      }
       {
         std::lock_guard<std::mutex> lock(mu);
-        unacked.emplace_back(req, Clock::now());
+        unacked.push_back({seq, first, n, Clock::now()});
         ++in_flight;
       }
       ++result.requests;
       return stream->Write(req);
     };
     bool ok = true;
-    for (auto& req : resend) {
+    for (const Sent& s : resend) {
       ++result.retries;
-      if (!(ok = send(std::move(req)))) break;
+      if (!(ok = send(s.first, s.n))) break;
     }
     while (ok && next_step < config.steps) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
@@ -193,24 +236,10 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
                                      std::chrono::duration<double>(next_step / config.step_rate));
         std::this_thread::sleep_until(due);
       }
-      WriteRequest req;
       const int64_t n = std::min<int64_t>(config.batch_steps, config.steps - next_step);
-      for (int r = 0; r < ranks; ++r) {
-        for (int m = 0; m < config.metrics; ++m) {
-          auto* s = req.add_series();
-          s->set_ref(r * config.metrics + m + 1);
-          for (int64_t k = 0; k < n; ++k) {
-            const int64_t step = next_step + k;
-            s->add_steps(step);
-            // Metrics of one rank and step share their time (one log call).
-            s->add_times_ms(1'700'000'000'000 + step * 500 + (first_rank + r) % 7);
-            s->add_values(models[r].Next(m, step));
-          }
-          result.points += n;
-        }
-      }
+      result.points += n * series;
+      ok = send(next_step, n);
       next_step += n;
-      ok = send(std::move(req));
     }
     stream->WritesDone();
     reader.join();
@@ -276,6 +305,7 @@ int main(int argc, char** argv) {
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
+  const ValueModel model(config.metrics, config.seed);
   std::vector<StreamResult> results(streams);
   std::vector<std::thread> threads;
   const auto start = Clock::now();
@@ -289,7 +319,7 @@ int main(int argc, char** argv) {
       own.SetInt("stepdb.loadgen.stream", s);
       auto channel = grpc::CreateCustomChannel(addr,
                                                grpc::InsecureChannelCredentials(), own);
-      results[s] = RunStream(channel, config, first, last - first, gpus, start);
+      results[s] = RunStream(channel, config, model, first, last - first, gpus, start);
     });
   }
   for (auto& t : threads) t.join();
