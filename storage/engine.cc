@@ -582,13 +582,15 @@ class Engine::Impl {
 
   }
 
-  // Calls `visit` with the decoded points of each chunk of `state` that may
-  // hold steps in [from, to] (and times in *time_range if given), in order,
-  // until it returns false.
-  absl::Status ScanChunks(
+  // Calls `visit` with the summary and bytes of each chunk of `state` that
+  // may hold steps in [from, to] (and times in *time_range if given), in
+  // order, until it returns false.
+  absl::Status VisitChunks(
       const SeriesState& state, const rocksdb::Snapshot* snapshot,
       uint64_t from, uint64_t to, const TimeRange* time_range,
-      absl::FunctionRef<bool(const PointColumns&)> visit) const {
+      absl::FunctionRef<absl::StatusOr<bool>(const ChunkSummary&,
+                                             std::string_view)>
+          visit) const {
     rocksdb::ReadOptions read_options;
     read_options.snapshot = snapshot;
     std::string lower = state.data_prefix;
@@ -605,7 +607,6 @@ class Engine::Impl {
     // The chunk that starts at or before `from` may hold it.
     it->SeekForPrev(start);
     if (!it->Valid()) it->Seek(start);
-    PointColumns points;
     for (; it->Valid(); it->Next()) {
       const std::string_view chunk = it->value().ToStringView();
       auto summary = ReadChunkSummary(chunk);
@@ -615,12 +616,55 @@ class Engine::Impl {
                                     summary->min_time_ms > time_range->to_ms)) {
         continue;
       }
-      points.clear();
-      if (auto s = DecodeChunk(chunk, &points); !s.ok()) return s;
-      if (!visit(points)) return absl::OkStatus();
+      auto more = visit(*summary, chunk);
+      if (!more.ok()) return more.status();
+      if (!*more) return absl::OkStatus();
     }
     return FromRocks(it->status(), "read chunks");
   }
+
+  // As VisitChunks, with each chunk's points decoded.
+  absl::Status ScanChunks(
+      const SeriesState& state, const rocksdb::Snapshot* snapshot,
+      uint64_t from, uint64_t to, const TimeRange* time_range,
+      absl::FunctionRef<bool(const PointColumns&)> visit) const {
+    PointColumns points;
+    return VisitChunks(
+        state, snapshot, from, to, time_range,
+        [&](const ChunkSummary&, std::string_view chunk) -> absl::StatusOr<bool> {
+          points.clear();
+          if (auto s = DecodeChunk(chunk, &points); !s.ok()) return s;
+          return visit(points);
+        });
+  }
+
+  // Implements Engine::Scan (here, beside the chunk iteration it uses).
+ public:
+  absl::Status Scan(SeriesId id, const ReadRange& range,
+                    ChunkVisitor& visitor) const {
+    const SeriesState* state = State(id);
+    if (state == nullptr) return absl::NotFoundError("unknown series");
+    PointColumns head;
+    const rocksdb::Snapshot* snapshot;
+    {
+      // As in Read: one consistent moment for the chunks and the head.
+      absl::ReaderMutexLock lock(&state->mu);
+      snapshot = db_->GetSnapshot();
+      AppendInRange(state->head, range, &head);
+    }
+    absl::Status status = VisitChunks(
+        *state, snapshot, range.steps.from, range.steps.to, &range.times,
+        [&](const ChunkSummary& summary,
+            std::string_view chunk) -> absl::StatusOr<bool> {
+          return visitor.OnChunk(summary, chunk);
+        });
+    db_->ReleaseSnapshot(snapshot);
+    if (!status.ok()) return status;
+    visitor.OnHead(head);
+    return absl::OkStatus();
+  }
+
+ private:
 
   // Looks for a stored point at `step` (step <= the series' last step).
   // Returns its value bits, or nullopt if no point has that step.
@@ -1118,6 +1162,11 @@ absl::StatusOr<std::vector<SeriesAppendResult>> Engine::Append(
               });
   done.WaitForNotification();
   return out;
+}
+
+absl::Status Engine::Scan(SeriesId series, const ReadRange& range,
+                          ChunkVisitor& visitor) const {
+  return impl_->Scan(series, range, visitor);
 }
 
 absl::StatusOr<ReadResult> Engine::Read(SeriesId series,

@@ -142,6 +142,22 @@ struct ReadResult {
   bool truncated = false;  // more points matched than the limit allowed
 };
 
+// Receives the pieces of a series that Engine::Scan finds in a range: first
+// the sealed chunks (in step order), then the head. Lets a reader use a
+// chunk's header summary (count, min, max, sum, NaN/Inf counts, step and
+// time bounds) and decode it (DecodeChunk) only when it must.
+class ChunkVisitor {
+ public:
+  virtual ~ChunkVisitor() = default;
+  // A sealed chunk that may overlap the range (it may also hold points
+  // outside it). Returns false to stop the scan (OnHead is then not
+  // called), or an error to fail it.
+  virtual absl::StatusOr<bool> OnChunk(const ChunkSummary& summary,
+                                       std::string_view chunk) = 0;
+  // The head's points within the range, in step order (maybe none).
+  virtual void OnHead(const PointColumns& points) = 0;
+};
+
 // Receives successive slices of a read in step order; returns false to stop.
 using ReadSink = absl::FunctionRef<bool(const PointColumns&)>;
 
@@ -227,6 +243,13 @@ class Engine {
   // chunk.
   absl::StatusOr<ReadResult> Read(SeriesId series, const ReadRange& range,
                                   uint64_t limit, ReadSink sink) const;
+
+  // Visits the chunks and head of a series that may hold points in `range`,
+  // as of one consistent moment (see ChunkVisitor). Returns NotFoundError for
+  // an unknown series id, DataLossError for a corrupt chunk header, or the
+  // visitor's error.
+  absl::Status Scan(SeriesId series, const ReadRange& range,
+                    ChunkVisitor& visitor) const;
 
   // Series matching the filter, in id order, at most `limit` (0 = all);
   // *truncated says whether more matched.
