@@ -46,6 +46,12 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
          e.sealed_chunks);
   Metric(&out, "stepdb_disk_bytes", "gauge",
          "Bytes of the data directory.", e.bytes_on_disk);
+  Metric(&out, "stepdb_wal_written_bytes_total", "counter",
+         "Bytes written to the write-ahead log.", e.wal_bytes);
+  Metric(&out, "stepdb_flush_written_bytes_total", "counter",
+         "Bytes written by memtable flushes.", e.flush_bytes);
+  Metric(&out, "stepdb_compaction_written_bytes_total", "counter",
+         "Bytes written by compactions.", e.compaction_bytes);
   return out;
 }
 

@@ -19,6 +19,7 @@
 #include "absl/synchronization/notification.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
+#include "rocksdb/statistics.h"
 #include "rocksdb/write_batch.h"
 #include "storage/series_index.h"
 
@@ -243,6 +244,10 @@ class Engine::Impl {
     // too; our committer already batches, this helps the seal writes.
     db_options.enable_pipelined_write = false;
     db_options.max_total_wal_size = 256 << 20;
+    // Tickers only (no histograms): cheap, and they give write amplification.
+    statistics_ = rocksdb::CreateDBStatistics();
+    statistics_->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
+    db_options.statistics = statistics_;
 
     rocksdb::ColumnFamilyOptions index_options;
     rocksdb::ColumnFamilyOptions head_options;
@@ -392,6 +397,10 @@ class Engine::Impl {
       }
     }
     stats.bytes_on_disk = DirectoryBytes(options_.data_dir);
+    stats.wal_bytes = statistics_->getTickerCount(rocksdb::WAL_FILE_BYTES);
+    stats.flush_bytes = statistics_->getTickerCount(rocksdb::FLUSH_WRITE_BYTES);
+    stats.compaction_bytes =
+        statistics_->getTickerCount(rocksdb::COMPACT_WRITE_BYTES);
     absl::MutexLock lock(&counters_mu_);
     stats.write_groups = counters_.write_groups;
     stats.appends = counters_.appends;
@@ -1059,6 +1068,7 @@ class Engine::Impl {
 
   // Constant after construction.
   const EngineOptions options_;
+  std::shared_ptr<rocksdb::Statistics> statistics_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> families_;
   rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;

@@ -192,6 +192,11 @@ struct EngineStats {
   uint64_t points_accepted = 0;
   uint64_t points_duplicate = 0;
   uint64_t points_rejected = 0;
+  // Bytes written to disk since open, for write amplification: RocksDB's
+  // write-ahead log, memtable flushes and compactions.
+  uint64_t wal_bytes = 0;
+  uint64_t flush_bytes = 0;
+  uint64_t compaction_bytes = 0;
 };
 
 struct CompactResult {

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Ingest benchmark: starts a fresh stepdb on a temporary data directory,
+# runs stepdb-loadgen against it with the given arguments, and prints the
+# loadgen's JSON line extended with server-side figures: CPU seconds per
+# million points, peak RSS, and write amplification (bytes RocksDB wrote to
+# disk -- WAL, flushes, compactions -- per byte of raw point data, 24 bytes a
+# point). Not part of `make test`.
+#
+#   bench/ingest_bench.sh [BUILD_DIR] -- [stepdb-loadgen flags...]
+# e.g.
+#   bench/ingest_bench.sh build -- --nodes 64 --gpus 8 --metrics 10 \
+#       --steps 2000 --batch-steps 20 --streams 32 --window 4
+set -euo pipefail
+build=${1:-build}
+shift || true
+[ "${1:-}" = "--" ] && shift
+data=$(mktemp -d /tmp/stepdb-bench.XXXXXX)
+port=$((20000 + RANDOM % 20000))
+"$build/stepdb" --data "$data" --listen "127.0.0.1:$port" --http "127.0.0.1:$((port + 1))" \
+  > "$data.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data" "$data.log"' EXIT
+for _ in $(seq 50); do grep -q "stepdb ready" "$data.log" && break; sleep 0.1; done
+ticks=$(getconf CLK_TCK)
+cpu_before=$(awk '{print $14 + $15}' "/proc/$server/stat")
+result=$("$build/stepdb-loadgen" --addr "127.0.0.1:$port" "$@")
+cpu_after=$(awk '{print $14 + $15}' "/proc/$server/stat")
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$server/status")
+metrics=$(curl -s "127.0.0.1:$((port + 1))/metrics")
+metric() { echo "$metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+python3 - "$result" "$cpu_before" "$cpu_after" "$ticks" "$rss_kb" \
+  "$(metric stepdb_wal_written_bytes_total)" "$(metric stepdb_flush_written_bytes_total)" \
+  "$(metric stepdb_compaction_written_bytes_total)" "$(metric stepdb_write_groups_total)" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+before, after, ticks, rss = map(float, sys.argv[2:6])
+wal, flush, compaction, groups = map(float, sys.argv[6:10])
+cpu = (after - before) / ticks
+r["server_cpu_seconds"] = round(cpu, 2)
+r["server_cpu_seconds_per_million_points"] = round(cpu / (r["points"] / 1e6), 3)
+r["server_peak_rss_mb"] = round(rss / 1024, 1)
+r["disk_bytes_written_per_point"] = round((wal + flush + compaction) / r["points"], 2)
+r["write_amplification"] = round((wal + flush + compaction) / (24 * r["points"]), 3)
+r["wal_bytes_per_point"] = round(wal / r["points"], 2)
+r["group_commits"] = int(groups)
+print(json.dumps(r))
+PY
