@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <numbers>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -126,41 +127,51 @@ const std::vector<PointColumns>& Chunks(Kind kind) {
   return chunks;
 }
 
-std::vector<std::string> EncodedChunks(Kind kind) {
+using Encoder = void (*)(std::span<const uint64_t>, std::span<const int64_t>,
+                         std::span<const double>, std::string*);
+
+std::vector<std::string> EncodedChunks(Kind kind, Encoder encode) {
   std::vector<std::string> encoded;
   for (const PointColumns& p : Chunks(kind)) {
     encoded.emplace_back();
-    EncodeChunk(p.steps, p.times_ms, p.values, &encoded.back());
+    encode(p.steps, p.times_ms, p.values, &encoded.back());
   }
   return encoded;
 }
 
-void SetCounters(benchmark::State& state, Kind kind) {
+void SetCounters(benchmark::State& state, Kind kind, Encoder encode) {
   size_t bytes = 0;
-  for (const std::string& chunk : EncodedChunks(kind)) bytes += chunk.size();
+  for (const std::string& chunk : EncodedChunks(kind, encode)) {
+    bytes += chunk.size();
+  }
   state.SetItemsProcessed(state.iterations() *
                           static_cast<int64_t>(kChunkPoints));
   state.counters["bytes_per_point"] = benchmark::Counter(
       static_cast<double>(bytes) / (kNumChunks * kChunkPoints));
 }
 
-void BM_Encode(benchmark::State& state, Kind kind) {
+template <Encoder kEncode>
+void EncodeLoop(benchmark::State& state, Kind kind) {
   const std::vector<PointColumns>& chunks = Chunks(kind);
   std::string out;
   size_t c = 0;
   for (auto _ : state) {
     const PointColumns& p = chunks[c];
     out.clear();
-    EncodeChunk(p.steps, p.times_ms, p.values, &out);
+    kEncode(p.steps, p.times_ms, p.values, &out);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
     c = (c + 1) % chunks.size();
   }
-  SetCounters(state, kind);
+  SetCounters(state, kind, kEncode);
+}
+
+void BM_Encode(benchmark::State& state, Kind kind) {
+  EncodeLoop<EncodeChunk>(state, kind);
 }
 
 void BM_Decode(benchmark::State& state, Kind kind) {
-  const std::vector<std::string> encoded = EncodedChunks(kind);
+  const std::vector<std::string> encoded = EncodedChunks(kind, EncodeChunk);
   PointColumns out;
   out.reserve(kChunkPoints);
   size_t c = 0;
@@ -175,32 +186,12 @@ void BM_Decode(benchmark::State& state, Kind kind) {
     benchmark::ClobberMemory();
     c = (c + 1) % encoded.size();
   }
-  SetCounters(state, kind);
+  SetCounters(state, kind, EncodeChunk);
 }
 
 // Version 1 (Gorilla) on the same data, for comparison.
 void BM_EncodeV1(benchmark::State& state, Kind kind) {
-  const std::vector<PointColumns>& chunks = Chunks(kind);
-  std::string out;
-  size_t c = 0;
-  for (auto _ : state) {
-    const PointColumns& p = chunks[c];
-    out.clear();
-    internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &out);
-    benchmark::DoNotOptimize(out.data());
-    benchmark::ClobberMemory();
-    c = (c + 1) % chunks.size();
-  }
-  size_t bytes = 0;
-  for (const PointColumns& p : chunks) {
-    out.clear();
-    internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &out);
-    bytes += out.size();
-  }
-  state.SetItemsProcessed(state.iterations() *
-                          static_cast<int64_t>(kChunkPoints));
-  state.counters["bytes_per_point"] = benchmark::Counter(
-      static_cast<double>(bytes) / (kNumChunks * kChunkPoints));
+  EncodeLoop<internal::EncodeChunkV1>(state, kind);
 }
 
 // Bytes per point of the values alone: the chunk minus the same chunk with

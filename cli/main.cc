@@ -701,8 +701,46 @@ struct QueryOptions {
   std::vector<std::string> labels;
   std::string from_step, to_step, from_time, to_time;
   uint64_t limit = 0;
+  uint32_t buckets = 0;  // > 0: a downsampled read (--buckets)
   std::string format = "table";
 };
+
+// The downsampled form of `query` (--buckets): one row per non-empty bucket.
+int RunQueryBuckets(const GlobalOptions& g,
+                    const v1::ReadDownsampledRequest& req,
+                    OutputFormat format) {
+  constexpr std::string_view kVerb = "query";
+  auto stub = v1::Query::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, std::max(g.timeout_s, 600.0));
+  v1::ReadDownsampledResponse resp;
+  const grpc::Status status = stub->ReadDownsampled(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  auto writer = RowWriter::Create(
+      format, std::cout,
+      {"bucket_start", "bucket_end", "first", "last", "min", "max", "sum",
+       "count", "nan_count", "pos_inf_count", "neg_inf_count"});
+  const bool by_time = req.has_time();
+  auto bound = [&](const v1::Step& step, int64_t ms) {
+    if (!by_time) return StepCell(step.whole(), step.micros());
+    if (format == OutputFormat::kTable) return StringCell(FormatTimeIso(ms));
+    return IntCell(ms);
+  };
+  // min and max are absent when a bucket holds only NaN/Inf.
+  auto optional_value = [](bool has, double v) {
+    return has ? ValueCell(v) : Cell{"", "null", true};
+  };
+  for (const v1::DownsampledBucket& b : resp.buckets()) {
+    writer->AddRow({bound(b.start_step(), b.start_ms()),
+                    bound(b.end_step(), b.end_ms()), ValueCell(b.first()),
+                    ValueCell(b.last()), optional_value(b.has_min(), b.min()),
+                    optional_value(b.has_max(), b.max()), ValueCell(b.sum()),
+                    UintCell(b.count()), UintCell(b.nan_count()),
+                    UintCell(b.pos_inf_count()), UintCell(b.neg_inf_count())});
+  }
+  writer->Finish();
+  return kExitOk;
+}
 
 int RunQuery(const GlobalOptions& g, const QueryOptions& o,
              const CLI::App& cmd) {
@@ -747,6 +785,21 @@ int RunQuery(const GlobalOptions& g, const QueryOptions& o,
       if (!t.ok()) return UsageError(kVerb, Msg(t.status()));
       r->set_to_ms(*t);
     }
+  }
+
+  if (cmd.count("--buckets") > 0) {
+    if (cmd.count("--limit") > 0) {
+      return UsageError(kVerb, "give --limit or --buckets, not both");
+    }
+    v1::ReadDownsampledRequest dreq;
+    *dreq.mutable_series() = req.series();
+    if (req.has_steps()) {
+      *dreq.mutable_steps() = req.steps();
+    } else if (req.has_time()) {
+      *dreq.mutable_time() = req.time();
+    }
+    dreq.set_buckets(o.buckets);
+    return RunQueryBuckets(g, dreq, *format);
   }
 
   auto stub = v1::Query::NewStub(MakeChannel(g));
@@ -1004,7 +1057,9 @@ int Main(int argc, char** argv) {
   // query
   QueryOptions qo;
   CLI::App* query_cmd =
-      app.add_subcommand("query", "read the points of one series");
+      app.add_subcommand("query",
+                         "read the points of one series, or (--buckets) a "
+                         "downsampled chart of it");
   query_cmd->add_option("--project", qo.project, "project")->required();
   query_cmd->add_option("--run", qo.run, "run id")->required();
   query_cmd->add_option("--metric", qo.metric, "metric")->required();
@@ -1017,6 +1072,11 @@ int Main(int argc, char** argv) {
   query_cmd->add_option("--to-time", qo.to_time,
                         "last time, Unix ms (inclusive)");
   query_cmd->add_option("--limit", qo.limit, "at most N points (0 = server's)");
+  query_cmd
+      ->add_option("--buckets", qo.buckets,
+                   "downsample: at most N equal-width buckets of first, last, "
+                   "min, max, sum, count and NaN/Inf counts (1..100000)")
+      ->check(CLI::Range(1, 100000));
   query_cmd->add_option("--format", qo.format, "table, csv or json")
       ->capture_default_str()
       ->check(CLI::IsMember(kOutputFormats));

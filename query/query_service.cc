@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/grpc_status.h"
+#include "storage/downsample.h"
 
 namespace stepdb::query {
 namespace {
@@ -217,6 +218,136 @@ grpc::ServerUnaryReactor* QueryService::ListSeries(
     }
   }
   response->set_truncated(truncated);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+namespace {
+
+// Resolves the range of a downsampled read: its axis, and concrete bounds
+// for open ends (the series' extent). Sets *empty if the range cannot hold
+// a point (an open end beyond the data, or no data at all).
+absl::Status DownsampleRangeFromWire(const storage::Engine& engine,
+                                     storage::SeriesId id,
+                                     const v1::ReadDownsampledRequest& request,
+                                     storage::Axis* axis,
+                                     storage::ReadRange* range, bool* empty) {
+  *empty = false;
+  *axis = request.has_time() ? storage::Axis::kTime : storage::Axis::kStep;
+  bool open_from = true, open_to = true;
+  if (request.has_steps()) {
+    if (request.steps().has_from()) {
+      auto from = StepFromWire(request.steps().from(), "steps.from");
+      if (!from.ok()) return from.status();
+      range->steps.from = *from;
+      open_from = false;
+    }
+    if (request.steps().has_to()) {
+      auto to = StepFromWire(request.steps().to(), "steps.to");
+      if (!to.ok()) return to.status();
+      range->steps.to = *to;
+      open_to = false;
+    }
+  } else if (request.has_time()) {
+    if (request.time().has_from_ms()) {
+      range->times.from_ms = request.time().from_ms();
+      open_from = false;
+    }
+    if (request.time().has_to_ms()) {
+      range->times.to_ms = request.time().to_ms();
+      open_to = false;
+    }
+  }
+  if (range->steps.from > range->steps.to ||
+      range->times.from_ms > range->times.to_ms) {
+    return absl::InvalidArgumentError("range: from is after to");
+  }
+  if (!open_from && !open_to) return absl::OkStatus();
+  auto extent = storage::ReadSeriesExtent(engine, id);
+  if (!extent.ok()) return extent.status();
+  if (!extent->has_value()) {
+    *empty = true;
+    return absl::OkStatus();
+  }
+  if (*axis == storage::Axis::kStep) {
+    if (open_from) range->steps.from = (*extent)->min_step;
+    if (open_to) range->steps.to = (*extent)->max_step;
+    *empty = range->steps.from > range->steps.to;
+  } else {
+    if (open_from) range->times.from_ms = (*extent)->min_time_ms;
+    if (open_to) range->times.to_ms = (*extent)->max_time_ms;
+    *empty = range->times.from_ms > range->times.to_ms;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
+    grpc::CallbackServerContext* context,
+    const v1::ReadDownsampledRequest* request,
+    v1::ReadDownsampledResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  const storage::SeriesKey key = KeyFromWire(request->series());
+  const std::string name = storage::SeriesDisplayName(key);
+  const uint32_t buckets = request->buckets();
+  if (buckets == 0 || buckets > storage::kMaxBuckets) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("series ", name, ": buckets: ", buckets, " is not in [1, ",
+                     storage::kMaxBuckets, "]")));
+    return reactor;
+  }
+  auto id = engine_->FindSeries(key);
+  if (!id) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                 absl::StrCat("series ", name, ": not found")));
+    return reactor;
+  }
+  storage::Axis axis;
+  storage::ReadRange range;
+  bool empty = false;
+  if (absl::Status s = DownsampleRangeFromWire(*engine_, *id, *request, &axis,
+                                               &range, &empty);
+      !s.ok()) {
+    if (s.code() == absl::StatusCode::kInvalidArgument) {
+      s = absl::InvalidArgumentError(
+          absl::StrCat("series ", name, ": ", s.message()));
+    }
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  if (empty) {
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  auto result = storage::ReadBuckets(*engine_, *id, axis, range, buckets);
+  if (!result.ok()) {
+    reactor->Finish(ToGrpcStatus(result.status()));
+    return reactor;
+  }
+  response->mutable_buckets()->Reserve(static_cast<int>(result->size()));
+  for (const storage::Bucket& b : *result) {
+    v1::DownsampledBucket* out = response->add_buckets();
+    if (axis == storage::Axis::kStep) {
+      StepToWire(b.start_step, out->mutable_start_step());
+      StepToWire(b.end_step, out->mutable_end_step());
+    } else {
+      out->set_start_ms(b.start_ms);
+      out->set_end_ms(b.end_ms);
+    }
+    out->set_first(b.first);
+    out->set_last(b.last);
+    if (b.has_finite()) {
+      out->set_min(b.min);
+      out->set_max(b.max);
+    }
+    out->set_sum(b.sum);
+    out->set_count(b.count);
+    out->set_nan_count(b.nan_count);
+    out->set_pos_inf_count(b.pos_inf_count);
+    out->set_neg_inf_count(b.neg_inf_count);
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -1,5 +1,5 @@
 // The gRPC query service (callback API): raw range reads, streamed in pages
-// under gRPC flow control, and series listing.
+// under gRPC flow control, downsampled (chart) reads, and series listing.
 #ifndef STEPDB_QUERY_QUERY_SERVICE_H_
 #define STEPDB_QUERY_QUERY_SERVICE_H_
 
@@ -31,6 +31,12 @@ class QueryService final : public v1::Query::CallbackService {
   grpc::ServerUnaryReactor* ListSeries(grpc::CallbackServerContext* context,
                                        const v1::ListSeriesRequest* request,
                                        v1::ListSeriesResponse* response) override;
+  // Runs the read on the calling (gRPC callback) thread: it is bounded by
+  // the bucket limit and by the range's chunks, like ListSeries.
+  grpc::ServerUnaryReactor* ReadDownsampled(
+      grpc::CallbackServerContext* context,
+      const v1::ReadDownsampledRequest* request,
+      v1::ReadDownsampledResponse* response) override;
 
  private:
   class ReadRangeReactor;

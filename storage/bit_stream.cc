@@ -10,14 +10,12 @@ void BitWriter::Grow(size_t need) {
 }
 
 void BitWriter::Finish() {
-  const int used = 64 - free_;
-  const int nbytes = (used + 7) / 8;
   Reserve(64);
   bit_stream_internal::StoreBigEndian64(out_->data() + pos_, buf_);
-  pos_ += static_cast<size_t>(nbytes);
+  pos_ += static_cast<size_t>(used_ + 7) / 8;
   out_->resize(pos_);
   buf_ = 0;
-  free_ = 64;
+  used_ = 0;
 }
 
 }  // namespace stepdb::storage

@@ -43,9 +43,9 @@ inline void StoreBigEndian64(void* p, uint64_t word) {
 
 }  // namespace bit_stream_internal
 
-// Appends bits to a std::string it does not own. Whole 64-bit words are
-// stored as they fill; Finish() stores the last partial word, padding the
-// last byte with zero bits. Bytes already in the string are untouched.
+// Appends bits to a std::string it does not own. Bytes are stored as they
+// fill; Finish() stores the last partial byte, padding it with zero bits.
+// Bytes already in the string are untouched.
 //
 // Between construction and Finish() the string may be longer than what has
 // been written (the writer grows it ahead and stores words in place);
@@ -55,29 +55,35 @@ class BitWriter {
  public:
   // Unchecked writes into room reserved with Reserve(): the writer's state
   // as a value, for hot loops. Obtain with Begin(), hand back with End().
+  //
+  // Branch-free: every write stores the whole 64-bit buffer at p (the room
+  // past the written bits is scratch) and advances p by the whole bytes
+  // completed, so that fewer than 8 bits stay pending.
   struct Cursor {
     uint64_t buf;  // pending bits, left-aligned
-    int free;      // unused low bits of buf; always in [1, 64]
-    char* p;       // where the next whole word goes
+    int used;      // pending bits in buf, 0..7
+    char* p;       // where the pending bits' byte goes
 
     // Writes the low `n` bits of `bits`, most significant first.
     // Preconditions: 1 <= n <= 64 (unlike BitWriter::Write, not 0), `bits`
     // has no bits set above bit n-1, and the room reserved covers them.
     void Write(uint64_t bits, int n) {
-      if (n < free) {
-        free -= n;
-        buf |= bits << free;  // free < 64 now
+      if (n > 56) [[unlikely]] {
+        WriteShort(bits >> 32, n - 32);
+        WriteShort(bits & 0xffffffff, 32);
         return;
       }
-      // The word fills up: `free` bits go into it, the `rest` low bits
-      // start the next word. free is in [1, 64] here, so every shift is
-      // < 64.
-      const int rest = n - free;
-      buf |= bits >> rest;
+      WriteShort(bits, n);
+    }
+
+    // As Write, for 1 <= n <= 56.
+    void WriteShort(uint64_t bits, int n) {
+      buf |= bits << (64 - used - n);  // used + n <= 63
+      used += n;
       bit_stream_internal::StoreBigEndian64(p, buf);
-      p += 8;
-      buf = rest == 0 ? 0 : bits << (64 - rest);
-      free = 64 - rest;
+      p += used >> 3;
+      buf <<= used & ~7;  // <= 56
+      used &= 7;
     }
   };
 
@@ -93,10 +99,10 @@ class BitWriter {
     if (out_->size() < need) Grow(need);
   }
 
-  Cursor Begin() { return Cursor{buf_, free_, out_->data() + pos_}; }
+  Cursor Begin() { return Cursor{buf_, used_, out_->data() + pos_}; }
   void End(const Cursor& c) {
     buf_ = c.buf;
-    free_ = c.free;
+    used_ = c.used;
     pos_ = static_cast<size_t>(c.p - out_->data());
   }
 
@@ -117,17 +123,17 @@ class BitWriter {
   // then starts at a byte boundary.
   void Finish();
 
-  // Bits written since construction (or the last Finish()) that are not
-  // yet stored as a whole word.
-  int pending_bits() const { return 64 - free_; }
+  // Bits written since construction (or the last Finish()) that do not
+  // fill a whole byte yet (0..7).
+  int pending_bits() const { return used_; }
 
  private:
   void Grow(size_t need);
 
   std::string* const out_;
-  size_t pos_;        // bytes of *out_ written (whole words included)
+  size_t pos_;        // bytes of *out_ complete
   uint64_t buf_ = 0;  // pending bits, left-aligned
-  int free_ = 64;     // unused low bits of buf_; always in [1, 64]
+  int used_ = 0;      // pending bits in buf_, 0..7
 };
 
 // Reads bits from a byte string it does not own, MSB-first. It never reads

@@ -15,6 +15,8 @@
 // arrays), skips candidates that provably cannot win, and works in
 // thread-local scratch; the bit reader and writer state lives in locals
 // inside the hot loops (see bit_stream.h).
+#include "storage/chunk_codec.h"
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -26,7 +28,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "storage/bit_stream.h"
-#include "storage/chunk_codec.h"
 #include "storage/chunk_codec_internal.h"
 
 namespace stepdb::storage {
@@ -139,8 +140,6 @@ struct IntPlan {
   uint64_t bits = std::numeric_limits<uint64_t>::max();
 };
 
-int GammaBits(uint64_t run) { return 2 * (Width(run) - 1) + 1; }
-
 // The k-th difference of u at i >= k, mod 2^64.
 template <int K>
 uint64_t Diff(const uint64_t* u, size_t i) {
@@ -228,21 +227,19 @@ void Histograms(const uint64_t* u, size_t n, const uint64_t* base,
 // gamma codes).
 template <int K>
 uint64_t RunBits(const uint64_t* u, size_t n, uint64_t base) {
+  // Branch-free: whether a residual is zero is data. A run of r costs
+  // 1 + GammaBits(r) = 2 * Width(r) bits; runs are cut at kMaxRun.
   uint64_t run_bits = 0;
   uint64_t run = 0;
   for (size_t i = K; i < n; ++i) {
-    if (Diff<K>(u, i) == base) {
-      if (++run == kMaxRun) {
-        run_bits += 1 + GammaBits(run);
-        run = 0;
-      }
-    } else if (run != 0) {
-      run_bits += 1 + GammaBits(run);
-      run = 0;
-    }
+    const uint64_t zero = Diff<K>(u, i) == base ? 1 : 0;
+    run_bits += (1 - zero) * static_cast<uint64_t>(2 * Width(run));
+    run = (run + 1) * zero;
+    const uint64_t full = run == kMaxRun ? 1 : 0;
+    run_bits += full * static_cast<uint64_t>(2 * Width(kMaxRun));
+    run &= full - 1;
   }
-  if (run != 0) run_bits += 1 + GammaBits(run);
-  return run_bits;
+  return run_bits + static_cast<uint64_t>(2 * Width(run));
 }
 
 // Sizes `plan` (order and base already set) from the width histogram of its
@@ -270,11 +267,10 @@ void SizeResiduals(const uint64_t* u, size_t n, const WidthHistogram& hist,
     if (w1 > 0) le_nz += hist[static_cast<size_t>(w1)];
     const uint64_t wide = m - le;
     // w1 == w2 >= 1 is the fixed shape: w2 bits each, no flag bit.
-    const uint64_t plain =
-        w1 == w2 && w2 >= 1
-            ? m * static_cast<uint64_t>(w2)
-            : m + le * static_cast<uint64_t>(w1) +
-                  wide * static_cast<uint64_t>(w2);
+    const uint64_t plain = w1 == w2 && w2 >= 1
+                               ? m * static_cast<uint64_t>(w2)
+                               : m + le * static_cast<uint64_t>(w1) +
+                                     wide * static_cast<uint64_t>(w2);
     const uint64_t runs = run_bits + le_nz * (2 + static_cast<uint64_t>(w1)) +
                           wide * (2 + static_cast<uint64_t>(w2));
     const bool use_runs = runs < plain;
@@ -297,11 +293,10 @@ uint64_t PlainBits(const WidthHistogram& hist, uint64_t m) {
   uint64_t le = 0;
   for (int w1 = 0; w1 <= std::min(w2, kMaxW1); ++w1) {
     le += hist[static_cast<size_t>(w1)];
-    const uint64_t bits =
-        w1 == w2 && w2 >= 1
-            ? m * static_cast<uint64_t>(w2)
-            : m + le * static_cast<uint64_t>(w1) +
-                  (m - le) * static_cast<uint64_t>(w2);
+    const uint64_t bits = w1 == w2 && w2 >= 1
+                              ? m * static_cast<uint64_t>(w2)
+                              : m + le * static_cast<uint64_t>(w1) +
+                                    (m - le) * static_cast<uint64_t>(w2);
     best = std::min(best, bits);
   }
   return best;
@@ -311,12 +306,12 @@ uint64_t PlainBits(const WidthHistogram& hist, uint64_t m) {
 // exact sizing (which costs a pass per order): on chunks of kPruneMinPoints
 // or more, kPruneSamples evenly spaced residuals of each order are sized,
 // and an order estimated at more than kPruneMarginHalfBits / 2 bits per
-// residual above the best is not tried. No pruning when zero residuals are common
-// (the runs shape, which a sample cannot size, may win then). A wrong guess
-// only costs a little size; the chunk stays valid.
+// residual above the best is not tried (the runs shape, which a sample
+// cannot size exactly, is estimated roughly). A wrong guess only costs a
+// little size; the chunk stays valid.
 constexpr size_t kPruneMinPoints = 256;
 constexpr size_t kPruneSamples = 256;
-constexpr uint64_t kPruneMarginHalfBits = 1;  // per residual
+constexpr uint64_t kPruneMarginHalfBits = 1;  // half-bits per residual
 
 void PruneOrders(const uint64_t* u, size_t n, const uint64_t* base,
                  bool* want) {
@@ -333,8 +328,18 @@ void PruneOrders(const uint64_t* u, size_t n, const uint64_t* base,
   uint64_t best = std::numeric_limits<uint64_t>::max();
   for (int k = 0; k < 3; ++k) {
     if (!want[k]) continue;
-    if (hist[k][0] * 8 > kPruneSamples) return;  // many zeros: runs
     est[k] = PlainBits(hist[k], kPruneSamples);
+    const uint64_t zeros = hist[k][0];
+    if (zeros * 8 > kPruneSamples) {
+      // Many zeros: the runs shape may win. A sample shows no runs, so
+      // assume the zeros lie in one run per nonzero residual: each nonzero
+      // costs at most 2 + its width, each run about 2 * Width(mean run).
+      const uint64_t nonzero = kPruneSamples - zeros;
+      const uint64_t runs = std::max<uint64_t>(1, std::min(nonzero, zeros));
+      uint64_t bits = runs * 2 * Width(zeros / runs + 1);
+      for (size_t w = 1; w <= 64; ++w) bits += hist[k][w] * (2 + w);
+      est[k] = std::min(est[k], bits);
+    }
     best = std::min(best, est[k]);
   }
   for (int k = 0; k < 3; ++k) {
@@ -522,8 +527,8 @@ struct Integrator {
 
 // Fixed shape: every residual in w bits, 1 <= w <= 55.
 template <typename Out>
-void ReadFixed(BitReader* reader, size_t begin, size_t n, int w,
-               uint64_t base, Out out) {
+void ReadFixed(BitReader* reader, size_t begin, size_t n, int w, uint64_t base,
+               Out out) {
   BitReader r = *reader;
   size_t i = begin;
   const int per_refill = 56 / w;
@@ -550,8 +555,8 @@ void ReadFixed(BitReader* reader, size_t begin, size_t n, int w,
 // Plain shape with w1 <= w2 <= 55: peeks the longer code and picks,
 // branch-free.
 template <typename Out>
-void ReadPlainNarrow(BitReader* reader, size_t begin, size_t n, int w1,
-                     int w2, uint64_t base, Out out) {
+void ReadPlainNarrow(BitReader* reader, size_t begin, size_t n, int w1, int w2,
+                     uint64_t base, Out out) {
   BitReader r = *reader;
   const int w1p = w1 + 1;
   const int w2p = w2 + 1;
@@ -876,27 +881,32 @@ bool ReadXor(BitReader* reader, size_t n, uint64_t* __restrict out) {
   bool ok = true;
   for (size_t i = 1; i < n; ++i) {
     r.Ensure(kHeaderBits);
-    const uint64_t p = r.Bits(3);
-    if (p < 0b100) {
-      r.Consume(1);
-    } else if (p < 0b110) {
-      r.Consume(2);
-      value ^= ReadUpTo64(r, W - lead);
-    } else {
-      const uint64_t h = r.Bits(kHeaderBits);
+    const uint64_t h = r.TopBits(kHeaderBits);
+    const uint64_t p = h >> (kHeaderBits - 3);
+    if (p == 0b111) [[unlikely]] {
       lead = XorTraits<W>::kLeads[(h >> kLenBits) & 7];
-      if (p == 0b110) {
-        r.Consume(6);
-        value ^= ReadUpTo64(r, W - lead);
-      } else {
-        r.Consume(kHeaderBits);
-        const int len = static_cast<int>(h & ((1u << kLenBits) - 1));
-        if (len == 0 || lead + len > W) {
-          ok = false;
-          break;
-        }
-        value ^= ReadUpTo64(r, len) << (W - lead - len);
+      r.Consume(kHeaderBits);
+      const int len = static_cast<int>(h & ((1u << kLenBits) - 1));
+      if (len == 0 || lead + len > W) {
+        ok = false;
+        break;
       }
+      value ^= ReadUpTo64(r, len) << (W - lead - len);
+      out[i] = value;
+      continue;
+    }
+    // "0", "10" and "110" with selects, not branches: the code is data.
+    const bool same = p < 0b100;
+    const bool new_lead = p == 0b110;
+    lead = new_lead ? XorTraits<W>::kLeads[(h >> kLenBits) & 7] : lead;
+    r.Consume(same ? 1 : new_lead ? 6 : 2);
+    const int len = same ? 0 : W - lead;
+    if (len <= 56) [[likely]] {
+      r.Ensure(len);
+      value ^= r.Bits(len);
+      r.Consume(len);
+    } else {
+      value ^= r.Read(len);
     }
     out[i] = value;
   }
@@ -1260,7 +1270,15 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   // Steps.
   if (h.regular_steps) {
     const uint64_t delta = (summary.max_step - summary.min_step) / (n - 1);
-    for (size_t i = 0; i < n; ++i) steps[i] = summary.min_step + i * delta;
+    uint64_t step = summary.min_step;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4, step += 4 * delta) {
+      steps[i] = step;
+      steps[i + 1] = step + delta;
+      steps[i + 2] = step + 2 * delta;
+      steps[i + 3] = step + 3 * delta;
+    }
+    for (; i < n; ++i, step += delta) steps[i] = step;
   } else if (n == 1) {
     steps[0] = summary.min_step;
   } else {
@@ -1336,23 +1354,25 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
 }
 
 void PutValueStats(std::span<const double> values, std::string* out) {
+  constexpr uint64_t kExponent = 0x7ff0000000000000;
   uint64_t nan = 0, pinf = 0, ninf = 0;
   double min = 0.0, max = 0.0, sum = 0.0;
   bool any = false;
-  for (const double v : values) {
-    if (std::isnan(v)) {
-      ++nan;
-    } else if (std::isinf(v)) {
-      ++(v > 0 ? pinf : ninf);
-    } else {
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    if ((Bits(v) & kExponent) != kExponent) [[likely]] {  // finite
       if (!any) {
         min = max = v;
         any = true;
       } else {
-        if (v < min) min = v;
-        if (max < v) max = v;
+        min = v < min ? v : min;
+        max = max < v ? v : max;
       }
       sum += v;
+    } else if (std::isnan(v)) {
+      ++nan;
+    } else {
+      ++(v > 0 ? pinf : ninf);
     }
   }
   PutVarint(nan, out);
@@ -1383,10 +1403,12 @@ void EncodeChunk(std::span<const uint64_t> steps,
 
   bool regular = n >= 2;
   if (regular) {
+    // OR of every delta XOR the first: zero iff all are equal. No early
+    // exit, so that the loop pipelines (irregular chunks are the rare case).
     const uint64_t delta = steps[1] - steps[0];
-    for (size_t i = 2; i < n && regular; ++i) {
-      regular = steps[i] - steps[i - 1] == delta;
-    }
+    uint64_t diff = 0;
+    for (size_t i = 2; i < n; ++i) diff |= (steps[i] - steps[i - 1]) ^ delta;
+    regular = diff == 0;
   }
   const bool stats = n >= kMinPointsForValueStats;
 

@@ -112,15 +112,24 @@ absl::Status ParseCommonHeader(std::string_view chunk, CommonHeader* h) {
   return absl::OkStatus();
 }
 
-absl::Status CheckTimes(const int64_t* times, size_t n,
-                        const CommonHeader& h) {
+absl::Status CheckTimes(const int64_t* times, size_t n, const CommonHeader& h) {
   if (times[0] != h.first_time_ms) return Corrupt("first time mismatch");
-  int64_t min_time = times[0];
-  int64_t max_time = times[0];
-  for (size_t i = 1; i < n; ++i) {
-    min_time = std::min(min_time, times[i]);
-    max_time = std::max(max_time, times[i]);
+  // Two accumulators each, so that the compare-and-select chains overlap.
+  int64_t min_a = times[0], min_b = times[0];
+  int64_t max_a = times[0], max_b = times[0];
+  size_t i = 1;
+  for (; i + 2 <= n; i += 2) {
+    min_a = std::min(min_a, times[i]);
+    max_a = std::max(max_a, times[i]);
+    min_b = std::min(min_b, times[i + 1]);
+    max_b = std::max(max_b, times[i + 1]);
   }
+  if (i < n) {
+    min_a = std::min(min_a, times[i]);
+    max_a = std::max(max_a, times[i]);
+  }
+  const int64_t min_time = std::min(min_a, min_b);
+  const int64_t max_time = std::max(max_a, max_b);
   if (min_time != h.summary.min_time_ms || max_time != h.summary.max_time_ms) {
     return Corrupt("time range mismatch");
   }

@@ -77,8 +77,7 @@ absl::Status ParseCommonHeader(std::string_view chunk, CommonHeader* h);
 
 // Checks decoded times against the header's range: times[0] must be the
 // first time, their min and max the header's (n >= 1).
-absl::Status CheckTimes(const int64_t* times, size_t n,
-                        const CommonHeader& h);
+absl::Status CheckTimes(const int64_t* times, size_t n, const CommonHeader& h);
 
 // The end of a body: fewer than 8 bits left, all zero.
 absl::Status CheckPadding(BitReader* r);

@@ -125,7 +125,6 @@ void PutValues(std::span<const double> values, BitWriter* w) {
   }
 }
 
-
 absl::Status ParseHeader(std::string_view chunk, CommonHeader* h) {
   if (absl::Status s = internal::CheckVersion(chunk); !s.ok()) return s;
   if (static_cast<uint8_t>(chunk[0]) != internal::kVersion1) {

@@ -568,6 +568,21 @@ TEST(ChunkCodecTest, HugeCountIsRejectedWithoutAllocating) {
   }
 }
 
+// `chunk` with 1-3 random bytes flipped in one bit or replaced.
+std::string Corrupted(const std::string& chunk, std::mt19937_64& rng) {
+  std::string bad = chunk;
+  const int flips = 1 + static_cast<int>(rng() % 3);
+  for (int f = 0; f < flips; ++f) {
+    const size_t pos = rng() % bad.size();
+    if (rng() % 2) {
+      bad[pos] = static_cast<char>(bad[pos] ^ (1 << (rng() % 8)));
+    } else {
+      bad[pos] = static_cast<char>(rng());
+    }
+  }
+  return bad;
+}
+
 TEST(ChunkCodecTest, RandomCorruptionNeverCrashes) {
   std::vector<std::string> chunks = {Encode(Telemetry(1, 1)),
                                      Encode(Telemetry(500, 2)),
@@ -577,16 +592,7 @@ TEST(ChunkCodecTest, RandomCorruptionNeverCrashes) {
   int failed = 0;
   for (const std::string& chunk : chunks) {
     for (int iter = 0; iter < 3000; ++iter) {
-      std::string bad = chunk;
-      const int flips = 1 + static_cast<int>(rng() % 3);
-      for (int f = 0; f < flips; ++f) {
-        const size_t pos = rng() % bad.size();
-        if (rng() % 2) {
-          bad[pos] = static_cast<char>(bad[pos] ^ (1 << (rng() % 8)));
-        } else {
-          bad[pos] = static_cast<char>(rng());
-        }
-      }
+      const std::string bad = Corrupted(chunk, rng);
       PointColumns out;
       absl::Status s = DecodeChunk(bad, &out);
       if (s.ok()) {
@@ -974,6 +980,102 @@ TEST(ChunkCodecV2Test, Version1GoldenBytes) {
               ElementsAreArray(ValueBits({1.0, 1.0, -0.0})));
 }
 
+// Chunks whose encodings the fingerprint below pins. Built from raw
+// mt19937_64 outputs and exact arithmetic only (no <random> distributions,
+// no libm), so the inputs are the same on every platform.
+std::vector<PointColumns> StableSamples() {
+  std::mt19937_64 rng(20240601);
+  std::vector<PointColumns> chunks;
+  const size_t sizes[] = {1, 2, 3, 5, 8, 9, 17, 64, 100, 257, 1000, 1024};
+  for (int iter = 0; iter < 240; ++iter) {
+    const size_t n = sizes[rng() % std::size(sizes)];
+    const int value_kind = static_cast<int>(rng() % 10);
+    const int step_kind = static_cast<int>(rng() % 3);
+    const int time_kind = static_cast<int>(rng() % 4);
+    PointColumns p;
+    uint64_t step = rng() % (uint64_t{1} << 40);
+    uint64_t time = 1'700'000'000'000 + rng() % 1'000'000;
+    double level = static_cast<double>(rng() % 1000);
+    float f = static_cast<float>(rng() % 1000) / 256.0f;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t x = rng();
+      double v = 0.0;
+      switch (value_kind) {
+        case 0:  // gpu util
+          v = x % 32 == 0 ? static_cast<double>(x % 101)
+                          : 96.0 + static_cast<double>(x % 5);
+          break;
+        case 1:  // watts, one decimal
+          v = static_cast<double>(3000 + static_cast<int64_t>(x % 801)) / 10.0;
+          break;
+        case 2:  // float32 random walk
+          f +=
+              static_cast<float>(static_cast<int64_t>(x % 2001) - 1000) * 1e-4f;
+          v = static_cast<double>(f);
+          break;
+        case 3:  // any bit pattern
+          v = std::bit_cast<double>(x);
+          break;
+        case 4:  // mostly constant, rare jumps
+          if (x % 500 == 0) level += static_cast<double>(x % 64) * 2097152.0;
+          v = level;
+          break;
+        case 5:  // computed float64
+          v = 524288.0 /
+              (0.5 +
+               static_cast<double>(static_cast<int64_t>(x % 41) - 20) * 0.001);
+          break;
+        case 6:  // float32 from random bits (NaN payloads included)
+          v = static_cast<double>(
+              std::bit_cast<float>(static_cast<uint32_t>(x)));
+          break;
+        case 7:  // decimals of 2 digits with a few odd values
+          v = x % 97 == 0 ? std::bit_cast<double>(x)
+                          : static_cast<double>(
+                                static_cast<int64_t>(x % 20000) - 10000) /
+                                100.0;
+          break;
+        case 8:  // slowly drifting integer
+          if (x % 20 == 0) level += x % 40 < 20 ? 1.0 : -1.0;
+          v = level;
+          break;
+        default:  // special values
+          v = SpecialValues()[x % SpecialValues().size()];
+          break;
+      }
+      p.push_back(step, static_cast<int64_t>(time), v);
+      const uint64_t y = rng();
+      step += step_kind == 0   ? kStep
+              : step_kind == 1 ? 1 + y % 3
+                               : 1 + y % (uint64_t{1} << 30);
+      time += time_kind == 0   ? 500
+              : time_kind == 1 ? 480 + y % 41
+              : time_kind == 2 ? (y % 100 == 0 ? 5000 : 1000)
+                               : (y >> 8) - (uint64_t{1} << 54);
+    }
+    chunks.push_back(std::move(p));
+  }
+  return chunks;
+}
+
+// The version 2 encoder's output is pinned: changing any encoder decision
+// (or the layout) changes this fingerprint (FNV-1a over all encodings).
+// Update it only deliberately, noting the size change; a layout change also
+// needs docs/FORMAT.md. Every chunk must round-trip regardless.
+TEST(ChunkCodecV2Test, EncodingsAreStable) {
+  uint64_t hash = 0xcbf29ce484222325;
+  size_t bytes = 0;
+  for (const PointColumns& p : StableSamples()) {
+    const std::string chunk = ExpectRoundTrip(p);
+    bytes += chunk.size();
+    for (const char c : chunk) {
+      hash = (hash ^ static_cast<uint8_t>(c)) * 0x100000001b3;
+    }
+  }
+  EXPECT_EQ(bytes, 381499u);
+  EXPECT_EQ(hash, uint64_t{14163332653732358122u});
+}
+
 std::vector<std::string> CodecSamples() {
   std::mt19937_64 rng(99);
   std::vector<std::string> chunks;
@@ -1010,16 +1112,7 @@ TEST(ChunkCodecV2Test, RandomCorruptionNeverCrashes) {
   std::mt19937_64 rng(2025);
   for (const std::string& chunk : CodecSamples()) {
     for (int iter = 0; iter < 1500; ++iter) {
-      std::string bad = chunk;
-      const int flips = 1 + static_cast<int>(rng() % 3);
-      for (int f = 0; f < flips; ++f) {
-        const size_t pos = rng() % bad.size();
-        if (rng() % 2) {
-          bad[pos] = static_cast<char>(bad[pos] ^ (1 << (rng() % 8)));
-        } else {
-          bad[pos] = static_cast<char>(rng());
-        }
-      }
+      const std::string bad = Corrupted(chunk, rng);
       PointColumns out;
       absl::Status s = DecodeChunk(bad, &out);
       (void)DescribeChunk(bad);

@@ -1,0 +1,340 @@
+#include "storage/downsample.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "absl/numeric/int128.h"
+#include "absl/strings/str_cat.h"
+
+namespace stepdb::storage {
+namespace {
+
+// Both axes are mapped to one unsigned coordinate so that the bucket
+// arithmetic is written once: steps are already uint64; times are int64,
+// mapped order-preservingly by flipping the sign bit.
+constexpr uint64_t kTimeBias = uint64_t{1} << 63;
+uint64_t TimeCoord(int64_t t) { return static_cast<uint64_t>(t) ^ kTimeBias; }
+int64_t CoordTime(uint64_t c) { return static_cast<int64_t>(c ^ kTimeBias); }
+
+// The buckets of a read: [from, to] cut into `count` buckets of `width`.
+class Layout {
+ public:
+  Layout(Axis axis, uint64_t from, uint64_t to, uint32_t max_buckets)
+      : from_(from), to_(to) {
+    // to - from + 1 may be 2^64 (a whole axis): hence 128 bits.
+    const absl::uint128 span = absl::uint128(to - from) + 1;
+    absl::uint128 width;
+    if (axis == Axis::kStep && from % kMicrosPerStep == 0 &&
+        to - from >= kMicrosPerStep) {
+      // Whole-step buckets: a chart of a run logged at whole steps gets
+      // bucket edges on whole steps.
+      const uint64_t whole_steps = (to - from) / kMicrosPerStep + 1;
+      width = absl::uint128((whole_steps + max_buckets - 1) / max_buckets) *
+              kMicrosPerStep;
+    } else {
+      width = (span + max_buckets - 1) / max_buckets;
+    }
+    count_ = static_cast<size_t>((span + width - 1) / width);
+    // Only one bucket of a 2^64-wide axis needs more than 64 bits.
+    width_ = width > std::numeric_limits<uint64_t>::max()
+                 ? 0
+                 : static_cast<uint64_t>(width);
+  }
+
+  size_t count() const { return count_; }
+  // Precondition: from <= x <= to.
+  size_t Index(uint64_t x) const {
+    return width_ == 0 ? 0 : static_cast<size_t>((x - from_) / width_);
+  }
+  // i * width <= to - from for every bucket i, so nothing overflows.
+  uint64_t Start(size_t i) const { return from_ + i * width_; }
+  uint64_t End(size_t i) const {
+    const uint64_t start = Start(i);
+    return width_ == 0 || to_ - start < width_ ? to_ : start + width_ - 1;
+  }
+
+ private:
+  uint64_t from_;
+  uint64_t to_;
+  uint64_t width_;  // 0: 2^64
+  size_t count_;
+};
+
+// A bucket being built. min/max start at +-Inf, which no finite value
+// equals, so the first finite value always replaces them.
+struct Accumulator {
+  uint64_t count = 0;
+  uint64_t nan_count = 0;
+  uint64_t pos_inf_count = 0;
+  uint64_t neg_inf_count = 0;
+  double first = 0.0;
+  double last = 0.0;
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  double sum = 0.0;
+};
+
+inline void AddValue(double v, Accumulator& a) {
+  if (a.count == 0) a.first = v;
+  a.last = v;
+  ++a.count;
+  if (std::isfinite(v)) {
+    if (v < a.min) a.min = v;
+    if (v > a.max) a.max = v;
+    a.sum += v;
+  } else if (std::isnan(v)) {
+    ++a.nan_count;
+  } else if (v > 0) {
+    ++a.pos_inf_count;
+  } else {
+    ++a.neg_inf_count;
+  }
+}
+
+// AddValue over a run of values, with the hot state in registers.
+void AddValues(const double* v, size_t n, Accumulator& a) {
+  if (n == 0) return;
+  if (a.count == 0) a.first = v[0];
+  a.last = v[n - 1];
+  a.count += n;
+  double min = a.min, max = a.max, sum = a.sum;
+  uint64_t nan = 0, pos_inf = 0, neg_inf = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double x = v[i];
+    if (std::isfinite(x)) {
+      if (x < min) min = x;
+      if (x > max) max = x;
+      sum += x;
+    } else if (std::isnan(x)) {
+      ++nan;
+    } else if (x > 0) {
+      ++pos_inf;
+    } else {
+      ++neg_inf;
+    }
+  }
+  a.min = min;
+  a.max = max;
+  a.sum = sum;
+  a.nan_count += nan;
+  a.pos_inf_count += pos_inf;
+  a.neg_inf_count += neg_inf;
+}
+
+// Adds a whole chunk from its header summary (has_value_stats).
+void AddSummary(const ChunkSummary& s, Accumulator& a) {
+  if (a.count == 0) a.first = s.first_value;
+  a.last = s.last_value;
+  a.count += s.count;
+  a.nan_count += s.nan_count;
+  a.pos_inf_count += s.pos_inf_count;
+  a.neg_inf_count += s.neg_inf_count;
+  if (s.finite_count() > 0) {
+    if (s.min_value < a.min) a.min = s.min_value;
+    if (s.max_value > a.max) a.max = s.max_value;
+    a.sum += s.sum;
+  }
+}
+
+bool InRange(const ReadRange& r, uint64_t step, int64_t time_ms) {
+  return step >= r.steps.from && step <= r.steps.to &&
+         time_ms >= r.times.from_ms && time_ms <= r.times.to_ms;
+}
+
+class BucketVisitor : public ChunkVisitor {
+ public:
+  BucketVisitor(Axis axis, const ReadRange& range, const Layout& layout,
+                std::vector<Accumulator>& buckets, BucketReadStats& stats)
+      : axis_(axis),
+        range_(range),
+        layout_(layout),
+        buckets_(buckets),
+        stats_(stats),
+        all_times_(range.times.from_ms == std::numeric_limits<int64_t>::min() &&
+                   range.times.to_ms == std::numeric_limits<int64_t>::max()) {}
+
+  absl::StatusOr<bool> OnChunk(const ChunkSummary& summary,
+                               std::string_view chunk) override {
+    if (const std::optional<size_t> bucket = WholeChunkBucket(summary)) {
+      AddSummary(summary, buckets_[*bucket]);
+      ++stats_.chunks_merged;
+      return true;
+    }
+    points_.clear();
+    if (absl::Status s = DecodeChunk(chunk, &points_); !s.ok()) return s;
+    ++stats_.chunks_decoded;
+    AddPoints(points_);
+    return true;
+  }
+
+  void OnHead(const PointColumns& points) override {
+    stats_.head_points += points.size();
+    AddPoints(points);
+  }
+
+ private:
+  // The bucket that holds every point of the chunk, if the chunk lies in
+  // one bucket and wholly in range and its summary can stand for it.
+  std::optional<size_t> WholeChunkBucket(const ChunkSummary& s) const {
+    if (!s.has_value_stats || s.count == 0 ||
+        uint64_t{s.nan_count} + s.pos_inf_count + s.neg_inf_count > s.count ||
+        !InRange(range_, s.min_step, s.min_time_ms) ||
+        !InRange(range_, s.max_step, s.max_time_ms)) {
+      return std::nullopt;
+    }
+    const size_t first = axis_ == Axis::kStep
+                             ? layout_.Index(s.min_step)
+                             : layout_.Index(TimeCoord(s.min_time_ms));
+    const size_t last = axis_ == Axis::kStep
+                            ? layout_.Index(s.max_step)
+                            : layout_.Index(TimeCoord(s.max_time_ms));
+    if (first != last) return std::nullopt;
+    return first;
+  }
+
+  // Adds the points of `p` (in step order) that are in range.
+  void AddPoints(const PointColumns& p) {
+    if (axis_ == Axis::kTime) {
+      // Times need not be monotonic: place each point on its own.
+      for (size_t i = 0; i < p.size(); ++i) {
+        if (InRange(range_, p.steps[i], p.times_ms[i])) {
+          AddValue(p.values[i],
+                   buckets_[layout_.Index(TimeCoord(p.times_ms[i]))]);
+        }
+      }
+      return;
+    }
+    // Steps increase: take each bucket's run of points at once.
+    const auto begin = p.steps.begin();
+    const auto end = std::upper_bound(begin, p.steps.end(), range_.steps.to);
+    auto it = std::lower_bound(begin, end, range_.steps.from);
+    while (it != end) {
+      const size_t bucket = layout_.Index(*it);
+      const auto next = std::upper_bound(it, end, layout_.End(bucket));
+      const size_t i = it - begin, j = next - begin;
+      if (all_times_) {
+        AddValues(p.values.data() + i, j - i, buckets_[bucket]);
+      } else {
+        for (size_t k = i; k < j; ++k) {
+          const int64_t t = p.times_ms[k];
+          if (t >= range_.times.from_ms && t <= range_.times.to_ms) {
+            AddValue(p.values[k], buckets_[bucket]);
+          }
+        }
+      }
+      it = next;
+    }
+  }
+
+  const Axis axis_;
+  const ReadRange& range_;
+  const Layout& layout_;
+  std::vector<Accumulator>& buckets_;
+  BucketReadStats& stats_;
+  const bool all_times_;
+  PointColumns points_;  // reused decode buffer
+};
+
+class ExtentVisitor : public ChunkVisitor {
+ public:
+  absl::StatusOr<bool> OnChunk(const ChunkSummary& s,
+                               std::string_view) override {
+    if (s.count == 0) return true;
+    Add(s.min_step, s.max_step, s.min_time_ms, s.max_time_ms);
+    return true;
+  }
+  void OnHead(const PointColumns& p) override {
+    for (size_t i = 0; i < p.size(); ++i) {
+      Add(p.steps[i], p.steps[i], p.times_ms[i], p.times_ms[i]);
+    }
+  }
+  const std::optional<SeriesExtent>& extent() const { return extent_; }
+
+ private:
+  void Add(uint64_t min_step, uint64_t max_step, int64_t min_time,
+           int64_t max_time) {
+    if (!extent_) {
+      extent_ = SeriesExtent{min_step, max_step, min_time, max_time};
+      return;
+    }
+    extent_->min_step = std::min(extent_->min_step, min_step);
+    extent_->max_step = std::max(extent_->max_step, max_step);
+    extent_->min_time_ms = std::min(extent_->min_time_ms, min_time);
+    extent_->max_time_ms = std::max(extent_->max_time_ms, max_time);
+  }
+
+  std::optional<SeriesExtent> extent_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<Bucket>> ReadBuckets(const Engine& engine,
+                                                SeriesId series, Axis axis,
+                                                const ReadRange& range,
+                                                uint32_t max_buckets,
+                                                BucketReadStats* stats) {
+  if (max_buckets == 0 || max_buckets > kMaxBuckets) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "buckets: ", max_buckets, " is not in [1, ", kMaxBuckets, "]"));
+  }
+  uint64_t from, to;
+  if (axis == Axis::kStep) {
+    if (range.steps.from > range.steps.to) {
+      return absl::InvalidArgumentError("steps: from is after to");
+    }
+    from = range.steps.from;
+    to = range.steps.to;
+  } else {
+    if (range.times.from_ms > range.times.to_ms) {
+      return absl::InvalidArgumentError("time: from is after to");
+    }
+    from = TimeCoord(range.times.from_ms);
+    to = TimeCoord(range.times.to_ms);
+  }
+  if (stats != nullptr) *stats = {};
+  const Layout layout(axis, from, to, max_buckets);
+  std::vector<Accumulator> acc(layout.count());
+  BucketReadStats local_stats;
+  BucketVisitor visitor(axis, range, layout, acc,
+                        stats != nullptr ? *stats : local_stats);
+  if (absl::Status s = engine.Scan(series, range, visitor); !s.ok()) return s;
+
+  std::vector<Bucket> out;
+  for (size_t i = 0; i < acc.size(); ++i) {
+    const Accumulator& a = acc[i];
+    if (a.count == 0) continue;
+    Bucket& b = out.emplace_back();
+    if (axis == Axis::kStep) {
+      b.start_step = layout.Start(i);
+      b.end_step = layout.End(i);
+    } else {
+      b.start_ms = CoordTime(layout.Start(i));
+      b.end_ms = CoordTime(layout.End(i));
+    }
+    b.count = a.count;
+    b.nan_count = a.nan_count;
+    b.pos_inf_count = a.pos_inf_count;
+    b.neg_inf_count = a.neg_inf_count;
+    b.first = a.first;
+    b.last = a.last;
+    if (b.has_finite()) {
+      b.min = a.min;
+      b.max = a.max;
+      b.sum = a.sum;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<SeriesExtent>> ReadSeriesExtent(
+    const Engine& engine, SeriesId series) {
+  ExtentVisitor visitor;
+  if (absl::Status s = engine.Scan(series, ReadRange{}, visitor); !s.ok()) {
+    return s;
+  }
+  return visitor.extent();
+}
+
+}  // namespace stepdb::storage

@@ -1,0 +1,130 @@
+// Downsampled reads: one series over a step or time range, cut into at most
+// N equal-width buckets, each holding first, last, min, max, sum, count and
+// the NaN/+Inf/-Inf counts. What a chart of ~1000 pixels needs from a series
+// of a million points, without hiding a spike (min/max) or a NaN (counts).
+//
+// The read merges the header summaries of sealed chunks that lie wholly in
+// one bucket (ChunkSummary: no decoding), and decodes only the chunks that
+// straddle a bucket edge or the range, plus the head. The result equals a
+// point-by-point scan of Engine::Read output, except that `sum` adds a
+// merged chunk's partial sum (itself added in point order) instead of its
+// points one by one, so it may differ from a naive running sum in the last
+// bits (floating-point addition is not associative).
+//
+// Thread-safety: the functions are thread-safe (Engine is).
+#ifndef STEPDB_STORAGE_DOWNSAMPLE_H_
+#define STEPDB_STORAGE_DOWNSAMPLE_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "storage/engine.h"
+
+namespace stepdb::storage {
+
+// Upper bound on the buckets of one read (bounds the answer's memory).
+inline constexpr uint32_t kMaxBuckets = 100'000;
+
+// The axis along which a read is cut into buckets.
+enum class Axis {
+  kStep,  // micro-steps (ReadRange::steps)
+  kTime,  // Unix milliseconds (ReadRange::times)
+};
+
+// The aggregates of the points of one bucket.
+struct Bucket {
+  // Inclusive bounds of the bucket on the read's axis: start_step/end_step
+  // (micro-steps) for Axis::kStep, start_ms/end_ms for Axis::kTime; the
+  // other pair is 0.
+  uint64_t start_step = 0;
+  uint64_t end_step = 0;
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;
+
+  // Every point of the bucket, NaN and +-Inf included (always > 0: empty
+  // buckets are not returned).
+  uint64_t count = 0;
+  uint64_t nan_count = 0;  // NaNs of any payload and sign
+  uint64_t pos_inf_count = 0;
+  uint64_t neg_inf_count = 0;
+
+  // The values of the bucket's first and last point in step order, bit for
+  // bit (NaN and +-Inf too). On the time axis too: "first" is the point of
+  // the lowest step among those whose time falls in the bucket, which is
+  // also the earliest one unless the series' times go backwards.
+  double first = 0.0;
+  double last = 0.0;
+
+  // Over the finite values only. When there is none (has_finite() is
+  // false: the bucket holds only NaN/Inf), min and max are 0.0 and
+  // meaningless, and sum is 0.0. min/max compare with `<` / `>`, so of -0.0
+  // and 0.0 the one seen first (in step order) wins, as in ChunkSummary.
+  double min = 0.0;
+  double max = 0.0;
+  double sum = 0.0;  // float64; see the file comment on its last bits
+
+  uint64_t finite_count() const {
+    return count - nan_count - pos_inf_count - neg_inf_count;
+  }
+  bool has_finite() const { return finite_count() > 0; }
+};
+
+// How a read used the chunks it visited (for tests and metrics).
+struct BucketReadStats {
+  uint64_t chunks_merged = 0;   // whole chunks taken from their summary
+  uint64_t chunks_decoded = 0;  // chunks decoded point by point
+  uint64_t head_points = 0;     // head points added
+};
+
+// Reads the points of `series` within `range` and aggregates them into
+// equal-width buckets along `axis`.
+//
+// The axis' interval of `range` (range.steps for kStep, range.times for
+// kTime), [from, to] inclusive, is cut into at most `max_buckets` buckets of
+// width w: bucket i is [from + i*w, min(from + (i+1)*w - 1, to)]. The other
+// interval of `range` only filters points (as in Engine::Read; its default
+// lets everything through). The width is chosen so:
+//   - kTime: w = ceil((to - from + 1) / max_buckets) milliseconds.
+//   - kStep, `from` a whole step and `to` at least one step above it:
+//     buckets are whole steps wide, w = ceil(W / max_buckets) steps, where
+//     W = floor((to - from) / 1'000'000) + 1 is the number of whole steps in
+//     [from, to]; a bucket then holds whole steps and their fractional
+//     steps, never part of a step. There may be fewer than max_buckets
+//     buckets (e.g. 100 steps read into 1000 buckets gives 100 buckets).
+//   - kStep otherwise (a fractional `from`, or a range shorter than one
+//     step): w = ceil((to - from + 1) / max_buckets) micro-steps.
+// Empty buckets are omitted: the result holds the non-empty buckets in
+// axis order (empty if no point is in range).
+//
+// Sealed chunks lying wholly inside one bucket and inside `range` whose
+// header carries value statistics are merged from their summary without
+// being decoded; all others are decoded. `stats`, if not null, receives how.
+//
+// Returns InvalidArgumentError if max_buckets is 0 or above kMaxBuckets, or
+// the axis interval has from > to; NotFoundError for an unknown series;
+// DataLossError for a corrupt chunk.
+absl::StatusOr<std::vector<Bucket>> ReadBuckets(
+    const Engine& engine, SeriesId series, Axis axis, const ReadRange& range,
+    uint32_t max_buckets, BucketReadStats* stats = nullptr);
+
+// The bounds of all points of a series on both axes.
+struct SeriesExtent {
+  uint64_t min_step = 0;
+  uint64_t max_step = 0;
+  int64_t min_time_ms = 0;
+  int64_t max_time_ms = 0;
+};
+
+// The extent of every stored point of `series` (nullopt if it has none),
+// from chunk headers and the head, without decoding any chunk. Used to give
+// a read with an open range end concrete bucket bounds. Costs one pass over
+// the series' chunk headers. Returns NotFoundError for an unknown series,
+// DataLossError for a corrupt chunk header.
+absl::StatusOr<std::optional<SeriesExtent>> ReadSeriesExtent(
+    const Engine& engine, SeriesId series);
+
+}  // namespace stepdb::storage
+
+#endif  // STEPDB_STORAGE_DOWNSAMPLE_H_
