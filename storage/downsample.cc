@@ -1,6 +1,7 @@
 #include "storage/downsample.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -19,23 +20,33 @@ uint64_t TimeCoord(int64_t t) { return static_cast<uint64_t>(t) ^ kTimeBias; }
 int64_t CoordTime(uint64_t c) { return static_cast<int64_t>(c ^ kTimeBias); }
 
 // The buckets of a read: [from, to] cut into `count` buckets of `width`.
+//
+// On the step axis, when `from` is a whole step, the width is a power of two
+// of whole steps and the buckets sit on the absolute grid of that width
+// (the first and last one clipped to the range): the engine cuts sealed
+// chunks at aligned power-of-two step windows, so a chunk then lies wholly in
+// one bucket and its header aggregates serve without decoding.
 class Layout {
  public:
   Layout(Axis axis, uint64_t from, uint64_t to, uint32_t max_buckets)
       : from_(from), to_(to) {
     // to - from + 1 may be 2^64 (a whole axis): hence 128 bits.
     const absl::uint128 span = absl::uint128(to - from) + 1;
-    absl::uint128 width;
     if (axis == Axis::kStep && from % kMicrosPerStep == 0 &&
         to - from >= kMicrosPerStep) {
-      // Whole-step buckets: a chart of a run logged at whole steps gets
-      // bucket edges on whole steps.
       const uint64_t whole_steps = (to - from) / kMicrosPerStep + 1;
-      width = absl::uint128((whole_steps + max_buckets - 1) / max_buckets) *
-              kMicrosPerStep;
-    } else {
-      width = (span + max_buckets - 1) / max_buckets;
+      uint64_t width_steps = std::bit_ceil((whole_steps + max_buckets - 1) / max_buckets);
+      // The grid may add one bucket at the edges; widen until it fits.
+      while (GridCount(from, to, width_steps) > max_buckets) width_steps *= 2;
+      if (width_steps <= std::numeric_limits<uint64_t>::max() / kMicrosPerStep) {
+        width_ = width_steps * kMicrosPerStep;
+        origin_ = from_ / width_ * width_;
+        count_ = static_cast<size_t>(to_ / width_ - from_ / width_ + 1);
+        return;
+      }
     }
+    origin_ = from_;
+    const absl::uint128 width = (span + max_buckets - 1) / max_buckets;
     count_ = static_cast<size_t>((span + width - 1) / width);
     // Only one bucket of a 2^64-wide axis needs more than 64 bits.
     width_ = width > std::numeric_limits<uint64_t>::max()
@@ -46,19 +57,29 @@ class Layout {
   size_t count() const { return count_; }
   // Precondition: from <= x <= to.
   size_t Index(uint64_t x) const {
-    return width_ == 0 ? 0 : static_cast<size_t>((x - from_) / width_);
+    return width_ == 0 ? 0 : static_cast<size_t>((x - origin_) / width_);
   }
-  // i * width <= to - from for every bucket i, so nothing overflows.
-  uint64_t Start(size_t i) const { return from_ + i * width_; }
+  // Bucket i is [origin + i*width, origin + (i+1)*width - 1] clipped to
+  // [from, to]; origin <= from and i * width <= to - origin, so nothing
+  // overflows.
+  uint64_t Start(size_t i) const {
+    return std::max(from_, origin_ + i * width_);
+  }
   uint64_t End(size_t i) const {
-    const uint64_t start = Start(i);
+    const uint64_t start = origin_ + i * width_;
     return width_ == 0 || to_ - start < width_ ? to_ : start + width_ - 1;
   }
 
  private:
+  static uint64_t GridCount(uint64_t from, uint64_t to, uint64_t width_steps) {
+    const absl::uint128 width = absl::uint128(width_steps) * kMicrosPerStep;
+    return static_cast<uint64_t>(to / width - from / width + 1);
+  }
+
   uint64_t from_;
   uint64_t to_;
-  uint64_t width_;  // 0: 2^64
+  uint64_t origin_;  // start of bucket 0 before clipping (<= from)
+  uint64_t width_;   // 0: 2^64
   size_t count_;
 };
 

@@ -105,9 +105,15 @@ struct SeriesState {
   mutable absl::Mutex mu;
   // Durable points not yet sealed, in step order.
   PointColumns head ABSL_GUARDED_BY(mu);
-  // The head-log record of each head fragment, in order (a record may
-  // repeat when one group holds several fragments of the series).
-  std::vector<uint64_t> log_records ABSL_GUARDED_BY(mu);
+  // The head-log record of each head fragment and the fragment's last
+  // step, in order (a record may repeat when one group holds several
+  // fragments of the series). A seal may cut a fragment; its record is
+  // released only once the fragment's last step is sealed.
+  struct LogRef {
+    uint64_t seq;
+    uint64_t last_step;
+  };
+  std::vector<LogRef> log_records ABSL_GUARDED_BY(mu);
   SealedStats sealed ABSL_GUARDED_BY(mu);
   bool has_last ABSL_GUARDED_BY(mu) = false;
   uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
@@ -421,7 +427,7 @@ class Engine::Impl {
       }
     }
     for (SeriesState* state : all) {
-      auto sealed = Seal(state);
+      auto sealed = Seal(state, /*all=*/true);
       if (!sealed.ok()) return sealed.status();
       result.chunks_sealed += *sealed;
     }
@@ -561,15 +567,14 @@ class Engine::Impl {
         in.remove_prefix(size);
         SeriesState& state = *states_[id - 1];
         absl::MutexLock series_lock(&state.mu);
-        if (state.has_last && fragment.steps.front() <= state.last_step) {
-          if (fragment.steps.back() > state.last_step) {
-            return absl::DataLossError(absl::StrCat(
-                "head-log record ", seq, " overlaps series ", id, " partly"));
-          }
-          continue;  // already sealed
-        }
-        state.log_records.push_back(seq);
-        state.AppendHeadLocked(AsSpan(fragment));
+        // Points up to the sealed last step were sealed before the crash
+        // (a seal may have cut this fragment).
+        const uint64_t sealed_to = state.has_last ? state.last_step : 0;
+        if (state.has_last && fragment.steps.back() <= sealed_to) continue;
+        size_t keep = 0;
+        if (state.has_last) keep = LowerBound(fragment.steps, sealed_to + 1);
+        state.log_records.push_back({seq, fragment.steps.back()});
+        state.AppendHeadLocked(AsSpan(fragment).Suffix(keep));
         ++record.live;
         record.series.push_back(id);
       }
@@ -906,7 +911,10 @@ class Engine::Impl {
       const PointSpan& p = f.points;
       absl::MutexLock lock(&f.state->mu);
       for (size_t begin = 0; begin < p.size(); begin += kMaxFragmentPoints) {
-        f.state->log_records.push_back(seq);
+        const size_t end =
+            f.encoded.empty() ? std::min(p.size(), begin + kMaxFragmentPoints)
+                              : p.size();
+        f.state->log_records.push_back({seq, p.steps[end - 1]});
         if (!f.encoded.empty()) break;
       }
       f.state->AppendHeadLocked(p);
@@ -936,6 +944,7 @@ class Engine::Impl {
   void SealLoop() {
     for (;;) {
       SeriesState* state = nullptr;
+      bool all = false;
       {
         absl::MutexLock lock(&seal_queue_mu_);
         // Wakes at least once a second to look for old head-log records.
@@ -951,13 +960,14 @@ class Engine::Impl {
           state = seal_queue_.front();
           seal_queue_.pop_front();
           seal_queued_.erase(state);
+          all = seal_all_.erase(state) > 0;
         }
       }
       if (state == nullptr) {
         QueueSealsOfOldRecords();
         continue;
       }
-      if (auto s = Seal(state); !s.ok()) {
+      if (auto s = Seal(state, all); !s.ok()) {
         // The head stays durable in the head log; a later append retries.
         fprintf(stderr, "stepdb: seal of series %u failed: %s\n", state->id,
                 std::string(s.status().message()).c_str());
@@ -980,23 +990,44 @@ class Engine::Impl {
     absl::MutexLock lock(&seal_queue_mu_);
     for (SeriesId id : series) {
       SeriesState* state = State(id);
-      if (state != nullptr && seal_queued_.insert(state).second) {
-        seal_queue_.push_back(state);
-      }
+      if (state == nullptr) continue;
+      seal_all_.insert(state);  // the whole head, partial window too
+      if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
     }
   }
 
-  // Turns the head of `state` into sealed chunks of at most chunk_points
-  // points and releases its head-log records, atomically. Returns the chunk
-  // count.
+  // The aligned step window that chunks of this head are cut at: a power
+  // of two (in whole steps when the points are at least a step apart) of
+  // about chunk_points points. Aligned chunks are what lets a chart read
+  // take a bucket's aggregates from chunk headers instead of decoding.
+  uint64_t ChunkWindow(const PointColumns& head) const {
+    const uint64_t n = head.size();
+    const uint64_t span = n < 2 ? 0 : head.steps.back() - head.steps.front();
+    const uint64_t delta = n < 2 ? kMicrosPerStep : std::max<uint64_t>(1, span / (n - 1));
+    constexpr uint64_t kMaxWindow = uint64_t{1} << 62;
+    if (delta >= kMicrosPerStep) {
+      const uint64_t whole = (delta + kMicrosPerStep - 1) / kMicrosPerStep;
+      const uint64_t steps = std::bit_ceil(std::min<uint64_t>(
+          whole * options_.chunk_points, kMaxWindow / kMicrosPerStep));
+      return steps * kMicrosPerStep;
+    }
+    return std::bit_ceil(std::min<uint64_t>(delta * options_.chunk_points, kMaxWindow));
+  }
+
+  // Seals the head of `state` into chunks cut at aligned step windows (see
+  // ChunkWindow; at most 2 * chunk_points points each) and releases the
+  // head-log records no longer needed, atomically. Unless `all`, only whole
+  // windows are sealed: the points of the window the head ends in stay, so
+  // that the next seal continues that window. Returns the chunk count.
   // Encoding works on a copy, so neither reads nor the committer wait for
   // it; only the write and the head swap hold the series mutex.
-  absl::StatusOr<uint64_t> Seal(SeriesState* state) ABSL_LOCKS_EXCLUDED(seal_mu_) {
+  absl::StatusOr<uint64_t> Seal(SeriesState* state, bool all)
+      ABSL_LOCKS_EXCLUDED(seal_mu_) {
     // One seal at a time (the sealer thread and Compact): the head prefix
     // copied below stays the head's prefix, as the committer only appends.
     absl::MutexLock seal_lock(&seal_mu_);
     PointColumns head;
-    std::vector<uint64_t> records;
+    std::vector<SeriesState::LogRef> records;
     SealedStats sealed;
     {
       absl::ReaderMutexLock lock(&state->mu);
@@ -1005,25 +1036,49 @@ class Engine::Impl {
       sealed = state->sealed;
     }
     if (head.empty()) return 0;
+    const uint64_t window = ChunkWindow(head);
+    size_t k = head.size();
+    if (!all) {
+      k = LowerBound(head.steps, head.steps.back() / window * window);
+      // A head that never completes a window (irregular steps) is sealed
+      // whole once it holds two chunks' worth.
+      if (k == 0 && head.size() >= 2 * options_.chunk_points) k = head.size();
+      if (k == 0) return 0;
+    }
     rocksdb::WriteBatch batch;
     std::string encoded;
     uint64_t chunks = 0;
-    for (size_t begin = 0; begin < head.size(); begin += options_.chunk_points) {
-      const size_t n = std::min(options_.chunk_points, head.size() - begin);
+    const size_t max_points =
+        std::min(2 * options_.chunk_points, kMaxChunkPoints);
+    for (size_t begin = 0; begin < k;) {
+      const uint64_t window_index = head.steps[begin] / window;
+      size_t end = begin + 1;
+      while (end < k && end - begin < max_points &&
+             head.steps[end] / window == window_index) {
+        ++end;
+      }
       encoded.clear();
-      EncodeChunk(std::span(head.steps).subspan(begin, n),
-                  std::span(head.times_ms).subspan(begin, n),
-                  std::span(head.values).subspan(begin, n), &encoded);
+      EncodeChunk(std::span(head.steps).subspan(begin, end - begin),
+                  std::span(head.times_ms).subspan(begin, end - begin),
+                  std::span(head.values).subspan(begin, end - begin), &encoded);
       std::string key = state->data_prefix;
       AppendBigEndian64(head.steps[begin], &key);
       batch.Put(chunks_cf_, key, encoded);
       ++chunks;
+      begin = end;
     }
-    // Head-log records that no series needs once this seal lands are
-    // deleted in the same atomic batch. Records never gain entries and
-    // seals are serialized, so the counts read here still hold at the write.
+    // Records of fragments sealed to their end. Those that no series needs
+    // once this seal lands are deleted in the same atomic batch. Records
+    // never gain entries and seals are serialized, so the counts read here
+    // still hold at the write.
+    const uint64_t sealed_to = head.steps[k - 1];
+    size_t released_refs = 0;
+    while (released_refs < records.size() &&
+           records[released_refs].last_step <= sealed_to) {
+      ++released_refs;
+    }
     absl::flat_hash_map<uint64_t, uint32_t> released;
-    for (uint64_t seq : records) ++released[seq];
+    for (size_t i = 0; i < released_refs; ++i) ++released[records[i].seq];
     {
       absl::MutexLock lock(&log_mu_);
       for (const auto& [seq, n] : released) {
@@ -1036,11 +1091,11 @@ class Engine::Impl {
       }
     }
     if (sealed.points == 0) sealed.first_step = head.steps.front();
-    sealed.points += head.size();
+    sealed.points += k;
     sealed.chunks += chunks;
-    sealed.last_step = head.steps.back();
-    sealed.last_time_ms = head.times_ms.back();
-    sealed.last_value = head.values.back();
+    sealed.last_step = head.steps[k - 1];
+    sealed.last_time_ms = head.times_ms[k - 1];
+    sealed.last_value = head.values[k - 1];
     batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
 
     {
@@ -1049,11 +1104,11 @@ class Engine::Impl {
       auto s = db_->Write(rocksdb::WriteOptions(), &batch);
       if (!s.ok()) return FromRocks(s, "seal");
       PointColumns& h = state->head;
-      h.steps.erase(h.steps.begin(), h.steps.begin() + head.size());
-      h.times_ms.erase(h.times_ms.begin(), h.times_ms.begin() + head.size());
-      h.values.erase(h.values.begin(), h.values.begin() + head.size());
+      h.steps.erase(h.steps.begin(), h.steps.begin() + k);
+      h.times_ms.erase(h.times_ms.begin(), h.times_ms.begin() + k);
+      h.values.erase(h.values.begin(), h.values.begin() + k);
       state->log_records.erase(state->log_records.begin(),
-                               state->log_records.begin() + records.size());
+                               state->log_records.begin() + released_refs);
       state->sealed = sealed;
     }
     absl::MutexLock log_lock(&log_mu_);
@@ -1096,6 +1151,8 @@ class Engine::Impl {
   absl::Mutex seal_queue_mu_;
   std::deque<SeriesState*> seal_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
   absl::flat_hash_set<SeriesState*> seal_queued_ ABSL_GUARDED_BY(seal_queue_mu_);
+  // Queued seals that must take the whole head (old head-log records).
+  absl::flat_hash_set<SeriesState*> seal_all_ ABSL_GUARDED_BY(seal_queue_mu_);
   bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
 
   mutable absl::Mutex states_mu_;

@@ -59,6 +59,10 @@ struct PointSpan {
 
   size_t size() const { return steps.size(); }
   bool empty() const { return steps.empty(); }
+  // The points from index `from` on.
+  PointSpan Suffix(size_t from) const {
+    return {steps.subspan(from), times_ms.subspan(from), values.subspan(from)};
+  }
 };
 
 // The points of one append request: every series' points in one set of

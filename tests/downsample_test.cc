@@ -51,9 +51,15 @@ std::vector<Expected> BruteForce(const Engine& engine, SeriesId id, Axis axis,
     to = range.times.to_ms;
   }
   i128 width;
+  i128 origin = from;
   if (axis == Axis::kStep && range.steps.from % S == 0 && to - from >= S) {
+    // A power of two of whole steps, on the absolute grid of that width.
     const i128 whole = (to - from) / S + 1;
-    width = (whole + max_buckets - 1) / max_buckets * S;
+    i128 steps = 1;
+    while (steps < (whole + max_buckets - 1) / max_buckets) steps *= 2;
+    while (to / (steps * S) - from / (steps * S) + 1 > max_buckets) steps *= 2;
+    width = steps * S;
+    origin = from / width * width;
   } else {
     width = (to - from + 1 + max_buckets - 1) / max_buckets;
   }
@@ -62,13 +68,14 @@ std::vector<Expected> BruteForce(const Engine& engine, SeriesId id, Axis axis,
     for (size_t i = 0; i < p.size(); ++i) {
       const i128 x =
           axis == Axis::kStep ? i128(p.steps[i]) : i128(p.times_ms[i]);
-      const int64_t index = static_cast<int64_t>((x - from) / width);
+      const int64_t index = static_cast<int64_t>((x - origin) / width);
       auto [it, inserted] = buckets.try_emplace(index);
       Expected& e = it->second;
       Bucket& b = e.bucket;
       if (inserted) {
-        const i128 start = from + index * width;
-        const i128 end = std::min(start + width - 1, to);
+        const i128 grid_start = origin + index * width;
+        const i128 start = std::max(grid_start, from);
+        const i128 end = std::min(grid_start + width - 1, to);
         if (axis == Axis::kStep) {
           b.start_step = static_cast<uint64_t>(start);
           b.end_step = static_cast<uint64_t>(end);
@@ -412,34 +419,40 @@ TEST_F(DownsampleTest, Boundaries) {
   EXPECT_EQ(b[0].start_ms, 101'000);
   EXPECT_EQ(b[0].first, -101.0);
 
-  // Exactly the first chunk (steps 10..25) in one bucket: merged from its
+  // Sealed chunks are cut at aligned windows (here 16 steps): 10..15,
+  // 16..31, 32..41. Exactly the window 16..31 in one bucket: merged from its
   // summary, nothing decoded.
   BucketReadStats stats;
   range = {};
-  range.steps = {10 * S, 25 * S};
+  range.steps = {16 * S, 31 * S};
   b = Buckets(id, Axis::kStep, range, 1, &stats);
   ASSERT_EQ(b.size(), 1u);
   EXPECT_EQ(stats.chunks_merged, 1u);
   EXPECT_EQ(stats.chunks_decoded, 0u);
   EXPECT_EQ(b[0].count, 16u);
-  EXPECT_EQ(b[0].first, 5.0);
-  EXPECT_EQ(b[0].last, 12.5);
-  EXPECT_EQ(b[0].sum, 0.5 * (10 + 25) * 16 / 2);
-  // The same chunk cut in two: decoded.
+  EXPECT_EQ(b[0].first, 8.0);
+  EXPECT_EQ(b[0].last, 15.5);
+  EXPECT_EQ(b[0].sum, 0.5 * (16 + 31) * 16 / 2);
+  // The same chunk cut in two buckets of 8 steps: decoded.
   b = Buckets(id, Axis::kStep, range, 2, &stats);
   ASSERT_EQ(b.size(), 2u);
   EXPECT_EQ(stats.chunks_merged, 0u);
   EXPECT_EQ(stats.chunks_decoded, 1u);
   Check(id, Axis::kStep, range, 2);
 
-  // Empty buckets are omitted: 10 buckets of 10 steps over 10..109.
+  // Empty buckets are omitted: over 10..109 at most 10 buckets means a
+  // width of 16 steps on the grid 0, 16, 32, ...: 10-15, 16-31, 32-47 and
+  // 96-109 hold points.
   range.steps = {10 * S, 109 * S};
   b = Buckets(id, Axis::kStep, range, 10);
-  ASSERT_EQ(b.size(), 5u);  // 10-19, 20-29, 30-39, 40-49, 100-109
-  EXPECT_EQ(b[3].start_step, 40 * S);
-  EXPECT_EQ(b[3].count, 2u);
-  EXPECT_EQ(b[4].start_step, 100 * S);
-  EXPECT_EQ(b[4].count, 4u);
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[0].start_step, 10 * S);
+  EXPECT_EQ(b[0].end_step, 16 * S - 1);  // inclusive, in micro-steps
+  EXPECT_EQ(b[2].start_step, 32 * S);
+  EXPECT_EQ(b[2].count, 10u);
+  EXPECT_EQ(b[3].start_step, 96 * S);
+  EXPECT_EQ(b[3].end_step, 109 * S);
+  EXPECT_EQ(b[3].count, 4u);
   Check(id, Axis::kStep, range, 10);
 
   // More buckets than points.
@@ -553,7 +566,8 @@ TEST_F(DownsampleTest, MillionPointsIntoThousandBucketsLogsTime) {
                        std::chrono::steady_clock::now() - start)
                        .count());
       ASSERT_TRUE(b.ok());
-      ASSERT_EQ(b->size(), 1000u);
+      // Step axis: 1024-step buckets on the grid (977); time axis: 1000.
+      ASSERT_EQ(b->size(), axis == Axis::kStep ? 977u : 1000u);
     }
     std::sort(ms.begin(), ms.end());
     std::printf(

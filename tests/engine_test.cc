@@ -104,12 +104,13 @@ TEST_F(EngineTest, ReadsMergeSealedChunksAndHead) {
     EXPECT_EQ(all.times_ms[s], static_cast<int64_t>(s) * 1000);
     EXPECT_EQ(all.values[s], s / 2.0);
   }
-  // Sealing runs behind the acks; give it a moment.
-  WaitForHeadPoints(*engine_, 3);
+  // Sealing runs behind the acks; give it a moment. Chunks are cut at
+  // aligned windows of 8 steps, and the window the head ends in stays open.
+  WaitForHeadPoints(*engine_, 5);
   const EngineStats stats = engine_->Stats();
   EXPECT_EQ(stats.points, 21u);
-  EXPECT_EQ(stats.head_points, 3u);
-  EXPECT_EQ(stats.sealed_chunks, 3u);  // 18 points in chunks of <= 8
+  EXPECT_EQ(stats.head_points, 5u);    // steps 16..20
+  EXPECT_EQ(stats.sealed_chunks, 2u);  // steps 0..7 and 8..15
   EXPECT_EQ(ReadAll(id).size(), 21u);
 }
 
@@ -135,7 +136,9 @@ TEST_F(EngineTest, HeadLogReplaySkipsWhatWasSealed) {
   const SeriesId busy = Resolve("busy");
   const SeriesId quiet = Resolve("quiet");
   // Both series share each group's head-log record; only `busy` fills its
-  // head and gets sealed, so the records stay, pinned by `quiet`.
+  // head and gets sealed (steps 0..23: three aligned windows of 8; the seal
+  // cuts its third fragment, 20..29), so the records stay, pinned by
+  // `quiet`, and a restart must replay only 24..29 of `busy`.
   for (uint64_t r = 0; r < 3; ++r) {
     AppendBatch batch;
     batch.StartSeries(busy);
@@ -147,13 +150,49 @@ TEST_F(EngineTest, HeadLogReplaySkipsWhatWasSealed) {
     batch.Prepare();
     ASSERT_TRUE(engine_->Append(std::move(batch)).ok());
   }
-  WaitForHeadPoints(*engine_, 3);
-  EXPECT_EQ(engine_->Stats().head_points, 3u);
+  WaitForHeadPoints(*engine_, 9);
+  EXPECT_EQ(engine_->Stats().head_points, 9u);
   Open(8);
-  EXPECT_EQ(ReadAll(busy).size(), 30u);  // once: from chunks, not replayed
+  const PointColumns all = ReadAll(busy);
+  ASSERT_EQ(all.size(), 30u);  // each point once: chunks, then the replay
+  for (uint64_t i = 0; i < 30; ++i) EXPECT_EQ(all.steps[i], i * S);
   EXPECT_EQ(ReadAll(quiet).size(), 3u);
-  EXPECT_EQ(engine_->Stats().head_points, 3u);
+  EXPECT_EQ(engine_->Stats().head_points, 9u);
   EXPECT_EQ(AppendRange(busy, 30, 1).accepted, 1u);
+}
+
+TEST_F(EngineTest, ChunksAreCutAtAlignedStepWindows) {
+  Open(/*chunk_points=*/64);
+  const SeriesId dense = Resolve("dense");
+  const SeriesId sparse = Resolve("sparse");
+  for (uint64_t first = 0; first < 1000; first += 30) AppendRange(dense, first, 30);
+  for (uint64_t step = 0; step < 50'000; step += 100) {  // every 100 steps
+    PointColumns p;
+    p.push_back(step * S, 0, 1.0);
+    AppendOne(sparse, p);
+  }
+  WaitForHeadPoints(*engine_, 64 + 64);
+  struct Windows : ChunkVisitor {
+    uint64_t window;
+    int chunks = 0;
+    absl::StatusOr<bool> OnChunk(const ChunkSummary& c, std::string_view) override {
+      EXPECT_EQ(c.min_step / window, c.max_step / window)
+          << c.min_step / S << ".." << c.max_step / S;
+      ++chunks;
+      return true;
+    }
+    void OnHead(const PointColumns&) override {}
+  };
+  Windows dense_windows;
+  dense_windows.window = 64 * S;  // one point a step: windows of 64 steps
+  ASSERT_TRUE(engine_->Scan(dense, {}, dense_windows).ok());
+  EXPECT_GE(dense_windows.chunks, 14);
+  Windows sparse_windows;
+  sparse_windows.window = 8192 * S;  // 100 steps apart: bit_ceil(6400)
+  ASSERT_TRUE(engine_->Scan(sparse, {}, sparse_windows).ok());
+  EXPECT_GE(sparse_windows.chunks, 5);
+  EXPECT_EQ(ReadAll(dense).size(), 1020u);
+  EXPECT_EQ(ReadAll(sparse).size(), 500u);
 }
 
 TEST_F(EngineTest, OldHeadLogRecordsGetTheirSeriesSealed) {
