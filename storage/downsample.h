@@ -82,19 +82,23 @@ struct BucketReadStats {
 // equal-width buckets along `axis`.
 //
 // The axis' interval of `range` (range.steps for kStep, range.times for
-// kTime), [from, to] inclusive, is cut into at most `max_buckets` buckets of
-// width w: bucket i is [from + i*w, min(from + (i+1)*w - 1, to)]. The other
-// interval of `range` only filters points (as in Engine::Read; its default
-// lets everything through). The width is chosen so:
-//   - kTime: w = ceil((to - from + 1) / max_buckets) milliseconds.
-//   - kStep, `from` a whole step and `to` at least one step above it:
-//     buckets are whole steps wide, w = ceil(W / max_buckets) steps, where
-//     W = floor((to - from) / 1'000'000) + 1 is the number of whole steps in
-//     [from, to]; a bucket then holds whole steps and their fractional
-//     steps, never part of a step. There may be fewer than max_buckets
-//     buckets (e.g. 100 steps read into 1000 buckets gives 100 buckets).
-//   - kStep otherwise (a fractional `from`, or a range shorter than one
-//     step): w = ceil((to - from + 1) / max_buckets) micro-steps.
+// kTime), [from, to] inclusive, is cut into at most `max_buckets` buckets
+// of width w. The other interval of `range` only filters points (as in
+// Engine::Read; its default lets everything through). The width is chosen
+// so:
+//   - kStep, `from` a whole step and `to` at least one step above it: w is
+//     a power of two of whole steps, the smallest >= ceil(W / max_buckets)
+//     (W = floor((to - from) / 1'000'000) + 1 whole steps in [from, to])
+//     for which the grid below needs at most max_buckets buckets. Bucket i
+//     is [o + i*w, o + (i+1)*w - 1] clipped to [from, to], with o = from
+//     rounded down to a multiple of w. The engine cuts sealed chunks at
+//     aligned power-of-two windows, so a chunk lies in one bucket and its
+//     header aggregates serve without decoding (1e6 points into 1000
+//     buckets: 977 buckets of 1024 steps).
+//   - kTime: w = ceil((to - from + 1) / max_buckets) milliseconds, and
+//     kStep otherwise (a fractional `from`, or less than one step):
+//     w = ceil((to - from + 1) / max_buckets) micro-steps; bucket i is
+//     [from + i*w, min(from + (i+1)*w - 1, to)].
 // Empty buckets are omitted: the result holds the non-empty buckets in
 // axis order (empty if no point is in range).
 //
