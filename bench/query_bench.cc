@@ -1,0 +1,150 @@
+// Read-path benchmarks (issue "Downsampling and aggregation"): a chart read
+// of one series of 1,000,000 steps into 1000 buckets, in the engine and end
+// to end over gRPC on loopback, and the raw range read streamed to a client.
+//
+// The store is built once per process in a temporary directory: 1,000,000
+// float32-valued points at consecutive steps, compacted (all sealed), plus a
+// few hundred points left in the head, as in a live run.
+#include <grpcpp/grpcpp.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <random>
+
+#include "benchmark/benchmark.h"
+#include "ingest/ingest_service.h"
+#include "query/admin_service.h"
+#include "query/query_service.h"
+#include "stepdb/v1/stepdb.grpc.pb.h"
+#include "storage/downsample.h"
+#include "storage/engine.h"
+
+namespace stepdb {
+namespace {
+
+constexpr uint64_t kPoints = 1'000'000;
+constexpr uint64_t S = storage::kMicrosPerStep;
+
+struct Store {
+  std::string dir;
+  std::unique_ptr<storage::Engine> engine;
+  storage::SeriesId series = 0;
+  std::unique_ptr<ingest::IngestService> ingest;
+  std::unique_ptr<query::QueryService> query;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<v1::Query::Stub> stub;
+
+  Store() {
+    dir = (std::filesystem::temp_directory_path() /
+           ("stepdb-query-bench-" + std::to_string(::getpid())))
+              .string();
+    std::filesystem::remove_all(dir);
+    storage::EngineOptions options;
+    options.data_dir = dir;
+    engine = std::move(*storage::Engine::Open(options));
+    series = *engine->ResolveSeries({"bench", "run", "train/loss", {{"rank", "0"}}});
+    std::mt19937_64 rng(1);
+    std::normal_distribution<double> noise(0, 0.05);
+    auto write = [&](uint64_t begin, uint64_t end) {
+      for (uint64_t b = begin; b < end; b += 100'000) {
+        storage::AppendBatch batch;
+        batch.StartSeries(series);
+        for (uint64_t s = b; s < std::min(end, b + 100'000); ++s) {
+          batch.AddPoint(s * S, 1'700'000'000'000 + 500 * static_cast<int64_t>(s),
+                         static_cast<float>(2.5 * std::exp(-1e-6 * s) + noise(rng)));
+        }
+        batch.Prepare();
+        if (!engine->Append(std::move(batch)).ok()) std::abort();
+      }
+    };
+    write(0, kPoints - 300);
+    if (!engine->Compact().ok()) std::abort();
+    write(kPoints - 300, kPoints);  // a live head
+    ingest = std::make_unique<ingest::IngestService>(engine.get(), ingest::IngestOptions{});
+    query = std::make_unique<query::QueryService>(engine.get(), query::QueryOptions{});
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(query.get());
+    server = builder.BuildAndStart();
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    stub = v1::Query::NewStub(grpc::CreateCustomChannel(
+        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials(), args));
+  }
+  ~Store() {
+    server->Shutdown();
+    engine.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  static Store& Get() {
+    static Store* store = new Store();  // lives until exit
+    return *store;
+  }
+};
+
+void SetSeries(v1::SeriesKey* key) {
+  key->set_project("bench");
+  key->set_run("run");
+  key->set_metric("train/loss");
+  (*key->mutable_labels())["rank"] = "0";
+}
+
+// Server-side work of the chart read: the engine and the bucket arithmetic.
+void BM_ChartRead_Engine(benchmark::State& state) {
+  Store& store = Store::Get();
+  storage::ReadRange range;
+  range.steps = {0, (kPoints - 1) * S};
+  size_t buckets = 0;
+  for (auto _ : state) {
+    auto result = storage::ReadBuckets(*store.engine, store.series,
+                                       storage::Axis::kStep, range, 1000);
+    if (!result.ok()) state.SkipWithError("read failed");
+    buckets = result->size();
+  }
+  state.counters["buckets"] = static_cast<double>(buckets);
+  state.counters["points_covered"] = kPoints;
+}
+BENCHMARK(BM_ChartRead_Engine)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The same read end to end: a gRPC client on loopback.
+void BM_ChartRead_Grpc(benchmark::State& state) {
+  Store& store = Store::Get();
+  v1::ReadDownsampledRequest request;
+  SetSeries(request.mutable_series());
+  request.mutable_steps()->mutable_from()->set_whole(0);
+  request.mutable_steps()->mutable_to()->set_whole(kPoints - 1);
+  request.set_buckets(1000);
+  for (auto _ : state) {
+    grpc::ClientContext ctx;
+    v1::ReadDownsampledResponse response;
+    if (!store.stub->ReadDownsampled(&ctx, request, &response).ok()) {
+      state.SkipWithError("rpc failed");
+    }
+  }
+}
+BENCHMARK(BM_ChartRead_Grpc)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Raw range read of the whole series, streamed to a gRPC client.
+void BM_RawRangeRead_Grpc(benchmark::State& state) {
+  Store& store = Store::Get();
+  v1::ReadRangeRequest request;
+  SetSeries(request.mutable_series());
+  uint64_t points = 0;
+  for (auto _ : state) {
+    grpc::ClientContext ctx;
+    auto reader = store.stub->ReadRange(&ctx, request);
+    v1::ReadRangeResponse page;
+    while (reader->Read(&page)) points += page.values_size();
+    if (!reader->Finish().ok()) state.SkipWithError("rpc failed");
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(points));
+}
+BENCHMARK(BM_RawRangeRead_Grpc)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace stepdb
+
+BENCHMARK_MAIN();
