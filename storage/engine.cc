@@ -313,31 +313,33 @@ class Engine::Impl {
 
   absl::StatusOr<ReadResult> Read(SeriesId id, const ReadRange& range,
                                   uint64_t limit, ReadSink sink) const {
-    const SeriesState* state = State(id);
-    if (state == nullptr) return absl::NotFoundError("unknown series");
-    PointColumns head;
-    const rocksdb::Snapshot* snapshot;
-    {
-      // Snapshot and head copy under one lock: a seal moves points from the
-      // head to a chunk under this lock, so we see each point exactly once.
-      absl::ReaderMutexLock lock(&state->mu);
-      snapshot = db_->GetSnapshot();
-      AppendInRange(state->head, range, &head);
-    }
-    LimitedEmitter emitter(limit, sink);
-    PointColumns part;
-    absl::Status status = ScanChunks(
-        *state, snapshot, range.steps.from, range.steps.to, &range.times,
-        [&](const PointColumns& points) {
-          part.clear();
-          AppendInRange(points, range, &part);
-          return emitter.Emit(part);
-        });
-    db_->ReleaseSnapshot(snapshot);
-    if (!status.ok()) return status;
-    emitter.Emit(head);
-    emitter.Flush();
-    return emitter.result();
+    // A scan that decodes every chunk and passes on the points in range.
+    class Reader : public ChunkVisitor {
+     public:
+      Reader(const ReadRange& range, uint64_t limit, ReadSink sink)
+          : range_(range), emitter_(limit, sink) {}
+      absl::StatusOr<bool> OnChunk(const ChunkSummary&,
+                                   std::string_view chunk) override {
+        points_.clear();
+        if (auto s = DecodeChunk(chunk, &points_); !s.ok()) return s;
+        part_.clear();
+        AppendInRange(points_, range_, &part_);
+        return emitter_.Emit(part_);
+      }
+      void OnHead(const PointColumns& head) override { emitter_.Emit(head); }
+      ReadResult Finish() {
+        emitter_.Flush();
+        return emitter_.result();
+      }
+
+     private:
+      const ReadRange& range_;
+      LimitedEmitter emitter_;
+      PointColumns points_, part_;
+    };
+    Reader reader(range, limit, sink);
+    if (auto s = Scan(id, range, reader); !s.ok()) return s;
+    return reader.Finish();
   }
 
   std::vector<SeriesInfo> ListSeries(const SeriesFilter& filter, size_t limit,
