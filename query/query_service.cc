@@ -56,18 +56,34 @@ absl::StatusOr<storage::ReadRange> RangeFromWire(
   return range;
 }
 
+// Appends a slice of points to a page. A page may take several slices:
+// step_micros is either empty or as long as steps, so once one slice has a
+// fractional step, every earlier and later step of the page gets its
+// (maybe zero) millionths too.
 void AppendToResponse(const storage::PointColumns& points,
                       v1::ReadRangeResponse* out) {
-  bool fractional = false;
-  for (uint64_t step : points.steps) fractional |= step % kMicrosPerStep != 0;
-  for (size_t i = 0; i < points.size(); ++i) {
-    out->add_steps(static_cast<int64_t>(points.steps[i] / kMicrosPerStep));
-    if (fractional) {
-      out->add_step_micros(static_cast<uint32_t>(points.steps[i] % kMicrosPerStep));
-    }
-    out->add_times_ms(points.times_ms[i]);
-    out->add_values(points.values[i]);
+  bool micros = out->step_micros_size() > 0;
+  for (uint64_t step : points.steps) micros |= step % kMicrosPerStep != 0;
+  const int n = static_cast<int>(points.size());
+  const int total = out->steps_size() + n;
+  if (micros) {
+    out->mutable_step_micros()->Reserve(total);
+    while (out->step_micros_size() < out->steps_size()) out->add_step_micros(0);
   }
+  out->mutable_steps()->Reserve(total);
+  out->mutable_times_ms()->Reserve(total);
+  out->mutable_values()->Reserve(total);
+  for (int i = 0; i < n; ++i) {
+    const uint64_t step = points.steps[i];
+    out->mutable_steps()->AddAlreadyReserved(
+        static_cast<int64_t>(step / kMicrosPerStep));
+    if (micros) {
+      out->mutable_step_micros()->AddAlreadyReserved(
+          static_cast<uint32_t>(step % kMicrosPerStep));
+    }
+  }
+  out->mutable_times_ms()->Add(points.times_ms.begin(), points.times_ms.end());
+  out->mutable_values()->Add(points.values.begin(), points.values.end());
 }
 
 void StepToWire(uint64_t micro, v1::Step* out) {

@@ -32,7 +32,7 @@ class ServiceTest : public ::testing::Test {
     ingest_ = std::make_unique<ingest::IngestService>(engine_.get(),
                                                       ingest::IngestOptions{});
     query::QueryOptions query_options;
-    query_options.page_points = 10;  // force several pages per read
+    query_options.page_points = PagePoints();
     query_ = std::make_unique<query::QueryService>(engine_.get(), query_options);
     admin_ = std::make_unique<query::AdminService>(engine_.get());
     grpc::ServerBuilder builder;
@@ -48,6 +48,9 @@ class ServiceTest : public ::testing::Test {
     ingest_stub_ = v1::Ingest::NewStub(channel);
     query_stub_ = v1::Query::NewStub(channel);
   }
+
+  // Small pages force several pages per read.
+  virtual uint64_t PagePoints() const { return 10; }
 
   void TearDown() override {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -388,6 +391,41 @@ TEST_F(ServiceTest, ClientVanishingMidStreamLosesNothingAcked) {
   const auto steps = Steps(Read("train/loss"));
   ASSERT_GE(steps.size(), 50u);  // everything acked
   for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], static_cast<int64_t>(i));
+}
+
+// Pages bigger than the engine's 8192-point read slices: one page is built
+// from several slices.
+class LargePageServiceTest : public ServiceTest {
+ protected:
+  uint64_t PagePoints() const override { return 32768; }
+};
+
+TEST_F(LargePageServiceTest, FractionalStepsLateInAPageKeepColumnsAligned) {
+  v1::WriteRequest req;
+  v1::SeriesPoints* s = AddSeries(&req, "eval/acc");
+  for (int i = 0; i < 10'000; ++i) {
+    s->add_steps(i);
+    s->add_times_ms(i);
+    s->add_values(i);
+  }
+  // Whole steps in the first slices, then fractional ones.
+  for (int i = 0; i < 8; ++i) {
+    s->add_steps(10'000 + i);
+    s->add_times_ms(10'000 + i);
+    s->add_values(-i);
+  }
+  for (int i = 0; i < 10'000; ++i) s->add_step_micros(0);
+  for (int i = 0; i < 8; ++i) s->add_step_micros(500'000);
+  v1::WriteResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(ingest_stub_->WriteOne(&ctx, req, &resp).ok());
+  const auto pages = Read("eval/acc");
+  ASSERT_EQ(pages.size(), 1u);
+  ASSERT_EQ(pages[0].steps_size(), 10'008);
+  ASSERT_EQ(pages[0].step_micros_size(), 10'008);
+  EXPECT_EQ(pages[0].step_micros(9'999), 0u);
+  EXPECT_EQ(pages[0].step_micros(10'007), 500'000u);
+  EXPECT_EQ(pages[0].steps(10'007), 10'007);
 }
 
 }  // namespace
