@@ -318,10 +318,16 @@ class Engine::Impl {
      public:
       Reader(const ReadRange& range, uint64_t limit, ReadSink sink)
           : range_(range), emitter_(limit, sink) {}
-      absl::StatusOr<bool> OnChunk(const ChunkSummary&,
+      absl::StatusOr<bool> OnChunk(const ChunkSummary& summary,
                                    std::string_view chunk) override {
         points_.clear();
         if (auto s = DecodeChunk(chunk, &points_); !s.ok()) return s;
+        if (summary.min_step >= range_.steps.from &&
+            summary.max_step <= range_.steps.to &&
+            summary.min_time_ms >= range_.times.from_ms &&
+            summary.max_time_ms <= range_.times.to_ms) {
+          return emitter_.Emit(points_);  // wholly in range: no filtering
+        }
         part_.clear();
         AppendInRange(points_, range_, &part_);
         return emitter_.Emit(part_);
