@@ -79,6 +79,19 @@ class IngestService::WriteReactor
     // reading_ stays true while request_ is in use, so that no engine
     // callback starts the next read into it.
     service_->requests_.fetch_add(1, std::memory_order_relaxed);
+    if (absl::Status over = service_->CheckMemory(); !over.ok()) {
+      // Past the memory budget: this request is not taken, and the stream
+      // ends with RESOURCE_EXHAUSTED once what it has in flight is acked;
+      // the client resends from its last durable seq after a backoff.
+      {
+        absl::MutexLock lock(&mu_);
+        reading_ = false;
+        refused_ = true;  // acks of what is in flight still go out
+        if (finish_status_.ok()) finish_status_ = ToGrpcStatus(over);
+      }
+      FinishIfOver();
+      return;
+    }
     const uint64_t seq = request_.seq();
     absl::Status status;
     absl::StatusOr<DecodedRequest> decoded;
@@ -200,9 +213,14 @@ class IngestService::WriteReactor
   void MaybeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     // Acks the client has not taken yet count too: a client that never
     // reads its acks must not make the server buffer without bound.
-    if (reading_ || read_closed_ || cancelled_ || write_failed_ || finished_ ||
-        in_flight_ + acks_.size() >=
-            service_->options_.max_in_flight_per_stream) {
+    // Above half the memory budget, a stream gets one request at a time.
+    const size_t max_in_flight =
+        service_->engine_->Pressure() == storage::MemoryPressure::kNone
+            ? service_->options_.max_in_flight_per_stream
+            : 1;
+    if (reading_ || read_closed_ || refused_ || cancelled_ || write_failed_ ||
+        finished_ ||
+        in_flight_ + acks_.size() >= max_in_flight) {
       return;
     }
     reading_ = true;
@@ -223,7 +241,7 @@ class IngestService::WriteReactor
     // An engine callback or a write completion still refers to this.
     if (finished_ || in_flight_ > 0 || writing_) return false;
     const bool broken = write_failed_ || cancelled_ || write_closed_;
-    if (!broken && !(read_closed_ && acks_.empty())) return false;
+    if (!broken && !((read_closed_ || refused_) && acks_.empty())) return false;
     // A read still outstanding is ended by Finish (OnReadDone(false)).
     finished_ = true;
     *status = cancelled_ ? grpc::Status::CANCELLED : finish_status_;
@@ -251,6 +269,7 @@ class IngestService::WriteReactor
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool refused_ ABSL_GUARDED_BY(mu_) = false;  // over the memory budget
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool any_seq_ ABSL_GUARDED_BY(mu_) = false;
@@ -274,6 +293,10 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
     v1::WriteResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   requests_.fetch_add(1, std::memory_order_relaxed);
+  if (absl::Status over = CheckMemory(); !over.ok()) {
+    reactor->Finish(ToGrpcStatus(over));
+    return reactor;
+  }
   auto decoded = DecodeWriteRequest(*request, *engine_, /*refs=*/nullptr,
                                     NowMs(), options_.limits);
   if (!decoded.ok()) {
@@ -299,6 +322,16 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
   return reactor;
 }
 
+absl::Status IngestService::CheckMemory() {
+  if (engine_->Pressure() != storage::MemoryPressure::kOverLimit) {
+    return absl::OkStatus();
+  }
+  refused_requests_.fetch_add(1, std::memory_order_relaxed);
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "memory limit: ", engine_->MemoryUsage() >> 20,
+      " MiB of points in memory, over the server's budget; retry later"));
+}
+
 IngestCounters IngestService::counters() const {
   return IngestCounters{
       streams_opened_.load(std::memory_order_relaxed),
@@ -306,6 +339,7 @@ IngestCounters IngestService::counters() const {
       requests_.load(std::memory_order_relaxed),
       malformed_requests_.load(std::memory_order_relaxed),
       write_errors_.load(std::memory_order_relaxed),
+      refused_requests_.load(std::memory_order_relaxed),
   };
 }
 

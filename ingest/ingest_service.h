@@ -27,6 +27,7 @@ struct IngestCounters {
   uint64_t requests = 0;
   uint64_t malformed_requests = 0;
   uint64_t write_errors = 0;
+  uint64_t refused_requests = 0;  // over the memory budget
 };
 
 class IngestService final : public v1::Ingest::CallbackService {
@@ -43,6 +44,10 @@ class IngestService final : public v1::Ingest::CallbackService {
   IngestCounters counters() const;
 
  private:
+  // ResourceExhaustedError (and counts it) when the engine is over its
+  // memory budget; OK otherwise.
+  absl::Status CheckMemory();
+
   class WriteReactor;
   friend class WriteReactor;
 
@@ -55,6 +60,7 @@ class IngestService final : public v1::Ingest::CallbackService {
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> malformed_requests_{0};
   std::atomic<uint64_t> write_errors_{0};
+  std::atomic<uint64_t> refused_requests_{0};
 };
 
 }  // namespace stepdb::ingest

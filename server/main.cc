@@ -32,6 +32,10 @@ ABSL_FLAG(std::string, sync, "full",
           "full: acks wait for fsync of the WAL (group commit). none: acks "
           "wait for the WAL write only (a machine crash may lose them).");
 ABSL_FLAG(uint32_t, chunk_points, 1024, "Points per sealed chunk.");
+ABSL_FLAG(uint64_t, memory_limit_mb, 4096,
+          "Budget for points held in memory (open heads, queued writes), in "
+          "MiB; past half of it writers are slowed, past it refused with "
+          "RESOURCE_EXHAUSTED. 0: no budget.");
 ABSL_FLAG(uint32_t, max_message_mb, 64,
           "Largest gRPC message accepted, in MiB.");
 
@@ -79,6 +83,7 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data);
   options.sync = sync == "full";
   options.chunk_points = absl::GetFlag(FLAGS_chunk_points);
+  options.memory_limit = absl::GetFlag(FLAGS_memory_limit_mb) << 20;
   auto engine = stepdb::storage::Engine::Open(options);
   if (!engine.ok()) return Fail(std::string(engine.status().ToString()));
 

@@ -34,6 +34,8 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
          "Write requests rejected as malformed.", i.malformed_requests);
   Metric(&out, "stepdb_ingest_write_errors_total", "counter",
          "Write requests that failed in storage.", i.write_errors);
+  Metric(&out, "stepdb_ingest_refused_requests_total", "counter",
+         "Write requests refused over the memory budget.", i.refused_requests);
   Metric(&out, "stepdb_ingest_streams_opened_total", "counter",
          "Write streams opened.", i.streams_opened);
   Metric(&out, "stepdb_ingest_streams_active", "gauge",

@@ -1,6 +1,7 @@
 #include "storage/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cstdio>
 #include <cstring>
@@ -45,6 +46,8 @@ uint64_t Bits(double v) { return std::bit_cast<uint64_t>(v); }
 constexpr size_t kMaxChunkPoints = 65536;
 constexpr size_t kMaxFragmentPoints = 65536;
 constexpr size_t kMaxGroupPoints = 4'000'000;
+// What one point costs in memory as the budget counts it: step, time, value.
+constexpr uint64_t kPointBytes = 24;
 
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;
@@ -307,6 +310,7 @@ class Engine::Impl {
 
   void AppendAsync(AppendBatch batch, AppendCallback done) {
     const size_t points = batch.point_count();
+    queued_bytes_.fetch_add(points * kPointBytes, std::memory_order_relaxed);
     absl::MutexLock lock(&queue_mu_);
     queue_.push_back(PendingAppend{std::move(batch), std::move(done), points});
   }
@@ -583,6 +587,8 @@ class Engine::Impl {
         if (state.has_last) keep = LowerBound(fragment.steps, sealed_to + 1);
         state.log_records.push_back({seq, fragment.steps.back()});
         state.AppendHeadLocked(AsSpan(fragment).Suffix(keep));
+        head_bytes_.fetch_add((fragment.size() - keep) * kPointBytes,
+                              std::memory_order_relaxed);
         ++record.live;
         record.series.push_back(id);
       }
@@ -806,7 +812,10 @@ class Engine::Impl {
           queue_.pop_front();
         }
       }
+      size_t points = 0;
+      for (const auto& pending : group) points += pending.points;
       CommitGroup(group);
+      queued_bytes_.fetch_sub(points * kPointBytes, std::memory_order_relaxed);
     }
   }
 
@@ -926,6 +935,7 @@ class Engine::Impl {
         if (!f.encoded.empty()) break;
       }
       f.state->AppendHeadLocked(p);
+      head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
       if (f.state->head.size() >= options_.chunk_points) full.push_back(f.state);
     }
     {
@@ -984,8 +994,31 @@ class Engine::Impl {
   }
 
   // Queues a seal of every series that still pins the oldest head-log
-  // record, once that record is older than max_head_age.
+  // record, once that record is older than max_head_age; and, while the
+  // engine stays over its memory budget, of every non-empty head (short
+  // chunks beat refusing writes forever).
   void QueueSealsOfOldRecords() {
+    // Over the budget on two ticks in a row (a second or more): sealing is
+    // not catching up by itself.
+    const bool over = Pressure() == MemoryPressure::kOverLimit;
+    const bool seal_heads = over && over_limit_last_tick_;
+    over_limit_last_tick_ = over;
+    if (seal_heads) {
+      std::vector<SeriesState*> heads;
+      {
+        absl::ReaderMutexLock lock(&states_mu_);
+        for (const auto& state : states_) {
+          if (state == nullptr) continue;
+          absl::ReaderMutexLock series_lock(&state->mu);
+          if (!state->head.empty()) heads.push_back(state.get());
+        }
+      }
+      absl::MutexLock lock(&seal_queue_mu_);
+      for (SeriesState* state : heads) {
+        seal_all_.insert(state);
+        if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
+      }
+    }
     std::vector<SeriesId> series;
     {
       absl::MutexLock lock(&log_mu_);
@@ -1113,6 +1146,7 @@ class Engine::Impl {
       if (!s.ok()) return FromRocks(s, "seal");
       PointColumns& h = state->head;
       h.steps.erase(h.steps.begin(), h.steps.begin() + k);
+      head_bytes_.fetch_sub(k * kPointBytes, std::memory_order_relaxed);
       h.times_ms.erase(h.times_ms.begin(), h.times_ms.begin() + k);
       h.values.erase(h.values.begin(), h.values.begin() + k);
       state->log_records.erase(state->log_records.begin(),
@@ -1129,6 +1163,27 @@ class Engine::Impl {
     return chunks;
   }
 
+  // Sealer thread only: whether the last idle tick found the engine over
+  // its memory budget.
+  bool over_limit_last_tick_ = false;
+  // Memory budget accounting (bytes of points; see Pressure()).
+  std::atomic<uint64_t> head_bytes_{0};
+  std::atomic<uint64_t> queued_bytes_{0};
+
+ public:
+  uint64_t MemoryUsage() const {
+    return head_bytes_.load(std::memory_order_relaxed) +
+           queued_bytes_.load(std::memory_order_relaxed);
+  }
+  MemoryPressure Pressure() const {
+    if (options_.memory_limit == 0) return MemoryPressure::kNone;
+    const uint64_t used = MemoryUsage();
+    if (used > options_.memory_limit) return MemoryPressure::kOverLimit;
+    if (used > options_.memory_limit / 2) return MemoryPressure::kHigh;
+    return MemoryPressure::kNone;
+  }
+
+ private:
   // Constant after construction.
   const EngineOptions options_;
   std::shared_ptr<rocksdb::Statistics> statistics_;
@@ -1255,6 +1310,8 @@ std::vector<SeriesInfo> Engine::ListSeries(const SeriesFilter& filter,
   return impl_->ListSeries(filter, limit, truncated);
 }
 EngineStats Engine::Stats() const { return impl_->Stats(); }
+MemoryPressure Engine::Pressure() const { return impl_->Pressure(); }
+uint64_t Engine::MemoryUsage() const { return impl_->MemoryUsage(); }
 absl::StatusOr<CompactResult> Engine::Compact() { return impl_->Compact(); }
 
 }  // namespace stepdb::storage

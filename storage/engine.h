@@ -49,6 +49,16 @@ struct EngineOptions {
   // this get their series sealed early (into a shorter chunk), which bounds
   // the log and the replay time after a crash.
   absl::Duration max_head_age = absl::Minutes(2);
+  // Memory budget in bytes for points held in memory (open heads and
+  // appends queued for commit); 0 = none. See MemoryPressure().
+  uint64_t memory_limit = 0;
+};
+
+// How close the engine is to its memory budget.
+enum class MemoryPressure {
+  kNone,    // below half of the budget (or no budget)
+  kHigh,    // above half: writers should slow down
+  kOverLimit,  // above the budget: writers must be refused
 };
 
 // A read-only view of points (columns), e.g. one series' slice of a batch.
@@ -266,6 +276,12 @@ class Engine {
                                      bool* truncated) const;
 
   EngineStats Stats() const;
+
+  // Where memory use stands against EngineOptions::memory_limit. Cheap
+  // (two atomic loads); ingest consults it per request.
+  MemoryPressure Pressure() const;
+  // Bytes of points in memory (heads and queued appends), as budgeted.
+  uint64_t MemoryUsage() const;
 
   // Seals every head and compacts the database fully.
   absl::StatusOr<CompactResult> Compact();

@@ -26,6 +26,7 @@ class ServiceTest : public ::testing::Test {
     storage::EngineOptions options;
     options.data_dir = dir_.path();
     options.chunk_points = 16;
+    ConfigureEngine(&options);
     auto engine = storage::Engine::Open(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
@@ -48,6 +49,8 @@ class ServiceTest : public ::testing::Test {
     ingest_stub_ = v1::Ingest::NewStub(channel);
     query_stub_ = v1::Query::NewStub(channel);
   }
+
+  virtual void ConfigureEngine(storage::EngineOptions*) const {}
 
   // Small pages force several pages per read.
   virtual uint64_t PagePoints() const { return 10; }
@@ -426,6 +429,58 @@ TEST_F(LargePageServiceTest, FractionalStepsLateInAPageKeepColumnsAligned) {
   EXPECT_EQ(pages[0].step_micros(9'999), 0u);
   EXPECT_EQ(pages[0].step_micros(10'007), 500'000u);
   EXPECT_EQ(pages[0].steps(10'007), 10'007);
+}
+
+// A memory budget of 8 points, and no sealing of small heads: whatever is
+// written stays in memory until Compact.
+class MemoryBudgetServiceTest : public ServiceTest {
+ protected:
+  void ConfigureEngine(storage::EngineOptions* options) const override {
+    options->chunk_points = 1024;
+    options->memory_limit = 8 * 24;
+  }
+};
+
+TEST_F(MemoryBudgetServiceTest, OverTheBudgetStreamsAndWritesAreRefused) {
+  grpc::ClientContext ctx;
+  auto stream = ingest_stub_->Write(&ctx);
+  v1::WriteRequest first;
+  first.set_seq(1);
+  AddPoints(AddSeries(&first, "train/loss", 1), 0, 100);  // 2400 bytes
+  ASSERT_TRUE(stream->Write(first));
+  v1::WriteAck ack;
+  ASSERT_TRUE(stream->Read(&ack));  // taken: the budget was not yet used
+  EXPECT_EQ(ack.durable_seq(), 1u);
+  v1::WriteRequest second;
+  second.set_seq(2);
+  v1::SeriesPoints* more = second.add_series();
+  more->set_ref(1);
+  AddPoints(more, 100, 10);
+  stream->Write(second);
+  stream->WritesDone();
+  EXPECT_FALSE(stream->Read(&ack));  // no ack: the request was not taken
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("memory limit"));
+  EXPECT_EQ(ingest_->counters().refused_requests, 1u);
+
+  v1::WriteRequest unary;
+  AddPoints(AddSeries(&unary, "train/lr"), 0, 1);
+  v1::WriteResponse resp;
+  {
+    grpc::ClientContext unary_ctx;
+    EXPECT_EQ(ingest_stub_->WriteOne(&unary_ctx, unary, &resp).error_code(),
+              grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  // Over the budget, the engine seals even partial heads (within about a
+  // second); then writes are taken again.
+  for (int i = 0; i < 500 && engine_->MemoryUsage() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(engine_->MemoryUsage(), 0u);
+  grpc::ClientContext again;
+  EXPECT_TRUE(ingest_stub_->WriteOne(&again, unary, &resp).ok());
+  EXPECT_EQ(Steps(Read("train/loss")).size(), 100u);
 }
 
 }  // namespace
