@@ -55,9 +55,13 @@ class ServiceTest : public ::testing::Test {
   // Small pages force several pages per read.
   virtual uint64_t PagePoints() const { return 10; }
 
+  // As the server binary does: stop gRPC, then close the engine (its
+  // commit thread runs the last reactor callbacks and is joined), and only
+  // then destroy the services those callbacks refer to.
   void TearDown() override {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
+    engine_.reset();
   }
 
   static v1::SeriesPoints* AddSeries(v1::WriteRequest* req, const std::string& metric,
