@@ -265,14 +265,10 @@ TEST_F(LimitsTest, InvalidUtf8IsRejected) {
     v1::WriteRequest req;
     AddPoints(AddSeries(&req, "train/" + name), 0, 1);
     const grpc::Status s = WriteOne(req);
-    // Today gRPC answers a request it cannot parse with UNIMPLEMENTED and
-    // no message (reported in docs/RELIABILITY.md); INVALID_ARGUMENT naming
-    // the field is the goal (declare the name fields `bytes`, which is
-    // wire-compatible, and let ValidateSeriesKey refuse them).
-    EXPECT_THAT(s.error_code(),
-                ::testing::AnyOf(grpc::StatusCode::INVALID_ARGUMENT,
-                                 grpc::StatusCode::UNIMPLEMENTED))
+    // Name fields are `bytes` on the wire, so ValidateSeriesKey sees them.
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
         << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr("metric: not valid UTF-8"));
 
     storage::SeriesKey key;
     key.project = "proj";
