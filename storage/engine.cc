@@ -261,6 +261,7 @@ class Engine::Impl {
     rocksdb::ColumnFamilyOptions index_options;
     rocksdb::ColumnFamilyOptions head_options;
     rocksdb::ColumnFamilyOptions chunk_options;
+    rocksdb::ColumnFamilyOptions meta_options;
     // Chunks are compressed by our codecs; a second compression pass would
     // cost CPU and win little.
     chunk_options.compression = rocksdb::kNoCompression;
@@ -270,6 +271,7 @@ class Engine::Impl {
         {kIndexFamily, index_options},
         {kHeadLogFamily, head_options},
         {kChunksFamily, chunk_options},
+        {kMetaFamily, meta_options},
     };
     std::error_code ec;
     std::filesystem::create_directories(options_.data_dir, ec);
@@ -281,6 +283,7 @@ class Engine::Impl {
     index_cf_ = families_[1];
     head_log_cf_ = families_[2];
     chunks_cf_ = families_[3];
+    meta_cf_ = families_[4];
     if (auto st = Recover(); !st.ok()) return st;
     committer_ = std::thread([this] { CommitLoop(); });
     sealer_ = std::thread([this] { SealLoop(); });
@@ -426,6 +429,53 @@ class Engine::Impl {
     stats.points_duplicate = counters_.points_duplicate;
     stats.points_rejected = counters_.points_rejected;
     return stats;
+  }
+
+  absl::Status WriteMeta(std::span<const MetaWrite> writes) {
+    rocksdb::WriteBatch batch;
+    for (const MetaWrite& w : writes) {
+      if (w.value.has_value()) {
+        batch.Put(meta_cf_, w.key, *w.value);
+      } else {
+        batch.Delete(meta_cf_, w.key);
+      }
+    }
+    rocksdb::WriteOptions write_options;
+    write_options.sync = options_.sync;
+    return FromRocks(db_->Write(write_options, &batch), "write meta");
+  }
+
+  absl::StatusOr<std::optional<std::string>> GetMeta(
+      std::string_view key) const {
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions(), meta_cf_, key, &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) return FromRocks(s, "read meta");
+    return value;
+  }
+
+  absl::Status ScanMeta(
+      std::string_view prefix,
+      absl::FunctionRef<bool(std::string_view, std::string_view)> visit) const {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+      if (!visit(std::string_view(it->key().data(), it->key().size()),
+                 std::string_view(it->value().data(), it->value().size()))) {
+        break;
+      }
+    }
+    return FromRocks(it->status(), "scan meta");
+  }
+
+  void AddCommitObserver(CommitObserver* observer) {
+    absl::MutexLock lock(&observers_mu_);
+    observers_.push_back(observer);
+  }
+  void RemoveCommitObserver(CommitObserver* observer) {
+    absl::MutexLock lock(&observers_mu_);
+    std::erase(observers_, observer);
   }
 
   absl::StatusOr<CompactResult> Compact() {
@@ -819,6 +869,17 @@ class Engine::Impl {
     }
   }
 
+  void NotifyObservers(const std::vector<Fragment>& fragments) {
+    absl::MutexLock lock(&observers_mu_);
+    if (observers_.empty() || fragments.empty()) return;
+    std::vector<CommittedPoints> committed;
+    committed.reserve(fragments.size());
+    for (const Fragment& f : fragments) {
+      committed.push_back({f.state->id, f.points});
+    }
+    for (CommitObserver* observer : observers_) observer->OnCommit(committed);
+  }
+
   void CommitGroup(std::deque<PendingAppend>& group) {
     absl::flat_hash_map<SeriesId, GroupSeries> touched;
     std::vector<std::vector<SeriesAppendResult>> results(group.size());
@@ -946,6 +1007,7 @@ class Engine::Impl {
       counters_.points_duplicate += delta.points_duplicate;
       counters_.points_rejected += delta.points_rejected;
     }
+    NotifyObservers(fragments);
     for (size_t r = 0; r < group.size(); ++r) {
       std::move(group[r].done)(absl::OkStatus(), std::move(results[r]));
     }
@@ -1192,6 +1254,7 @@ class Engine::Impl {
   rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* head_log_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
   std::thread committer_;
   std::thread sealer_;
 
@@ -1229,6 +1292,9 @@ class Engine::Impl {
 
   mutable absl::Mutex counters_mu_;
   Counters counters_ ABSL_GUARDED_BY(counters_mu_);
+
+  absl::Mutex observers_mu_;
+  std::vector<CommitObserver*> observers_ ABSL_GUARDED_BY(observers_mu_);
 };
 
 void AppendBatch::Add(SeriesId id, const PointColumns& points) {
@@ -1313,5 +1379,23 @@ EngineStats Engine::Stats() const { return impl_->Stats(); }
 MemoryPressure Engine::Pressure() const { return impl_->Pressure(); }
 uint64_t Engine::MemoryUsage() const { return impl_->MemoryUsage(); }
 absl::StatusOr<CompactResult> Engine::Compact() { return impl_->Compact(); }
+absl::Status Engine::WriteMeta(std::span<const MetaWrite> writes) {
+  return impl_->WriteMeta(writes);
+}
+absl::StatusOr<std::optional<std::string>> Engine::GetMeta(
+    std::string_view key) const {
+  return impl_->GetMeta(key);
+}
+absl::Status Engine::ScanMeta(
+    std::string_view prefix,
+    absl::FunctionRef<bool(std::string_view, std::string_view)> visit) const {
+  return impl_->ScanMeta(prefix, visit);
+}
+void Engine::AddCommitObserver(CommitObserver* observer) {
+  impl_->AddCommitObserver(observer);
+}
+void Engine::RemoveCommitObserver(CommitObserver* observer) {
+  impl_->RemoveCommitObserver(observer);
+}
 
 }  // namespace stepdb::storage

@@ -219,6 +219,29 @@ struct CompactResult {
   uint64_t bytes_after = 0;
 };
 
+// One write to the meta column family: a put, or a delete if `value` is
+// unset.
+struct MetaWrite {
+  std::string key;
+  std::optional<std::string> value;
+};
+
+// The accepted points of one series in a committed group.
+struct CommittedPoints {
+  SeriesId series = 0;
+  PointSpan points;
+};
+
+// Sees the points of every commit group once they are durable and readable,
+// before their acks are sent. Runs on the engine's commit thread: it must be
+// quick, must not block and must not call into the engine's write path;
+// copy what you need (the spans die when OnCommit returns).
+class CommitObserver {
+ public:
+  virtual ~CommitObserver() = default;
+  virtual void OnCommit(std::span<const CommittedPoints> committed) = 0;
+};
+
 class Engine {
  public:
   using AppendCallback = absl::AnyInvocable<void(
@@ -285,6 +308,24 @@ class Engine {
 
   // Seals every head and compacts the database fully.
   absl::StatusOr<CompactResult> Compact();
+
+  // Meta records (see kMetaFamily in keys.h). WriteMeta applies `writes`
+  // atomically and durably (fsync'd unless EngineOptions::sync is false);
+  // returns the RocksDB error otherwise, with nothing applied.
+  absl::Status WriteMeta(std::span<const MetaWrite> writes);
+  // The value under `key`, nullopt if there is none.
+  absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view key) const;
+  // Visits the records whose key starts with `prefix`, in key order, until
+  // `visit` returns false.
+  absl::Status ScanMeta(
+      std::string_view prefix,
+      absl::FunctionRef<bool(std::string_view key, std::string_view value)>
+          visit) const;
+
+  // Registers an observer of committed points (see CommitObserver); it must
+  // outlive the engine or be removed first. Thread-safe.
+  void AddCommitObserver(CommitObserver* observer);
+  void RemoveCommitObserver(CommitObserver* observer);
 
  private:
   class Impl;

@@ -21,6 +21,15 @@ inline constexpr char kIndexFamily[] = "index";
 // (8 bytes, big-endian), value = the group's fragments (see docs/FORMAT.md).
 inline constexpr char kHeadLogFamily[] = "headlog";
 inline constexpr char kChunksFamily[] = "chunks";
+// Small records beside the points (run metadata, watch rules and events,
+// tokens, audit entries, retention policies): Engine::WriteMeta/ScanMeta.
+// The first key byte names the kind of record (below); keys of one
+// project's records continue with the project's name so that a prefix
+// scan or range deletion covers it.
+inline constexpr char kMetaFamily[] = "meta";
+inline constexpr char kRunMetaTag = 'r';     // r project \0 run -> RunRecord
+inline constexpr char kWatchRuleTag = 'w';   // w project \0 rule id -> rule
+inline constexpr char kWatchEventTag = 'e';  // e seq(8) -> event
 
 // Record tags of the index column family (first byte of its keys).
 inline constexpr char kProjectTag = 'P';  // P name -> project id

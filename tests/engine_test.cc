@@ -423,5 +423,50 @@ TEST_F(EngineTest, SecondOpenOfALockedDirectoryFails) {
   EXPECT_FALSE(Engine::Open(options).ok());
 }
 
+TEST_F(EngineTest, MetaRecordsAreDurableAndScannedByPrefix) {
+  Open();
+  std::vector<MetaWrite> writes = {
+      {"r-a", "1"}, {"r-b", "2"}, {"w-a", "3"}};
+  ASSERT_TRUE(engine_->WriteMeta(writes).ok());
+  std::vector<MetaWrite> erase = {{"r-a", std::nullopt}};
+  ASSERT_TRUE(engine_->WriteMeta(erase).ok());
+  Open();  // survives a restart
+  std::vector<std::string> seen;
+  ASSERT_TRUE(engine_
+                  ->ScanMeta("r-",
+                             [&](std::string_view k, std::string_view v) {
+                               seen.push_back(std::string(k) + "=" + std::string(v));
+                               return true;
+                             })
+                  .ok());
+  EXPECT_THAT(seen, ElementsAre("r-b=2"));
+  auto missing = engine_->GetMeta("r-a");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+  auto present = engine_->GetMeta("w-a");
+  ASSERT_TRUE(present.ok());
+  EXPECT_EQ(present->value_or(""), "3");
+}
+
+TEST_F(EngineTest, CommitObserverSeesAcceptedPointsOnly) {
+  Open();
+  struct Recorder : CommitObserver {
+    void OnCommit(std::span<const CommittedPoints> committed) override {
+      for (const CommittedPoints& c : committed) {
+        for (uint64_t step : c.points.steps) steps.push_back(step / S);
+      }
+    }
+    std::vector<uint64_t> steps;  // written on the commit thread only
+  } recorder;
+  engine_->AddCommitObserver(&recorder);
+  const SeriesId id = Resolve("loss");
+  AppendRange(id, 0, 3);
+  AppendRange(id, 1, 1);  // a duplicate: not seen again
+  AppendRange(id, 3, 2);
+  engine_->RemoveCommitObserver(&recorder);
+  AppendRange(id, 5, 1);  // not observed any more
+  EXPECT_THAT(recorder.steps, ElementsAre(0, 1, 2, 3, 4));
+}
+
 }  // namespace
 }  // namespace stepdb::storage
