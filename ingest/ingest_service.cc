@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "proto/grpc_status.h"
+#include "proto/wire_convert.h"
 
 namespace stepdb::ingest {
 namespace {
@@ -280,8 +281,58 @@ class IngestService::WriteReactor
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
 };
 
-IngestService::IngestService(storage::Engine* engine, IngestOptions options)
-    : engine_(engine), options_(std::move(options)) {}
+IngestService::IngestService(storage::Engine* engine, IngestOptions options,
+                             storage::RunStore* runs)
+    : engine_(engine), options_(std::move(options)), runs_(runs) {}
+
+// Run metadata writes are small and synchronous (one fsync'd meta record):
+// they run on the callback thread, as the unary reads do.
+grpc::ServerUnaryReactor* IngestService::CreateRun(
+    grpc::CallbackServerContext* context, const v1::CreateRunRequest* request,
+    v1::CreateRunResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (runs_ == nullptr) {
+    reactor->Finish(RunMetadataDisabled());
+    return reactor;
+  }
+  auto run = wire::RunFromWire(request->run());
+  if (!run.ok()) {
+    reactor->Finish(ToGrpcStatus(run.status()));
+    return reactor;
+  }
+  auto created = runs_->Create(*std::move(run));
+  if (!created.ok()) {
+    reactor->Finish(ToGrpcStatus(created.status()));
+    return reactor;
+  }
+  wire::RunToWire(created->first, response->mutable_run());
+  response->set_created(created->second);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* IngestService::UpdateRun(
+    grpc::CallbackServerContext* context, const v1::UpdateRunRequest* request,
+    v1::Run* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (runs_ == nullptr) {
+    reactor->Finish(RunMetadataDisabled());
+    return reactor;
+  }
+  auto update = wire::RunUpdateFromWire(*request);
+  if (!update.ok()) {
+    reactor->Finish(ToGrpcStatus(update.status()));
+    return reactor;
+  }
+  auto updated = runs_->Update(request->project(), request->run_id(), *update);
+  if (!updated.ok()) {
+    reactor->Finish(ToGrpcStatus(updated.status()));
+    return reactor;
+  }
+  wire::RunToWire(*updated, response);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
 
 grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>* IngestService::Write(
     grpc::CallbackServerContext* /*context*/) {

@@ -9,6 +9,7 @@
 #include "ingest/request_decoder.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
+#include "storage/run_store.h"
 
 namespace stepdb::ingest {
 
@@ -32,14 +33,22 @@ struct IngestCounters {
 
 class IngestService final : public v1::Ingest::CallbackService {
  public:
-  // `engine` must outlive the service.
-  IngestService(storage::Engine* engine, IngestOptions options);
+  // `engine` and `runs` must outlive the service. Without `runs`, the run
+  // metadata RPCs answer UNIMPLEMENTED.
+  IngestService(storage::Engine* engine, IngestOptions options,
+                storage::RunStore* runs = nullptr);
 
   grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>* Write(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* WriteOne(grpc::CallbackServerContext* context,
                                      const v1::WriteRequest* request,
                                      v1::WriteResponse* response) override;
+  grpc::ServerUnaryReactor* CreateRun(grpc::CallbackServerContext* context,
+                                      const v1::CreateRunRequest* request,
+                                      v1::CreateRunResponse* response) override;
+  grpc::ServerUnaryReactor* UpdateRun(grpc::CallbackServerContext* context,
+                                      const v1::UpdateRunRequest* request,
+                                      v1::Run* response) override;
 
   IngestCounters counters() const;
 
@@ -54,6 +63,7 @@ class IngestService final : public v1::Ingest::CallbackService {
   // Constant after construction.
   storage::Engine* const engine_;
   const IngestOptions options_;
+  storage::RunStore* const runs_;
 
   std::atomic<uint64_t> streams_opened_{0};
   std::atomic<uint64_t> streams_active_{0};

@@ -16,6 +16,12 @@ inline grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
+// What the run metadata RPCs answer on a server without a run store.
+inline grpc::Status RunMetadataDisabled() {
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      "run metadata is not enabled on this server");
+}
+
 }  // namespace stepdb
 
 #endif  // STEPDB_PROTO_GRPC_STATUS_H_

@@ -6,30 +6,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/grpc_status.h"
+#include "proto/wire_convert.h"
+#include "absl/container/flat_hash_set.h"
 #include "storage/downsample.h"
+#include "storage/series_summary.h"
 
 namespace stepdb::query {
 namespace {
 
 using storage::kMicrosPerStep;
+using wire::KeyFromWire;
+using wire::StepFromWire;
+using wire::StepToWire;
 
-storage::SeriesKey KeyFromWire(const v1::SeriesKey& wire) {
-  storage::SeriesKey key{wire.project(), wire.run(), wire.metric(), {}};
-  for (const auto& [k, v] : wire.labels()) key.labels.emplace_back(k, v);
-  return key;
-}
 
-absl::StatusOr<uint64_t> StepFromWire(const v1::Step& step,
-                                      std::string_view field) {
-  if (step.whole() < 0 ||
-      static_cast<uint64_t>(step.whole()) >
-          std::numeric_limits<uint64_t>::max() / kMicrosPerStep - 1 ||
-      step.micros() >= kMicrosPerStep) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(std::string(field), ": out of range"));
-  }
-  return storage::MicroStep(step.whole(), step.micros());
-}
 
 absl::StatusOr<storage::ReadRange> RangeFromWire(
     const v1::ReadRangeRequest& request) {
@@ -56,56 +46,27 @@ absl::StatusOr<storage::ReadRange> RangeFromWire(
   return range;
 }
 
-// Appends a slice of points to a page. A page may take several slices:
-// step_micros is either empty or as long as steps, so once one slice has a
-// fractional step, every earlier and later step of the page gets its
-// (maybe zero) millionths too.
-void AppendToResponse(const storage::PointColumns& points,
-                      v1::ReadRangeResponse* out) {
-  bool micros = out->step_micros_size() > 0;
-  for (uint64_t step : points.steps) micros |= step % kMicrosPerStep != 0;
-  const int n = static_cast<int>(points.size());
-  const int total = out->steps_size() + n;
-  if (micros) {
-    out->mutable_step_micros()->Reserve(total);
-    while (out->step_micros_size() < out->steps_size()) out->add_step_micros(0);
-  }
-  out->mutable_steps()->Reserve(total);
-  out->mutable_times_ms()->Reserve(total);
-  out->mutable_values()->Reserve(total);
-  for (int i = 0; i < n; ++i) {
-    const uint64_t step = points.steps[i];
-    out->mutable_steps()->AddAlreadyReserved(
-        static_cast<int64_t>(step / kMicrosPerStep));
-    if (micros) {
-      out->mutable_step_micros()->AddAlreadyReserved(
-          static_cast<uint32_t>(step % kMicrosPerStep));
-    }
-  }
-  out->mutable_times_ms()->Add(points.times_ms.begin(), points.times_ms.end());
-  out->mutable_values()->Add(points.values.begin(), points.values.end());
-}
 
-void StepToWire(uint64_t micro, v1::Step* out) {
-  out->set_whole(static_cast<int64_t>(micro / kMicrosPerStep));
-  out->set_micros(static_cast<uint32_t>(micro % kMicrosPerStep));
-}
 
 }  // namespace
 
 // Streams one range read a page at a time: each page is read from the
 // engine when the previous one has been sent, so a slow client holds no
-// more than one page in server memory.
+// more than one page in server memory. The read walks `segments` in order
+// (one for a plain series; a forked run's lineage otherwise).
 class QueryService::ReadRangeReactor
     : public grpc::ServerWriteReactor<v1::ReadRangeResponse> {
  public:
+  struct Segment {
+    storage::SeriesId series;
+    storage::ReadRange range;
+  };
+
   ReadRangeReactor(const storage::Engine* engine, const QueryOptions& options,
-                   storage::SeriesId series, storage::ReadRange range,
-                   uint64_t limit)
+                   std::vector<Segment> segments, uint64_t limit)
       : engine_(engine),
         options_(options),
-        series_(series),
-        range_(range),
+        segments_(std::move(segments)),
         remaining_(limit) {
     NextPage();
   }
@@ -128,27 +89,37 @@ class QueryService::ReadRangeReactor
   void NextPage() {
     response_.Clear();
     const uint64_t page = std::min(options_.page_points, remaining_);
-    uint64_t last_step = 0;
-    auto result = engine_->Read(series_, range_, page,
-                                [&](const storage::PointColumns& points) {
-                                  AppendToResponse(points, &response_);
-                                  last_step = points.steps.back();
-                                  return true;
-                                });
-    if (!result.ok()) {
-      Finish(ToGrpcStatus(result.status()));
-      return;
+    uint64_t read = 0;
+    bool truncated = false;
+    while (next_segment_ < segments_.size() && read < page) {
+      Segment& segment = segments_[next_segment_];
+      uint64_t last_step = 0;
+      auto result = engine_->Read(segment.series, segment.range, page - read,
+                                  [&](const storage::PointColumns& points) {
+                                    wire::AppendPointColumns(points, &response_);
+                                    last_step = points.steps.back();
+                                    return true;
+                                  });
+      if (!result.ok()) {
+        Finish(ToGrpcStatus(result.status()));
+        return;
+      }
+      read += result->points;
+      if (result->truncated) {
+        segment.range.steps.from = last_step + 1;
+        truncated = true;
+        break;
+      }
+      ++next_segment_;
     }
-    remaining_ -= result->points;
-    if (!result->truncated) {
-      done_ = true;  // the range is exhausted
+    remaining_ -= read;
+    if (!truncated) {
+      done_ = true;  // every segment is exhausted
     } else if (remaining_ == 0) {
       done_ = true;
       response_.set_truncated(true);
-    } else {
-      range_.steps.from = last_step + 1;
     }
-    if (done_ && result->points == 0 && !response_.truncated() && sent_any_) {
+    if (done_ && read == 0 && !response_.truncated() && sent_any_) {
       Finish(grpc::Status::OK);
       return;
     }
@@ -158,16 +129,37 @@ class QueryService::ReadRangeReactor
 
   const storage::Engine* const engine_;
   const QueryOptions& options_;
-  const storage::SeriesId series_;
-  storage::ReadRange range_;
+  std::vector<Segment> segments_;
+  size_t next_segment_ = 0;
   uint64_t remaining_;
   bool done_ = false;
   bool sent_any_ = false;
   v1::ReadRangeResponse response_;
 };
 
-QueryService::QueryService(const storage::Engine* engine, QueryOptions options)
-    : engine_(engine), options_(options) {}
+QueryService::QueryService(const storage::Engine* engine, QueryOptions options,
+                           const storage::RunStore* runs)
+    : engine_(engine), options_(options), runs_(runs) {}
+
+std::vector<QueryService::SeriesSegment> QueryService::ResolveLineage(
+    const storage::SeriesKey& key) const {
+  std::vector<SeriesSegment> out;
+  if (runs_ == nullptr) {
+    if (auto id = engine_->FindSeries(key)) {
+      out.push_back({*id, 0, std::numeric_limits<uint64_t>::max()});
+    }
+    return out;
+  }
+  for (const storage::LineageSegment& segment :
+       runs_->Lineage(key.project, key.run)) {
+    storage::SeriesKey ancestor = key;
+    ancestor.run = segment.run;
+    if (auto id = engine_->FindSeries(ancestor)) {
+      out.push_back({*id, segment.from_step, segment.to_step});
+    }
+  }
+  return out;
+}
 
 grpc::ServerWriteReactor<v1::ReadRangeResponse>* QueryService::ReadRange(
     grpc::CallbackServerContext* /*context*/,
@@ -183,8 +175,16 @@ grpc::ServerWriteReactor<v1::ReadRangeResponse>* QueryService::ReadRange(
   if (!range.ok()) {
     return new ErrorReactor(ToGrpcStatus(range.status()));
   }
-  auto id = engine_->FindSeries(key);
-  if (!id) {
+  std::vector<ReadRangeReactor::Segment> segments;
+  for (const SeriesSegment& segment : ResolveLineage(key)) {
+    storage::ReadRange clipped = *range;
+    clipped.steps.from = std::max(clipped.steps.from, segment.from_step);
+    clipped.steps.to = std::min(clipped.steps.to, segment.to_step);
+    if (clipped.steps.from <= clipped.steps.to) {
+      segments.push_back({segment.series, clipped});
+    }
+  }
+  if (segments.empty() && !engine_->FindSeries(key)) {
     return new ErrorReactor(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                          absl::StrCat("series ", name, ": not found")));
   }
@@ -192,7 +192,7 @@ grpc::ServerWriteReactor<v1::ReadRangeResponse>* QueryService::ReadRange(
   if (limit == 0 || limit > options_.max_read_points) {
     limit = options_.max_read_points;
   }
-  return new ReadRangeReactor(engine_, options_, *id, *range, limit);
+  return new ReadRangeReactor(engine_, options_, std::move(segments), limit);
 }
 
 grpc::ServerUnaryReactor* QueryService::ListSeries(
@@ -363,6 +363,116 @@ grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
     out->set_nan_count(b.nan_count);
     out->set_pos_inf_count(b.pos_inf_count);
     out->set_neg_inf_count(b.neg_inf_count);
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueryService::ListRuns(
+    grpc::CallbackServerContext* context, const v1::ListRunsRequest* request,
+    v1::ListRunsResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (runs_ == nullptr) {
+    reactor->Finish(RunMetadataDisabled());
+    return reactor;
+  }
+  if (request->project().empty()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "project: empty"));
+    return reactor;
+  }
+  storage::RunFilter filter;
+  filter.tags.assign(request->tags().begin(), request->tags().end());
+  for (int state : request->states()) {
+    if (state < v1::RUN_STATE_RUNNING || state > v1::RUN_STATE_ABORTED) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   "states: unknown value"));
+      return reactor;
+    }
+    filter.states.push_back(static_cast<storage::RunState>(state));
+  }
+  for (const std::string& text : request->filters()) {
+    auto comparison = storage::ParseParamComparison(text);
+    if (!comparison.ok()) {
+      reactor->Finish(ToGrpcStatus(comparison.status()));
+      return reactor;
+    }
+    filter.params.push_back(*std::move(comparison));
+  }
+  auto sort = storage::ParseRunSort(request->sort_by(), request->descending());
+  if (!sort.ok()) {
+    reactor->Finish(ToGrpcStatus(sort.status()));
+    return reactor;
+  }
+  size_t limit = request->limit();
+  if (limit == 0 || limit > options_.max_list_runs) limit = options_.max_list_runs;
+  bool truncated = false;
+  for (const storage::RunRecord& run :
+       runs_->List(request->project(), filter, *sort, limit, &truncated)) {
+    wire::RunToWire(run, response->add_runs());
+  }
+  response->set_truncated(truncated);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueryService::GetRun(
+    grpc::CallbackServerContext* context, const v1::GetRunRequest* request,
+    v1::GetRunResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (runs_ == nullptr) {
+    reactor->Finish(RunMetadataDisabled());
+    return reactor;
+  }
+  auto run = runs_->Get(request->project(), request->run_id());
+  if (!run) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::NOT_FOUND,
+        absl::StrCat("run \"", request->run_id(), "\" not found")));
+    return reactor;
+  }
+  wire::RunToWire(*run, response->mutable_run());
+  // Every series of the run's lineage, once per (metric, labels), in the
+  // order the lineage first registered them.
+  std::vector<storage::SeriesKey> keys;
+  absl::flat_hash_set<std::string> seen;
+  for (const storage::LineageSegment& segment :
+       runs_->Lineage(run->project, run->run_id)) {
+    storage::SeriesFilter filter;
+    filter.project = run->project;
+    filter.run = segment.run;
+    bool more = false;
+    for (storage::SeriesInfo& info :
+         engine_->ListSeries(filter, options_.max_list_series, &more)) {
+      if (seen.insert(storage::SeriesIdentity(info.key)).second) {
+        info.key.run = run->run_id;
+        keys.push_back(std::move(info.key));
+      }
+    }
+  }
+  for (const storage::SeriesKey& key : keys) {
+    storage::SeriesSummary summary;
+    for (const SeriesSegment& segment : ResolveLineage(key)) {
+      storage::ReadRange range;
+      range.steps = {segment.from_step, segment.to_step};
+      auto part = storage::SummarizeSeries(*engine_, segment.series, range);
+      if (!part.ok()) {
+        reactor->Finish(ToGrpcStatus(part.status()));
+        return reactor;
+      }
+      summary.Append(*part);
+    }
+    v1::RunSeries* out = response->add_series();
+    wire::KeyToWire(key, out->mutable_key());
+    out->set_points(summary.count);
+    if (summary.count > 0) {
+      StepToWire(summary.first_step, out->mutable_first_step());
+      StepToWire(summary.last_step, out->mutable_last_step());
+      out->set_last_time_ms(summary.last_time_ms);
+      out->set_last_value(summary.last_value);
+    }
+    if (summary.min) out->set_min(*summary.min);
+    if (summary.max) out->set_max(*summary.max);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

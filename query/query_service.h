@@ -7,6 +7,7 @@
 
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
+#include "storage/run_store.h"
 
 namespace stepdb::query {
 
@@ -18,12 +19,16 @@ struct QueryOptions {
   // request sets none. Past it the answer is marked truncated.
   uint64_t max_read_points = 100'000'000;
   uint32_t max_list_series = 100'000;
+  uint32_t max_list_runs = 10'000;
 };
 
 class QueryService final : public v1::Query::CallbackService {
  public:
-  // `engine` must outlive the service.
-  QueryService(const storage::Engine* engine, QueryOptions options);
+  // `engine` and `runs` must outlive the service. Without `runs` there is
+  // no run metadata: ListRuns/GetRun answer UNIMPLEMENTED and reads ignore
+  // forks.
+  QueryService(const storage::Engine* engine, QueryOptions options,
+               const storage::RunStore* runs = nullptr);
 
   grpc::ServerWriteReactor<v1::ReadRangeResponse>* ReadRange(
       grpc::CallbackServerContext* context,
@@ -37,13 +42,30 @@ class QueryService final : public v1::Query::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::ReadDownsampledRequest* request,
       v1::ReadDownsampledResponse* response) override;
+  grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* context,
+                                     const v1::ListRunsRequest* request,
+                                     v1::ListRunsResponse* response) override;
+  grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* context,
+                                   const v1::GetRunRequest* request,
+                                   v1::GetRunResponse* response) override;
 
  private:
   class ReadRangeReactor;
 
+  // The stored series a read of `key` covers, with the steps each one
+  // contributes: the series itself, or for a forked run its lineage
+  // (storage::RunStore::Lineage); series the lineage lacks are skipped.
+  struct SeriesSegment {
+    storage::SeriesId series;
+    uint64_t from_step;
+    uint64_t to_step;
+  };
+  std::vector<SeriesSegment> ResolveLineage(const storage::SeriesKey& key) const;
+
   // Constant after construction.
   const storage::Engine* const engine_;
   const QueryOptions options_;
+  const storage::RunStore* const runs_;
 };
 
 }  // namespace stepdb::query

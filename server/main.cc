@@ -22,6 +22,7 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "storage/engine.h"
+#include "storage/run_store.h"
 
 ABSL_FLAG(std::string, data, "./stepdb-data", "Data directory.");
 ABSL_FLAG(std::string, listen, "127.0.0.1:7390",
@@ -87,8 +88,11 @@ int main(int argc, char** argv) {
   auto engine = stepdb::storage::Engine::Open(options);
   if (!engine.ok()) return Fail(std::string(engine.status().ToString()));
 
-  stepdb::ingest::IngestService ingest(engine->get(), {});
-  stepdb::query::QueryService query(engine->get(), {});
+  auto runs = stepdb::storage::RunStore::Open(engine->get());
+  if (!runs.ok()) return Fail(std::string(runs.status().ToString()));
+
+  stepdb::ingest::IngestService ingest(engine->get(), {}, runs->get());
+  stepdb::query::QueryService query(engine->get(), {}, runs->get());
   stepdb::query::AdminService admin(engine->get());
 
   grpc::ServerBuilder builder;

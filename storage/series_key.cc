@@ -46,8 +46,12 @@ bool IsValidUtf8(absl::string_view s) {
   return true;
 }
 
-absl::Status CheckName(absl::string_view field, absl::string_view value,
-                       size_t max_bytes) {
+}  // namespace
+
+absl::Status ValidateName(std::string_view field_view,
+                          std::string_view value_view, size_t max_bytes) {
+  const absl::string_view field(field_view.data(), field_view.size());
+  const absl::string_view value(value_view.data(), value_view.size());
   if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty"));
   if (value.size() > max_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -62,8 +66,6 @@ absl::Status CheckName(absl::string_view field, absl::string_view value,
   return absl::OkStatus();
 }
 
-}  // namespace
-
 absl::Status CanonicalizeLabels(Labels* labels) {
   std::sort(labels->begin(), labels->end());
   for (size_t i = 1; i < labels->size(); ++i) {
@@ -76,17 +78,17 @@ absl::Status CanonicalizeLabels(Labels* labels) {
 }
 
 absl::Status ValidateSeriesKey(const SeriesKey& key) {
-  if (auto s = CheckName("project", key.project, kMaxProjectBytes); !s.ok()) return s;
-  if (auto s = CheckName("run", key.run, kMaxRunBytes); !s.ok()) return s;
-  if (auto s = CheckName("metric", key.metric, kMaxMetricBytes); !s.ok()) return s;
+  if (auto s = ValidateName("project", key.project, kMaxProjectBytes); !s.ok()) return s;
+  if (auto s = ValidateName("run", key.run, kMaxRunBytes); !s.ok()) return s;
+  if (auto s = ValidateName("metric", key.metric, kMaxMetricBytes); !s.ok()) return s;
   if (key.labels.size() > kMaxLabels) {
     return absl::InvalidArgumentError(absl::StrCat(
         "labels: ", key.labels.size(), " labels, more than the limit of ", kMaxLabels));
   }
   for (size_t i = 0; i < key.labels.size(); ++i) {
     const auto& [k, v] = key.labels[i];
-    if (auto s = CheckName("label key", k, kMaxLabelKeyBytes); !s.ok()) return s;
-    if (auto s = CheckName(absl::StrCat("label \"", k, "\" value"), v,
+    if (auto s = ValidateName("label key", k, kMaxLabelKeyBytes); !s.ok()) return s;
+    if (auto s = ValidateName(absl::StrCat("label \"", k, "\" value"), v,
                            kMaxLabelValueBytes);
         !s.ok()) {
       return s;

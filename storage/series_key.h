@@ -33,6 +33,11 @@ struct SeriesKey {
   bool operator==(const SeriesKey&) const = default;
 };
 
+// Checks one name: 1..max_bytes bytes, valid UTF-8, no NUL byte. The error
+// (InvalidArgument) begins with `field`, e.g. "run: empty".
+absl::Status ValidateName(std::string_view field, std::string_view value,
+                          size_t max_bytes);
+
 // Sorts labels by key. Returns InvalidArgument if a key repeats.
 absl::Status CanonicalizeLabels(Labels* labels);
 
