@@ -50,7 +50,9 @@ def make_channel(addr):
         ("grpc.max_send_message_length", 64 << 20),
         ("grpc.max_receive_message_length", 64 << 20),
         # Reconnect quickly after a server restart.
+        # (gRPC's defaults wait 1-20 s before trying again.)
         ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
         ("grpc.keepalive_time_ms", 30000),
     ])
@@ -186,7 +188,9 @@ class Uploader:
                     return
                 yield m
 
-        call = self._write(requests())
+        # wait_for_ready: while the server is down the stream waits for it
+        # (batches stay queued in the disk queue) instead of failing fast.
+        call = self._write(requests(), wait_for_ready=True)
         self._call = call
 
         def reader():

@@ -123,7 +123,7 @@ def test_server_killed_and_restarted(server, queue_dir):
         run.log_metrics({"loss": 1.0 / (step + 1), "acc": step * 1e-3},
                         step=step)
         if step % 100 == 0:
-            time.sleep(0.01)
+            time.sleep(0.05)  # 3000 steps in ~1.5 s, ~0.5 s of it down
         if step == 1000:
             server.kill(signal.SIGKILL)
         if step == 2000:
