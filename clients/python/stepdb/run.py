@@ -180,6 +180,7 @@ class Run:
 
         self._channel = None
         self._uploader = None
+        self._offline_wake = threading.Event()
         self._client = None
         if mode == "online":
             self._channel = make_channel(self.addr)
@@ -383,8 +384,6 @@ class Run:
     # ---- the background thread ---------------------------------------------
     def _loop(self):
         up = self._uploader
-        if up is None:
-            self._offline_wake = threading.Event()
         wake = up.wake if up is not None else self._offline_wake
         try:
             while True:

@@ -309,3 +309,24 @@ def test_fork_run(server, queue_dir, need_runs):
     with pytest.raises(stepdb.RunError):  # the parent must exist
         stepdb.fork_run("nope", step=1, project="p", run_id="orphan",
                         addr=server.addr, queue_dir=queue_dir, git=False)
+
+
+def test_examples(server, tmp_path):
+    env = dict(os.environ, STEPDB_QUEUE_DIR=str(tmp_path / "q"))
+    ex = os.path.join(PKG, "examples")
+    t = subprocess.run([sys.executable, os.path.join(ex, "train.py"), "--addr",
+                        server.addr, "--run", "ex", "--ranks", "2", "--steps",
+                        "120", "--nan-at", "60"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert t.returncode == 0, t.stderr
+    png = str(tmp_path / "run.png")
+    p = subprocess.run([sys.executable, os.path.join(ex, "plot.py"), "--addr",
+                        server.addr, "--run", "ex", "--out", png], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "train/loss" in p.stdout and "points=120" in p.stdout
+    assert os.path.exists(png) or "matplotlib is not installed" in p.stdout
+    loss = stepdb.Client(server.addr).read(
+        "demo/llm", "ex", "train/loss",
+        {"rank": "0", "node": "node0", "gpu": "0"}, format="list")
+    assert math.isnan(loss.values[60]) and len(loss.values) == 120
