@@ -152,6 +152,8 @@ class Run:
             if self.git_dirty is not None:
                 self.params.setdefault("git.dirty", self.git_dirty)
         self.fork = fork
+        self.description = description
+        self.data_version = data_version
         self.close_timeout = close_timeout
         self.exit_timeout = exit_timeout
         self.flush_interval = flush_interval
@@ -209,6 +211,10 @@ class Run:
             r.params[k].CopyFrom(param_value(v))
         if self.commit_sha:
             r.commit_sha = self.commit_sha
+        if self.description:
+            r.description = self.description
+        if self.data_version:
+            r.data_version = self.data_version
         if self.fork is not None:
             parent, (whole, micros) = self.fork
             r.fork.parent_run = _b(parent)
