@@ -330,3 +330,27 @@ def test_examples(server, tmp_path):
         "demo/llm", "ex", "train/loss",
         {"rank": "0", "node": "node0", "gpu": "0"}, format="list")
     assert math.isnan(loss.values[60]) and len(loss.values) == 120
+
+
+def test_resource_exhausted_is_retried(tmp_path, queue_dir):
+    """A server over its memory budget ends streams with RESOURCE_EXHAUSTED;
+    the client backs off and resends until everything is stored once."""
+    from conftest import Server
+    srv = Server(str(tmp_path / "data"), flags=["--memory_limit_mb", "2"]).start()
+    try:
+        run = stepdb.init_run("p", run_id="re", addr=srv.addr, labels={},
+                              queue_dir=queue_dir, git=False)
+        m = {f"m{i}": 0.5 for i in range(100)}
+        for step in range(3000):
+            m["m0"] = step
+            run.log_metrics(m, step=step)
+        assert run.flush(timeout=120)
+        stats = run.stats
+        run.close()
+        assert stats["points_accepted"] == 300_000
+        assert stats["points_rejected"] == 0
+        pts = read_list(run, "m0")
+        assert pts.steps == list(range(3000))
+        assert pts.values == [float(s) for s in range(3000)]
+    finally:
+        srv.kill()
