@@ -105,7 +105,9 @@ def test_log_metrics_never_blocks(server, queue_dir):
             run.log_metrics({"x": float(step), "y": -step}, step=step)
             worst = max(worst, time.perf_counter() - t0)
         time.sleep(0.3)  # the sender has batched and sent into the void
-        assert worst < 0.05, f"log_metrics blocked for {worst:.3f}s"
+        # A call that waited for the frozen server would never return; the
+        # bound leaves room for GIL hand-offs on a loaded CI machine.
+        assert worst < 0.5, f"log_metrics blocked for {worst:.3f}s"
     finally:
         server.proc.send_signal(signal.SIGCONT)
     run.close(timeout=60)
