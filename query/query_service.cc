@@ -138,8 +138,16 @@ class QueryService::ReadRangeReactor
 };
 
 QueryService::QueryService(const storage::Engine* engine, QueryOptions options,
-                           const storage::RunStore* runs)
-    : engine_(engine), options_(options), runs_(runs) {}
+                           const storage::RunStore* runs, TailHub* tail)
+    : engine_(engine), options_(options), runs_(runs), tail_(tail) {}
+
+grpc::ServerWriteReactor<v1::TailResponse>* QueryService::Tail(
+    grpc::CallbackServerContext* context, const v1::TailRequest* request) {
+  if (tail_ == nullptr) {
+    return v1::Query::CallbackService::Tail(context, request);  // UNIMPLEMENTED
+  }
+  return tail_->StartTail(*request);
+}
 
 std::vector<QueryService::SeriesSegment> QueryService::ResolveLineage(
     const storage::SeriesKey& key) const {

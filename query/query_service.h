@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "stepdb/v1/stepdb.grpc.pb.h"
+#include "query/tail.h"
 #include "storage/engine.h"
 #include "storage/run_store.h"
 
@@ -24,11 +25,11 @@ struct QueryOptions {
 
 class QueryService final : public v1::Query::CallbackService {
  public:
-  // `engine` and `runs` must outlive the service. Without `runs` there is
-  // no run metadata: ListRuns/GetRun answer UNIMPLEMENTED and reads ignore
-  // forks.
+  // `engine`, `runs` and `tail` must outlive the service. Without `runs`
+  // there is no run metadata: ListRuns/GetRun answer UNIMPLEMENTED and reads
+  // ignore forks. Without `tail`, Tail answers UNIMPLEMENTED.
   QueryService(const storage::Engine* engine, QueryOptions options,
-               const storage::RunStore* runs = nullptr);
+               const storage::RunStore* runs = nullptr, TailHub* tail = nullptr);
 
   grpc::ServerWriteReactor<v1::ReadRangeResponse>* ReadRange(
       grpc::CallbackServerContext* context,
@@ -48,6 +49,9 @@ class QueryService final : public v1::Query::CallbackService {
   grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* context,
                                    const v1::GetRunRequest* request,
                                    v1::GetRunResponse* response) override;
+  grpc::ServerWriteReactor<v1::TailResponse>* Tail(
+      grpc::CallbackServerContext* context,
+      const v1::TailRequest* request) override;
 
  private:
   class ReadRangeReactor;
@@ -66,6 +70,7 @@ class QueryService final : public v1::Query::CallbackService {
   const storage::Engine* const engine_;
   const QueryOptions options_;
   const storage::RunStore* const runs_;
+  TailHub* const tail_;
 };
 
 }  // namespace stepdb::query

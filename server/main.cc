@@ -92,7 +92,9 @@ int main(int argc, char** argv) {
   if (!runs.ok()) return Fail(std::string(runs.status().ToString()));
 
   stepdb::ingest::IngestService ingest(engine->get(), {}, runs->get());
-  stepdb::query::QueryService query(engine->get(), {}, runs->get());
+  stepdb::query::TailHub tail(engine->get(), {});
+  (*engine)->AddCommitObserver(&tail);
+  stepdb::query::QueryService query(engine->get(), {}, runs->get(), &tail);
   stepdb::query::AdminService admin(engine->get());
 
   grpc::ServerBuilder builder;
@@ -141,10 +143,12 @@ int main(int argc, char** argv) {
   std::cout << "stepdb: signal " << signal_number << ", shutting down"
             << std::endl;
   http.reset();
+  tail.Shutdown();  // open tails would otherwise hold the shutdown up
   // In-flight RPCs get a few seconds; acks still pending are then cancelled
   // (their points are durable or not, and clients resend what was unacked).
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
+  (*engine)->RemoveCommitObserver(&tail);
   engine->reset();  // commits what is queued, syncs the WAL, closes RocksDB
   std::cout << "stepdb: stopped" << std::endl;
   return 0;

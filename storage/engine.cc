@@ -369,17 +369,7 @@ class Engine::Impl {
     for (SeriesId id : index_.SeriesOf(*project, run)) {
       const SeriesKey* key = index_.KeyOf(id);
       if (key == nullptr) continue;
-      if (filter.metric && key->metric != *filter.metric) continue;
-      bool match = true;
-      for (const auto& [k, v] : filter.labels) {
-        auto it = std::find_if(key->labels.begin(), key->labels.end(),
-                               [&](const auto& l) { return l.first == k; });
-        if (it == key->labels.end() || it->second != v) {
-          match = false;
-          break;
-        }
-      }
-      if (!match) continue;
+      if (!filter.Matches(*key)) continue;
       if (limit != 0 && out.size() == limit) {
         *truncated = true;
         break;
@@ -1296,6 +1286,18 @@ class Engine::Impl {
   absl::Mutex observers_mu_;
   std::vector<CommitObserver*> observers_ ABSL_GUARDED_BY(observers_mu_);
 };
+
+bool SeriesFilter::Matches(const SeriesKey& key) const {
+  if (key.project != project) return false;
+  if (run && key.run != *run) return false;
+  if (metric && key.metric != *metric) return false;
+  for (const auto& [k, v] : labels) {
+    auto it = std::find_if(key.labels.begin(), key.labels.end(),
+                           [&](const auto& l) { return l.first == k; });
+    if (it == key.labels.end() || it->second != v) return false;
+  }
+  return true;
+}
 
 void AppendBatch::Add(SeriesId id, const PointColumns& points) {
   StartSeries(id);

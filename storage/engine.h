@@ -180,6 +180,9 @@ struct SeriesFilter {
   std::optional<std::string> run;     // exact
   std::optional<std::string> metric;  // exact
   Labels labels;                      // each must be present and equal
+
+  // Whether `key` passes the filter.
+  bool Matches(const SeriesKey& key) const;
 };
 
 struct SeriesInfo {

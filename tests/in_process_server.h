@@ -24,7 +24,8 @@ namespace stepdb::testing {
 class InProcessServer {
  public:
   // Opens the engine on `dir` and starts serving; check ok() afterwards.
-  explicit InProcessServer(const std::string& dir, size_t chunk_points = 16) {
+  explicit InProcessServer(const std::string& dir, size_t chunk_points = 16,
+                           query::TailOptions tail_options = {}) {
     storage::EngineOptions options;
     options.data_dir = dir;
     options.chunk_points = chunk_points;
@@ -38,8 +39,10 @@ class InProcessServer {
     runs_ = std::move(*runs);
     ingest_ = std::make_unique<ingest::IngestService>(
         engine_.get(), ingest::IngestOptions{}, runs_.get());
+    tail_ = std::make_unique<query::TailHub>(engine_.get(), tail_options);
+    engine_->AddCommitObserver(tail_.get());
     query_ = std::make_unique<query::QueryService>(
-        engine_.get(), query::QueryOptions{}, runs_.get());
+        engine_.get(), query::QueryOptions{}, runs_.get(), tail_.get());
     admin_ = std::make_unique<query::AdminService>(engine_.get());
     grpc::ServerBuilder builder;
     int port = 0;
@@ -58,17 +61,20 @@ class InProcessServer {
   }
 
   ~InProcessServer() {
+    if (tail_ != nullptr) tail_->Shutdown();
     if (server_ != nullptr) {
       server_->Shutdown(std::chrono::system_clock::now() +
                         std::chrono::seconds(2));
       server_->Wait();
     }
+    if (tail_ != nullptr) engine_->RemoveCommitObserver(tail_.get());
     engine_.reset();
   }
 
   bool ok() const { return server_ != nullptr; }
   storage::Engine& engine() { return *engine_; }
   storage::RunStore& runs() { return *runs_; }
+  query::TailHub& tail() { return *tail_; }
 
   std::unique_ptr<v1::Ingest::Stub> ingest_stub;
   std::unique_ptr<v1::Query::Stub> query_stub;
@@ -77,6 +83,7 @@ class InProcessServer {
   std::unique_ptr<storage::Engine> engine_;
   std::unique_ptr<storage::RunStore> runs_;
   std::unique_ptr<ingest::IngestService> ingest_;
+  std::unique_ptr<query::TailHub> tail_;
   std::unique_ptr<query::QueryService> query_;
   std::unique_ptr<query::AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
