@@ -946,6 +946,360 @@ void PrintRecord(OutputFormat format,
   writer->Finish();
 }
 
+// ---- runs -----------------------------------------------------------------
+
+// "KEY=VALUE": VALUE is an int, a float, true/false, or else a string
+// ("quoted" to force a string, e.g. "3").
+absl::Status AddParamArg(std::string_view arg,
+                         google::protobuf::Map<std::string, v1::ParamValue>* out) {
+  const size_t eq = arg.find('=');
+  if (eq == std::string_view::npos || eq == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--param \"", AV(arg), "\": expected KEY=VALUE"));
+  }
+  const std::string key(arg.substr(0, eq));
+  const std::string value(arg.substr(eq + 1));
+  v1::ParamValue& p = (*out)[key];
+  char* end = nullptr;
+  errno = 0;
+  const long long i = std::strtoll(value.c_str(), &end, 10);
+  if (!value.empty() && *end == '\0' && errno == 0) {
+    p.set_int_value(i);
+    return absl::OkStatus();
+  }
+  errno = 0;
+  const double d = std::strtod(value.c_str(), &end);
+  if (!value.empty() && *end == '\0' && errno == 0) {
+    p.set_float_value(d);
+  } else if (value == "true" || value == "false") {
+    p.set_bool_value(value == "true");
+  } else if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+    p.set_string_value(value.substr(1, value.size() - 2));
+  } else {
+    p.set_string_value(value);
+  }
+  return absl::OkStatus();
+}
+
+std::string ParamText(const v1::ParamValue& p) {
+  switch (p.kind_case()) {
+    case v1::ParamValue::kIntValue: return absl::StrCat(p.int_value());
+    case v1::ParamValue::kFloatValue: return FormatValue(p.float_value());
+    case v1::ParamValue::kBoolValue: return p.bool_value() ? "true" : "false";
+    case v1::ParamValue::kStringValue: return p.string_value();
+    case v1::ParamValue::KIND_NOT_SET: break;
+  }
+  return "";
+}
+
+std::string ParamJson(const v1::ParamValue& p) {
+  switch (p.kind_case()) {
+    case v1::ParamValue::kFloatValue: return FormatJsonValue(p.float_value());
+    case v1::ParamValue::kStringValue: return JsonString(p.string_value());
+    case v1::ParamValue::KIND_NOT_SET: return "null";
+    default: return ParamText(p);
+  }
+}
+
+constexpr const char* kRunStates[] = {"", "running", "finished", "failed",
+                                      "aborted"};
+
+absl::StatusOr<v1::RunState> ParseRunState(std::string_view name) {
+  for (int i = 1; i <= 4; ++i) {
+    if (name == kRunStates[i]) return static_cast<v1::RunState>(i);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "state \"", AV(name), "\": expected running, finished, failed or aborted"));
+}
+
+std::string RunStateName(v1::RunState state) {
+  return state >= 1 && state <= 4 ? kRunStates[state] : "unknown";
+}
+
+// The run's params as "k=v,k=v" and as a JSON object, sorted by name.
+Cell ParamsCell(const v1::Run& run) {
+  std::map<std::string, v1::ParamValue> sorted(run.params().begin(),
+                                               run.params().end());
+  std::string text, json = "{";
+  for (const auto& [k, v] : sorted) {
+    if (!text.empty()) text += ',';
+    if (json.size() > 1) json += ',';
+    absl::StrAppend(&text, k, "=", ParamText(v));
+    absl::StrAppend(&json, JsonString(k), ":", ParamJson(v));
+  }
+  Cell cell = StringCell(text);
+  cell.json = json + "}";
+  return cell;
+}
+
+Cell TagsCell(const v1::Run& run) {
+  Cell cell = StringCell(absl::StrJoin(run.tags(), ","));
+  cell.json = "[";
+  for (const std::string& t : run.tags()) {
+    if (cell.json.size() > 1) cell.json += ',';
+    cell.json += JsonString(t);
+  }
+  cell.json += "]";
+  return cell;
+}
+
+struct RunsOptions {
+  std::string project, run_id, format = "table";
+  // list
+  std::vector<std::string> tags, states, filters;
+  std::string sort;
+  bool descending = false;
+  uint32_t limit = 0;
+  // create / update
+  std::vector<std::string> params, remove_params, remove_tags;
+  std::optional<std::string> commit_sha, data_version, description, state;
+  std::string fork_parent, fork_step;
+};
+
+void PrintRun(OutputFormat format, const v1::Run& run) {
+  std::vector<std::pair<std::string, Cell>> fields = {
+      {"project", StringCell(run.project())},
+      {"run_id", StringCell(run.run_id())},
+      {"state", StringCell(RunStateName(run.state()))},
+      {"created", StringCell(FormatTimeIso(run.created_ms()))},
+      {"updated", StringCell(FormatTimeIso(run.updated_ms()))},
+      {"tags", TagsCell(run)},
+      {"params", ParamsCell(run)},
+      {"commit_sha", StringCell(run.commit_sha())},
+      {"data_version", StringCell(run.data_version())},
+      {"description", StringCell(run.description())}};
+  if (run.has_fork()) {
+    fields.push_back({"fork_parent", StringCell(run.fork().parent_run())});
+    fields.push_back({"fork_step", StepCell(run.fork().step().whole(),
+                                            run.fork().step().micros())});
+  }
+  PrintRecord(format, fields);
+}
+
+int RunRunsList(const GlobalOptions& g, const RunsOptions& o) {
+  constexpr std::string_view kVerb = "runs list";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::ListRunsRequest req;
+  req.set_project(o.project);
+  for (const auto& t : o.tags) req.add_tags(t);
+  for (const auto& name : o.states) {
+    auto state = ParseRunState(name);
+    if (!state.ok()) return UsageError(kVerb, Msg(state.status()));
+    req.add_states(*state);
+  }
+  for (const auto& f : o.filters) req.add_filters(f);
+  req.set_sort_by(o.sort);
+  req.set_descending(o.descending);
+  req.set_limit(o.limit);
+  auto stub = v1::Query::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::ListRunsResponse resp;
+  const grpc::Status status = stub->ListRuns(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  auto writer = RowWriter::Create(
+      *format, std::cout,
+      {"run_id", "state", "created", "tags", "params", "commit_sha"});
+  for (const v1::Run& run : resp.runs()) {
+    writer->AddRow({StringCell(run.run_id()), StringCell(RunStateName(run.state())),
+                    StringCell(FormatTimeIso(run.created_ms())), TagsCell(run),
+                    ParamsCell(run), StringCell(run.commit_sha())});
+  }
+  writer->Finish();
+  if (resp.truncated()) {
+    std::cerr << "stepctl: runs list: truncated: more runs match than the "
+                 "limit; narrow the filter or raise --limit\n";
+  }
+  return kExitOk;
+}
+
+int RunRunsShow(const GlobalOptions& g, const RunsOptions& o) {
+  constexpr std::string_view kVerb = "runs show";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::GetRunRequest req;
+  req.set_project(o.project);
+  req.set_run_id(o.run_id);
+  auto stub = v1::Query::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::GetRunResponse resp;
+  const grpc::Status status = stub->GetRun(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  if (*format == OutputFormat::kJson) {
+    // One object: the run's fields, then its series.
+    std::cout << "{\"run\":\n";
+    PrintRun(*format, resp.run());
+    std::cout << ",\"series\":\n";
+  } else {
+    PrintRun(*format, resp.run());
+    std::cout << "\n";
+  }
+  auto writer = RowWriter::Create(
+      *format, std::cout,
+      {"metric", "labels", "points", "last_step", "last_value", "min", "max"});
+  for (const v1::RunSeries& s : resp.series()) {
+    Cell labels_cell = StringCell(LabelsText(s.key()));
+    labels_cell.json = LabelsJson(s.key());
+    writer->AddRow({StringCell(s.key().metric()), std::move(labels_cell),
+                    UintCell(s.points()),
+                    StepCell(s.last_step().whole(), s.last_step().micros()),
+                    ValueCell(s.last_value()),
+                    s.has_min() ? ValueCell(s.min()) : StringCell(""),
+                    s.has_max() ? ValueCell(s.max()) : StringCell("")});
+  }
+  writer->Finish();
+  if (*format == OutputFormat::kJson) std::cout << "}\n";
+  return kExitOk;
+}
+
+int RunRunsCreate(const GlobalOptions& g, const RunsOptions& o) {
+  constexpr std::string_view kVerb = "runs create";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::CreateRunRequest req;
+  v1::Run* run = req.mutable_run();
+  run->set_project(o.project);
+  run->set_run_id(o.run_id);
+  for (const auto& p : o.params) {
+    if (auto s = AddParamArg(p, run->mutable_params()); !s.ok()) {
+      return UsageError(kVerb, Msg(s));
+    }
+  }
+  for (const auto& t : o.tags) run->add_tags(t);
+  run->set_commit_sha(o.commit_sha.value_or(""));
+  run->set_data_version(o.data_version.value_or(""));
+  run->set_description(o.description.value_or(""));
+  if (o.state) {
+    auto state = ParseRunState(*o.state);
+    if (!state.ok()) return UsageError(kVerb, Msg(state.status()));
+    run->set_state(*state);
+  }
+  if (!o.fork_parent.empty()) {
+    auto step = ParseStep(o.fork_step);
+    if (!step.ok()) return UsageError(kVerb, Msg(step.status()));
+    run->mutable_fork()->set_parent_run(o.fork_parent);
+    run->mutable_fork()->mutable_step()->set_whole(step->whole);
+    run->mutable_fork()->mutable_step()->set_micros(step->micros);
+  }
+  auto stub = v1::Ingest::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::CreateRunResponse resp;
+  const grpc::Status status = stub->CreateRun(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  if (!resp.created()) {
+    std::cerr << "stepctl: runs create: run existed; merged into it\n";
+  }
+  PrintRun(*format, resp.run());
+  return kExitOk;
+}
+
+int RunRunsUpdate(const GlobalOptions& g, const RunsOptions& o) {
+  constexpr std::string_view kVerb = "runs update";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::UpdateRunRequest req;
+  req.set_project(o.project);
+  req.set_run_id(o.run_id);
+  for (const auto& p : o.params) {
+    if (auto s = AddParamArg(p, req.mutable_set_params()); !s.ok()) {
+      return UsageError(kVerb, Msg(s));
+    }
+  }
+  for (const auto& p : o.remove_params) req.add_remove_params(p);
+  for (const auto& t : o.tags) req.add_add_tags(t);
+  for (const auto& t : o.remove_tags) req.add_remove_tags(t);
+  if (o.commit_sha) req.set_commit_sha(*o.commit_sha);
+  if (o.data_version) req.set_data_version(*o.data_version);
+  if (o.description) req.set_description(*o.description);
+  if (o.state) {
+    auto state = ParseRunState(*o.state);
+    if (!state.ok()) return UsageError(kVerb, Msg(state.status()));
+    req.set_state(*state);
+  }
+  auto stub = v1::Ingest::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::Run resp;
+  const grpc::Status status = stub->UpdateRun(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  PrintRun(*format, resp);
+  return kExitOk;
+}
+
+// ---- tail -----------------------------------------------------------------
+
+struct TailOptions {
+  std::string project, run, metric, after;
+  std::vector<std::string> labels;
+  uint64_t count = 0;  // stop after this many points; 0 = until interrupted
+  std::string format = "table";
+};
+
+int RunTail(const GlobalOptions& g, const TailOptions& o) {
+  constexpr std::string_view kVerb = "tail";
+  absl::StatusOr<Labels> labels = ParseLabelArgs(o.labels);
+  if (!labels.ok()) return UsageError(kVerb, Msg(labels.status()));
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::TailRequest req;
+  req.set_project(o.project);
+  req.set_run(o.run);
+  req.set_metric(o.metric);
+  for (const auto& [k, v] : *labels) {
+    v1::LabelMatcher* m = req.add_labels();
+    m->set_key(k);
+    m->set_value(v);
+  }
+  if (!o.after.empty()) {
+    auto step = ParseStep(o.after);
+    if (!step.ok()) return UsageError(kVerb, Msg(step.status()));
+    req.mutable_after_step()->set_whole(step->whole);
+    req.mutable_after_step()->set_micros(step->micros);
+  }
+  auto stub = v1::Query::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;  // no deadline: a tail runs until stopped
+  auto reader = stub->Tail(&ctx, req);
+  auto writer = RowWriter::Create(
+      *format, std::cout,
+      {"run", "metric", "labels", "step", "time_ms", "value"});
+  uint64_t seen = 0;
+  v1::TailResponse resp;
+  while ((o.count == 0 || seen < o.count) && reader->Read(&resp)) {
+    if (resp.dropped_points() > 0) {
+      std::cerr << "stepctl: tail: gap: " << resp.dropped_points()
+                << " points skipped (reading too slowly)\n";
+    }
+    for (const v1::TailSeries& s : resp.series()) {
+      const std::string labels_text = LabelsText(s.key());
+      const std::string labels_json = LabelsJson(s.key());
+      for (int i = 0; i < s.steps_size() && (o.count == 0 || seen < o.count); ++i) {
+        Cell labels_cell = StringCell(labels_text);
+        labels_cell.json = labels_json;
+        writer->AddRow({StringCell(s.key().run()), StringCell(s.key().metric()),
+                        std::move(labels_cell),
+                        StepCell(s.steps(i), s.step_micros_size() > 0
+                                                 ? s.step_micros(i) : 0),
+                        IntCell(s.times_ms(i)), ValueCell(s.values(i))});
+        ++seen;
+      }
+    }
+    // Tables buffer in blocks; a live tail shows each message as it comes.
+    if (*format != OutputFormat::kTable) std::cout << std::flush;
+  }
+  writer->Finish();
+  if (o.count != 0 && seen >= o.count) {
+    ctx.TryCancel();
+    reader->Finish().IgnoreError();
+    return kExitOk;
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) return RpcError(kVerb, status);
+  return kExitOk;
+}
+
 int RunStats(const GlobalOptions& g, const std::string& format_name) {
   constexpr std::string_view kVerb = "admin stats";
   absl::StatusOr<OutputFormat> format = ParseOutputFormat(format_name);
@@ -1097,6 +1451,69 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember(kOutputFormats));
 
+  // runs
+  RunsOptions ro;
+  CLI::App* runs_cmd = app.add_subcommand("runs", "run metadata");
+  runs_cmd->require_subcommand(1);
+  CLI::App* runs_list = runs_cmd->add_subcommand("list", "list and filter runs");
+  runs_list->add_option("--tag", ro.tags, "only runs with this tag (repeatable)");
+  runs_list->add_option("--state", ro.states,
+                        "only runs in this state: running, finished, failed, "
+                        "aborted (repeatable)");
+  runs_list->add_option("--filter", ro.filters,
+                        "param comparison, e.g. 'lr < 1e-3' or "
+                        "'model = \"resnet50\"' (repeatable)");
+  runs_list->add_option("--sort", ro.sort,
+                        "created, updated, run_id, param:NAME or metric:NAME");
+  runs_list->add_flag("--desc", ro.descending, "sort descending");
+  runs_list->add_option("--limit", ro.limit, "at most N runs (0 = server's)");
+  CLI::App* runs_show = runs_cmd->add_subcommand(
+      "show", "one run with its series and their last value, min and max");
+  CLI::App* runs_create = runs_cmd->add_subcommand(
+      "create", "create a run (idempotent: an existing run is merged into)");
+  CLI::App* runs_update = runs_cmd->add_subcommand("update", "update a run");
+  for (CLI::App* c : {runs_show, runs_create, runs_update}) {
+    c->add_option("run_id", ro.run_id, "run id")->required();
+  }
+  for (CLI::App* c : {runs_create, runs_update}) {
+    c->add_option("--param", ro.params,
+                  "KEY=VALUE (int, float, true/false, else string; repeatable)");
+    c->add_option("--tag", ro.tags, "add a tag (repeatable)");
+    c->add_option("--commit", ro.commit_sha, "commit SHA");
+    c->add_option("--data-version", ro.data_version, "data version");
+    c->add_option("--description", ro.description, "description");
+    c->add_option("--state", ro.state, "running, finished, failed or aborted");
+  }
+  runs_create->add_option("--fork-parent", ro.fork_parent,
+                          "fork from this run (with --fork-step)");
+  runs_create->add_option("--fork-step", ro.fork_step,
+                          "the parent's last step the fork inherits");
+  runs_update->add_option("--remove-param", ro.remove_params, "remove a param");
+  runs_update->add_option("--remove-tag", ro.remove_tags, "remove a tag");
+  for (CLI::App* c : {runs_list, runs_show, runs_create, runs_update}) {
+    c->add_option("--project", ro.project, "project")->required();
+    c->add_option("--format", ro.format, "table, csv or json")
+        ->capture_default_str()
+        ->check(CLI::IsMember(kOutputFormats));
+  }
+
+  // tail
+  TailOptions to;
+  CLI::App* tail_cmd = app.add_subcommand(
+      "tail", "print new points of matching series as they are written");
+  tail_cmd->add_option("--project", to.project, "project")->required();
+  tail_cmd->add_option("--run", to.run, "only this run");
+  tail_cmd->add_option("--metric", to.metric, "only this metric");
+  tail_cmd->add_option("--label", to.labels,
+                       "only series with label KEY=VALUE (repeatable)");
+  tail_cmd->add_option("--after", to.after,
+                       "first print the stored points after this step "
+                       "(resume where a previous tail stopped)");
+  tail_cmd->add_option("--count", to.count, "stop after N points");
+  tail_cmd->add_option("--format", to.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+
   // admin
   CLI::App* admin_cmd = app.add_subcommand("admin", "server administration");
   admin_cmd->require_subcommand(1);
@@ -1124,6 +1541,11 @@ int Main(int argc, char** argv) {
   if (*import_cmd) return RunImport(g, io);
   if (*query_cmd) return RunQuery(g, qo, *query_cmd);
   if (*series_cmd) return RunSeries(g, so);
+  if (*runs_list) return RunRunsList(g, ro);
+  if (*runs_show) return RunRunsShow(g, ro);
+  if (*runs_create) return RunRunsCreate(g, ro);
+  if (*runs_update) return RunRunsUpdate(g, ro);
+  if (*tail_cmd) return RunTail(g, to);
   if (*stats_cmd) return RunStats(g, stats_format);
   if (*compact_cmd) return RunCompact(g, compact_format);
   return kExitUsage;

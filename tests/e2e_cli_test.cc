@@ -162,5 +162,81 @@ TEST_F(CliTest, UnreachableServerIsAClearError) {
   EXPECT_THAT(r.out, HasSubstr("UNAVAILABLE"));
 }
 
+TEST_F(CliTest, RunsAreCreatedFilteredShownAndForked) {
+  CommandResult c = RunCommand(Stepctl(
+      "runs create --project p base --param lr=0.001 --param model=resnet50 "
+      "--param amp=true --tag baseline --commit abc123 --format json"));
+  ASSERT_EQ(c.exit_code, 0) << c.out;
+  EXPECT_THAT(c.out, HasSubstr("\"state\": \"running\""));
+  EXPECT_THAT(c.out, HasSubstr("\"amp\":true,\"lr\":0.001,\"model\":\"resnet50\""));
+  ASSERT_EQ(RunCommand(Stepctl("runs create --project p other --param lr=0.1")).exit_code, 0);
+  ASSERT_EQ(RunCommand(Stepctl("write --project p --run base --metric loss "
+                               "--point 1:0.5 --point 2:0.25 --point 3:0.125"))
+                .exit_code,
+            0);
+  ASSERT_EQ(RunCommand(Stepctl("runs create --project p fork --fork-parent base "
+                               "--fork-step 2"))
+                .exit_code,
+            0);
+  ASSERT_EQ(RunCommand(Stepctl("write --project p --run fork --metric loss --point 3:7"))
+                .exit_code,
+            0);
+
+  CommandResult list = RunCommand(
+      Stepctl("runs list --project p --filter 'lr < 1e-2' --format csv"));
+  ASSERT_EQ(list.exit_code, 0);
+  std::vector<std::string> lines = absl::StrSplit(list.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << list.out;
+  EXPECT_EQ(lines[1].substr(0, 5), "base,");
+
+  CommandResult bad = RunCommand(Stepctl("runs list --project p --filter 'lr <'"));
+  EXPECT_EQ(bad.exit_code, 1);
+
+  CommandResult update = RunCommand(
+      Stepctl("runs update --project p base --state finished --format csv"));
+  ASSERT_EQ(update.exit_code, 0);
+  EXPECT_THAT(update.out, HasSubstr("state,finished"));
+
+  CommandResult show = RunCommand(Stepctl("runs show --project p fork --format csv"));
+  ASSERT_EQ(show.exit_code, 0);
+  EXPECT_THAT(show.out, HasSubstr("fork_parent,base"));
+  // The fork reads the parent's steps 1-2, then its own step 3.
+  EXPECT_THAT(show.out, HasSubstr("loss,,3,3,7,0.25,7"));
+  CommandResult query = RunCommand(
+      Stepctl("query --project p --run fork --metric loss --format csv"));
+  lines = absl::StrSplit(query.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 4u) << query.out;
+  EXPECT_EQ(lines[1].substr(0, 2), "1,");
+  EXPECT_EQ(lines[3].substr(0, 2), "3,");
+  EXPECT_EQ(lines[3].substr(lines[3].size() - 2), ",7");
+}
+
+TEST_F(CliTest, TailPrintsPointsAsTheyAreWritten) {
+  ASSERT_EQ(RunCommand(Stepctl("write --project p --run r --metric loss "
+                               "--point 1:0.5 --point 2:0.25"))
+                .exit_code,
+            0);
+  // Resume after step 1, then two live points: --count 3 ends the tail.
+  const std::string out = dir_.path() + "/tail.csv";
+  const std::string tail = Stepctl("tail --project p --metric loss --after 1 --count 3 "
+                                   "--format csv > " + out + " &");
+  ASSERT_EQ(std::system(tail.c_str()), 0);
+  std::string text;
+  for (int i = 0; i < 100; ++i) {
+    RunCommand(Stepctl("write --project p --run r --metric loss --point " +
+                       std::to_string(3 + i) + ":1"));
+    std::ifstream in(out);
+    std::stringstream buf;
+    buf << in.rdbuf();
+    text = buf.str();
+    if (std::count(text.begin(), text.end(), '\n') >= 4) break;
+  }
+  std::vector<std::string> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+  ASSERT_GE(lines.size(), 4u) << text;
+  EXPECT_EQ(lines[0], "run,metric,labels,step,time_ms,value");
+  EXPECT_THAT(lines[1], HasSubstr(",2,"));
+  EXPECT_THAT(lines[2], HasSubstr(",3,"));
+}
+
 }  // namespace
 }  // namespace stepdb
