@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/grpc_status.h"
+#include "query/aggregate.h"
+#include "query/wire.h"
 #include "storage/downsample.h"
 
 namespace stepdb::query {
@@ -17,18 +19,6 @@ storage::SeriesKey KeyFromWire(const v1::SeriesKey& wire) {
   storage::SeriesKey key{wire.project(), wire.run(), wire.metric(), {}};
   for (const auto& [k, v] : wire.labels()) key.labels.emplace_back(k, v);
   return key;
-}
-
-absl::StatusOr<uint64_t> StepFromWire(const v1::Step& step,
-                                      std::string_view field) {
-  if (step.whole() < 0 ||
-      static_cast<uint64_t>(step.whole()) >
-          std::numeric_limits<uint64_t>::max() / kMicrosPerStep - 1 ||
-      step.micros() >= kMicrosPerStep) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(std::string(field), ": out of range"));
-  }
-  return storage::MicroStep(step.whole(), step.micros());
 }
 
 absl::StatusOr<storage::ReadRange> RangeFromWire(
@@ -84,11 +74,6 @@ void AppendToResponse(const storage::PointColumns& points,
   }
   out->mutable_times_ms()->Add(points.times_ms.begin(), points.times_ms.end());
   out->mutable_values()->Add(points.values.begin(), points.values.end());
-}
-
-void StepToWire(uint64_t micro, v1::Step* out) {
-  out->set_whole(static_cast<int64_t>(micro / kMicrosPerStep));
-  out->set_micros(static_cast<uint32_t>(micro % kMicrosPerStep));
 }
 
 }  // namespace
@@ -208,9 +193,12 @@ grpc::ServerUnaryReactor* QueryService::ListSeries(
   filter.project = request->project();
   if (!request->run().empty()) filter.run = request->run();
   if (!request->metric().empty()) filter.metric = request->metric();
-  for (const auto& m : request->labels()) {
-    filter.labels.emplace_back(m.key(), m.value());
+  auto matchers = MatchersFromWire(request->labels());
+  if (!matchers.ok()) {
+    reactor->Finish(ToGrpcStatus(matchers.status()));
+    return reactor;
   }
+  filter.matchers = *std::move(matchers);
   uint32_t limit = request->limit();
   if (limit == 0 || limit > options_.max_list_series) {
     limit = options_.max_list_series;
@@ -365,6 +353,18 @@ grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
     out->set_neg_inf_count(b.neg_inf_count);
   }
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueryService::Aggregate(
+    grpc::CallbackServerContext* context, const v1::AggregateRequest* request,
+    v1::AggregateResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(query::Aggregate(
+      *engine_, *request,
+      {options_.max_aggregate_series, options_.max_aggregate_points,
+       options_.max_aggregate_cells},
+      response)));
   return reactor;
 }
 

@@ -1,5 +1,6 @@
 // The gRPC query service (callback API): raw range reads, streamed in pages
-// under gRPC flow control, downsampled (chart) reads, and series listing.
+// under gRPC flow control, downsampled (chart) reads, cross-series
+// aggregates, and series listing.
 #ifndef STEPDB_QUERY_QUERY_SERVICE_H_
 #define STEPDB_QUERY_QUERY_SERVICE_H_
 
@@ -18,6 +19,10 @@ struct QueryOptions {
   // request sets none. Past it the answer is marked truncated.
   uint64_t max_read_points = 100'000'000;
   uint32_t max_list_series = 100'000;
+  // Bounds of one Aggregate (see query/aggregate.h, AggregateLimits).
+  uint64_t max_aggregate_series = 10'000;
+  uint64_t max_aggregate_points = 1'000'000'000;
+  uint64_t max_aggregate_cells = 10'000'000;
 };
 
 class QueryService final : public v1::Query::CallbackService {
@@ -37,6 +42,10 @@ class QueryService final : public v1::Query::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::ReadDownsampledRequest* request,
       v1::ReadDownsampledResponse* response) override;
+  // Runs on the calling thread too, bounded by the aggregate limits.
+  grpc::ServerUnaryReactor* Aggregate(grpc::CallbackServerContext* context,
+                                      const v1::AggregateRequest* request,
+                                      v1::AggregateResponse* response) override;
 
  private:
   class ReadRangeReactor;

@@ -377,6 +377,10 @@ class Engine::Impl {
         }
       }
       if (!match) continue;
+      if (!std::all_of(filter.matchers.begin(), filter.matchers.end(),
+                       [&](const LabelMatcher& m) { return m.Matches(key->labels); })) {
+        continue;
+      }
       if (limit != 0 && out.size() == limit) {
         *truncated = true;
         break;
