@@ -38,6 +38,12 @@ ABSL_FLAG(uint64_t, memory_limit_mb, 4096,
           "RESOURCE_EXHAUSTED. 0: no budget.");
 ABSL_FLAG(uint32_t, max_message_mb, 64,
           "Largest gRPC message accepted, in MiB.");
+ABSL_FLAG(uint64_t, max_aggregate_series, 10'000,
+          "Aggregate: most series one request may touch; past it "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(uint64_t, max_aggregate_points, 1'000'000'000,
+          "Aggregate: most points in range one request may touch (estimated "
+          "from chunk headers before reading); past it RESOURCE_EXHAUSTED.");
 
 namespace {
 
@@ -88,7 +94,10 @@ int main(int argc, char** argv) {
   if (!engine.ok()) return Fail(std::string(engine.status().ToString()));
 
   stepdb::ingest::IngestService ingest(engine->get(), {});
-  stepdb::query::QueryService query(engine->get(), {});
+  stepdb::query::QueryOptions query_options;
+  query_options.max_aggregate_series = absl::GetFlag(FLAGS_max_aggregate_series);
+  query_options.max_aggregate_points = absl::GetFlag(FLAGS_max_aggregate_points);
+  stepdb::query::QueryService query(engine->get(), query_options);
   stepdb::query::AdminService admin(engine->get());
 
   grpc::ServerBuilder builder;
