@@ -63,52 +63,6 @@ absl::StatusOr<RangeSpec> RangeFromWire(const v1::AggregateRequest& request) {
   return spec;
 }
 
-// One pass over a series' chunk headers and head, before any decoding:
-// estimates its points in range (a chunk overlapping the range counts
-// whole) and the extent of those points on the read's axis (chunks by
-// their header bounds), which gives open range ends concrete values.
-class PlanVisitor : public storage::ChunkVisitor {
- public:
-  explicit PlanVisitor(Axis axis) : axis_(axis) {}
-
-  absl::StatusOr<bool> OnChunk(const storage::ChunkSummary& s,
-                               std::string_view) override {
-    if (s.count == 0) return true;
-    points_ += s.count;
-    if (axis_ == Axis::kStep) {
-      Add(s.min_step, s.max_step);
-    } else {
-      Add(Coord(s.min_time_ms), Coord(s.max_time_ms));
-    }
-    return true;
-  }
-  void OnHead(const storage::PointColumns& p) override {
-    points_ += p.size();
-    for (size_t i = 0; i < p.size(); ++i) {
-      const uint64_t x =
-          axis_ == Axis::kStep ? p.steps[i] : Coord(p.times_ms[i]);
-      Add(x, x);
-    }
-  }
-
-  uint64_t points() const { return points_; }
-  // Axis coordinates (see storage::BucketGrid), valid if points() > 0.
-  uint64_t min() const { return min_; }
-  uint64_t max() const { return max_; }
-
- private:
-  static uint64_t Coord(int64_t t) { return storage::BucketGrid::TimeCoord(t); }
-  void Add(uint64_t lo, uint64_t hi) {
-    min_ = std::min(min_, lo);
-    max_ = std::max(max_, hi);
-  }
-
-  const Axis axis_;
-  uint64_t points_ = 0;
-  uint64_t min_ = std::numeric_limits<uint64_t>::max();
-  uint64_t max_ = 0;
-};
-
 // A group's bucket being reduced across series. `value` is the running
 // min/max/sum (sum of means for MEAN, sum of counts for COUNT, the chosen
 // last value for LAST); `series` counts the series that gave a value.
@@ -186,7 +140,24 @@ void Fold(Fn fn, const storage::Bucket& b, Cell& c) {
 struct SeriesRef {
   storage::SeriesId id;
   std::vector<std::string> group;  // values of the group_by keys
+  uint64_t points = 0;  // stored points
+  uint64_t first_step = 0, last_step = 0;  // valid if points > 0
 };
+
+// The points of a series in `range`, estimated from its statistics alone
+// (no read): by step, its points scaled by the share of its step span that
+// the range covers (exact for regular steps); by time, all of them.
+uint64_t EstimatePoints(const SeriesRef& s, const RangeSpec& spec) {
+  if (s.points == 0) return 0;
+  if (spec.axis == Axis::kTime) return s.points;
+  const uint64_t lo = std::max(s.first_step, spec.range.steps.from);
+  const uint64_t hi = std::min(s.last_step, spec.range.steps.to);
+  if (lo > hi) return 0;
+  if (s.last_step == s.first_step) return s.points;
+  const long double share = static_cast<long double>(hi - lo) /
+                            static_cast<long double>(s.last_step - s.first_step);
+  return static_cast<uint64_t>(std::ceil(share * s.points));
+}
 
 absl::Status ResourceExhausted(std::string_view what, uint64_t limit,
                                std::string_view flag, std::string_view hint) {
@@ -252,6 +223,9 @@ absl::Status Aggregate(const storage::Engine& engine,
       }
       SeriesRef& ref = series.emplace_back();
       ref.id = info.id;
+      ref.points = info.points;
+      ref.first_step = info.first_step;
+      ref.last_step = info.last_step;
       for (const std::string& key : request.group_by()) {
         if (key == "run") {
           ref.group.push_back(info.key.run);
@@ -265,39 +239,44 @@ absl::Status Aggregate(const storage::Engine& engine,
     }
   }
 
-  // Estimate the work and resolve open range ends before reading anything.
+  // Bound the work before reading anything: the series' statistics give an
+  // estimate for free (a pass over chunk headers would cost as much I/O as
+  // the read itself).
   uint64_t points = 0;
-  uint64_t lo = std::numeric_limits<uint64_t>::max(), hi = 0;
-  for (const SeriesRef& ref : series) {
-    PlanVisitor plan(spec->axis);
-    if (absl::Status s = engine.Scan(ref.id, spec->range, plan); !s.ok()) {
-      return s;
-    }
-    points += plan.points();
-    if (plan.points() > 0) {
-      lo = std::min(lo, plan.min());
-      hi = std::max(hi, plan.max());
-    }
-    if (points > limits.max_points) {
-      return ResourceExhausted(
-          absl::StrCat("aggregate: more than ", limits.max_points,
-                       " points in range (estimated from chunk headers)"),
-          limits.max_points, "--max_aggregate_points",
-          "narrow the range or the selection");
-    }
+  for (const SeriesRef& ref : series) points += EstimatePoints(ref, *spec);
+  if (points > limits.max_points) {
+    return ResourceExhausted(
+        absl::StrCat("aggregate: about ", points, " points in range"),
+        limits.max_points, "--max_aggregate_points",
+        "narrow the range or the selection");
   }
+  // Open range ends: the first / last point of all the series together.
   ReadRange& range = spec->range;
   bool empty = points == 0;
-  if (!empty && (spec->open_from || spec->open_to)) {
-    if (spec->axis == Axis::kStep) {
-      if (spec->open_from) range.steps.from = lo;
-      if (spec->open_to) range.steps.to = hi;
-      empty = range.steps.from > range.steps.to;
-    } else {
-      if (spec->open_from) range.times.from_ms = storage::BucketGrid::CoordTime(lo);
-      if (spec->open_to) range.times.to_ms = storage::BucketGrid::CoordTime(hi);
-      empty = range.times.from_ms > range.times.to_ms;
+  if (!empty && spec->axis == Axis::kStep) {
+    uint64_t lo = std::numeric_limits<uint64_t>::max(), hi = 0;
+    for (const SeriesRef& ref : series) {
+      if (ref.points == 0) continue;
+      lo = std::min(lo, ref.first_step);
+      hi = std::max(hi, ref.last_step);
     }
+    if (spec->open_from) range.steps.from = std::max(range.steps.from, lo);
+    if (spec->open_to) range.steps.to = std::min(range.steps.to, hi);
+    empty = range.steps.from > range.steps.to;
+  } else if (!empty && (spec->open_from || spec->open_to)) {
+    // Times need not be monotonic: the extent comes from chunk headers.
+    int64_t lo = std::numeric_limits<int64_t>::max();
+    int64_t hi = std::numeric_limits<int64_t>::min();
+    for (const SeriesRef& ref : series) {
+      auto extent = storage::ReadSeriesExtent(engine, ref.id);
+      if (!extent.ok()) return extent.status();
+      if (!extent->has_value()) continue;
+      lo = std::min(lo, (*extent)->min_time_ms);
+      hi = std::max(hi, (*extent)->max_time_ms);
+    }
+    if (spec->open_from) range.times.from_ms = lo;
+    if (spec->open_to) range.times.to_ms = hi;
+    empty = range.times.from_ms > range.times.to_ms;
   }
 
   // Groups in the order of their values; within one, series in id order.

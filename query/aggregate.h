@@ -24,8 +24,9 @@ namespace stepdb::query {
 struct AggregateLimits {
   // Matching series.
   uint64_t max_series = 10'000;
-  // Points in range, estimated before any decoding from chunk headers (a
-  // chunk overlapping the range counts whole) plus head points in range.
+  // Points in range, estimated before reading from each series' statistics
+  // (by step: its points scaled by the share of its step span in range; by
+  // time: all its points).
   uint64_t max_points = 1'000'000'000;
   // Groups x grid buckets (each group is reduced on a dense grid), and, for
   // percentiles, the values one group holds (series x non-empty buckets).
