@@ -159,6 +159,22 @@ uint64_t EstimatePoints(const SeriesRef& s, const RangeSpec& spec) {
   return static_cast<uint64_t>(std::ceil(share * s.points));
 }
 
+// Counts the points a Scan of a range may visit, from chunk headers (a
+// chunk overlapping the range counts whole) and the head, decoding nothing.
+class CountVisitor : public storage::ChunkVisitor {
+ public:
+  absl::StatusOr<bool> OnChunk(const storage::ChunkSummary& s,
+                               std::string_view) override {
+    points_ += s.count;
+    return true;
+  }
+  void OnHead(const storage::PointColumns& p) override { points_ += p.size(); }
+  uint64_t points() const { return points_; }
+
+ private:
+  uint64_t points_ = 0;
+};
+
 absl::Status ResourceExhausted(std::string_view what, uint64_t limit,
                                std::string_view flag, std::string_view hint) {
   return absl::ResourceExhaustedError(absl::StrCat(
@@ -244,6 +260,19 @@ absl::Status Aggregate(const storage::Engine& engine,
   // the read itself).
   uint64_t points = 0;
   for (const SeriesRef& ref : series) points += EstimatePoints(ref, *spec);
+  if (points > limits.max_points && spec->axis == Axis::kTime) {
+    // By time the statistics only give an upper bound (all points); before
+    // refusing, count from chunk headers, which costs one pass of I/O.
+    points = 0;
+    for (const SeriesRef& ref : series) {
+      CountVisitor count;
+      if (absl::Status s = engine.Scan(ref.id, spec->range, count); !s.ok()) {
+        return s;
+      }
+      points += count.points();
+      if (points > limits.max_points) break;
+    }
+  }
   if (points > limits.max_points) {
     return ResourceExhausted(
         absl::StrCat("aggregate: about ", points, " points in range"),

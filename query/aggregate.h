@@ -26,7 +26,8 @@ struct AggregateLimits {
   uint64_t max_series = 10'000;
   // Points in range, estimated before reading from each series' statistics
   // (by step: its points scaled by the share of its step span in range; by
-  // time: all its points).
+  // time: all its points, and if that is too many, the points of the chunks
+  // overlapping the range, from their headers).
   uint64_t max_points = 1'000'000'000;
   // Groups x grid buckets (each group is reduced on a dense grid), and, for
   // percentiles, the values one group holds (series x non-empty buckets).

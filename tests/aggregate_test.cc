@@ -560,6 +560,15 @@ TEST_F(AggregateTest, ResourceLimits) {
   req.mutable_steps()->mutable_to()->set_whole(101);
   EXPECT_TRUE(Run(req, &resp, limits).ok()) << Run(req, &resp, limits);
 
+  // By time: every point is the first estimate, chunk headers the second.
+  req.clear_steps();
+  req.mutable_time()->set_from_ms(0);
+  s = Run(req, &resp, limits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  req.mutable_time()->set_from_ms(1'700'000'000'000);
+  req.mutable_time()->set_to_ms(1'700'000'000'500);
+  EXPECT_TRUE(Run(req, &resp, limits).ok()) << Run(req, &resp, limits);
+
   limits = {};
   limits.max_cells = 50;
   req = Request(v1::AggregateRequest::P50, 100);
