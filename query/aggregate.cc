@@ -187,8 +187,10 @@ absl::Status ResourceExhausted(std::string_view what, uint64_t limit,
 absl::Status Aggregate(const storage::Engine& engine,
                        const v1::AggregateRequest& request,
                        const AggregateLimits& limits,
-                       v1::AggregateResponse* response) {
+                       v1::AggregateResponse* response,
+                       storage::BucketReadStats* stats) {
   response->Clear();
+  if (stats != nullptr) *stats = {};
   if (request.project().empty()) {
     return absl::InvalidArgumentError("project: empty");
   }
@@ -348,9 +350,15 @@ absl::Status Aggregate(const storage::Engine& engine,
     std::fill(cells.begin(), cells.end(), Cell{});
     ranked.clear();
     for (size_t i = begin; i < end; ++i) {
+      storage::BucketReadStats read;
       auto buckets = storage::ReadBuckets(engine, series[i].id, spec->axis,
-                                          range, request.buckets());
+                                          range, request.buckets(), &read);
       if (!buckets.ok()) return buckets.status();
+      if (stats != nullptr) {
+        stats->chunks_merged += read.chunks_merged;
+        stats->chunks_decoded += read.chunks_decoded;
+        stats->head_points += read.head_points;
+      }
       for (const storage::Bucket& b : *buckets) {
         const size_t index = grid->IndexOf(b);
         Fold(fn, b, cells[index]);

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "stepdb/v1/stepdb.pb.h"
+#include "storage/downsample.h"
 #include "storage/engine.h"
 
 namespace stepdb::query {
@@ -46,10 +47,14 @@ struct AggregateLimits {
 // The open ends of the range are resolved once, from the matching series'
 // points at the start of the read; points appended after that moment past
 // the resolved end are not included.
+//
+// `stats`, if not null, receives how the series' chunks were read, summed
+// over the series (for tests and benchmarks).
 absl::Status Aggregate(const storage::Engine& engine,
                        const v1::AggregateRequest& request,
                        const AggregateLimits& limits,
-                       v1::AggregateResponse* response);
+                       v1::AggregateResponse* response,
+                       storage::BucketReadStats* stats = nullptr);
 
 }  // namespace stepdb::query
 

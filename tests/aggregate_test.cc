@@ -443,6 +443,37 @@ TEST_F(AggregateTest, LiveHeadOnly) {
   EXPECT_EQ(resp.groups(0).buckets(0).series(), 3u);
 }
 
+// Buckets on the chunk windows: every sealed chunk is merged from its
+// header, none decoded; the head is added point by point.
+TEST_F(AggregateTest, WholeChunksAreNotDecoded) {
+  for (int gpu = 0; gpu < 4; ++gpu) {
+    const SeriesId id =
+        Resolve({"proj", "r", "gpu/util", {{"gpu", std::to_string(gpu)}}});
+    PointColumns p;
+    for (uint64_t s = 0; s < 256; ++s) {
+      p.push_back(s * S, static_cast<int64_t>(s), gpu + 0.5 * (s % 7));
+    }
+    Append(id, p);
+  }
+  ASSERT_TRUE(engine_->Compact().ok());
+  for (int gpu = 0; gpu < 4; ++gpu) {
+    PointColumns p;
+    p.push_back(256 * S, 256, 1.0);
+    Append(*engine_->FindSeries({"proj", "r", "gpu/util", {{"gpu", std::to_string(gpu)}}}), p);
+  }
+  for (Fn fn : kAllFns) {
+    v1::AggregateRequest req = Request(fn, 20);  // 257 steps: 16-step buckets
+    req.mutable_steps()->mutable_from()->set_whole(0);
+    v1::AggregateResponse resp;
+    storage::BucketReadStats stats;
+    ASSERT_TRUE(query::Aggregate(*engine_, req, {}, &resp, &stats).ok());
+    EXPECT_EQ(stats.chunks_decoded, 0u);
+    EXPECT_EQ(stats.chunks_merged, 4u * 256 / 16);
+    EXPECT_EQ(stats.head_points, 4u);
+    Check(req, [](const SeriesKey&) { return true; });
+  }
+}
+
 TEST_F(AggregateTest, NonFiniteBuckets) {
   const SeriesId a = Resolve({"proj", "r", "m", {{"k", "a"}}});
   const SeriesId b = Resolve({"proj", "r", "m", {{"k", "b"}}});
