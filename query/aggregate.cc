@@ -83,9 +83,12 @@ bool IsPercentile(Fn fn) {
 
 double Quantile(Fn fn) {
   switch (fn) {
-    case v1::AggregateRequest::P50: return 0.5;
-    case v1::AggregateRequest::P90: return 0.9;
-    default: return 0.99;
+    case v1::AggregateRequest::P50:
+      return 0.5;
+    case v1::AggregateRequest::P90:
+      return 0.9;
+    default:
+      return 0.99;
   }
 }
 
@@ -94,7 +97,8 @@ double Percentile(std::span<const double> sorted, double q) {
   const double h = static_cast<double>(sorted.size() - 1) * q;
   const size_t lo = static_cast<size_t>(std::floor(h));
   if (lo + 1 >= sorted.size()) return sorted[lo];
-  return sorted[lo] + (h - static_cast<double>(lo)) * (sorted[lo + 1] - sorted[lo]);
+  return sorted[lo] +
+         (h - static_cast<double>(lo)) * (sorted[lo + 1] - sorted[lo]);
 }
 
 // Folds one series' bucket into the group's cell (first stage of the
@@ -139,8 +143,8 @@ void Fold(Fn fn, const storage::Bucket& b, Cell& c) {
 
 struct SeriesRef {
   storage::SeriesId id;
-  std::vector<std::string> group;  // values of the group_by keys
-  uint64_t points = 0;  // stored points
+  std::vector<std::string> group;          // values of the group_by keys
+  uint64_t points = 0;                     // stored points
   uint64_t first_step = 0, last_step = 0;  // valid if points > 0
 };
 
@@ -154,8 +158,9 @@ uint64_t EstimatePoints(const SeriesRef& s, const RangeSpec& spec) {
   const uint64_t hi = std::min(s.last_step, spec.range.steps.to);
   if (lo > hi) return 0;
   if (s.last_step == s.first_step) return s.points;
-  const long double share = static_cast<long double>(hi - lo) /
-                            static_cast<long double>(s.last_step - s.first_step);
+  const long double share =
+      static_cast<long double>(hi - lo) /
+      static_cast<long double>(s.last_step - s.first_step);
   return static_cast<uint64_t>(std::ceil(share * s.points));
 }
 
@@ -177,9 +182,9 @@ class CountVisitor : public storage::ChunkVisitor {
 
 absl::Status ResourceExhausted(std::string_view what, uint64_t limit,
                                std::string_view flag, std::string_view hint) {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      std::string(what), ", more than the limit of ", limit, " (", std::string(flag),
-      "); ", std::string(hint)));
+  return absl::ResourceExhaustedError(
+      absl::StrCat(std::string(what), ", more than the limit of ", limit, " (",
+                   std::string(flag), "); ", std::string(hint)));
 }
 
 }  // namespace
@@ -221,8 +226,8 @@ absl::Status Aggregate(const storage::Engine& engine,
   filter.metric = request.metric();
   filter.matchers = *std::move(matchers);
   std::vector<std::optional<std::string>> runs;
-  for (const std::string& run : std::set<std::string>(request.runs().begin(),
-                                                      request.runs().end())) {
+  for (const std::string& run :
+       std::set<std::string>(request.runs().begin(), request.runs().end())) {
     runs.emplace_back(run);
   }
   if (runs.empty()) runs.emplace_back(std::nullopt);
@@ -230,7 +235,8 @@ absl::Status Aggregate(const storage::Engine& engine,
   for (const auto& run : runs) {
     filter.run = run;
     bool truncated = false;
-    const size_t room = limits.max_series - std::min<uint64_t>(limits.max_series, series.size());
+    const size_t room = limits.max_series -
+                        std::min<uint64_t>(limits.max_series, series.size());
     for (storage::SeriesInfo& info :
          engine.ListSeries(filter, room + 1, &truncated)) {
       if (series.size() == limits.max_series) {
@@ -249,9 +255,9 @@ absl::Status Aggregate(const storage::Engine& engine,
           ref.group.push_back(info.key.run);
           continue;
         }
-        const auto it = std::find_if(
-            info.key.labels.begin(), info.key.labels.end(),
-            [&](const auto& label) { return label.first == key; });
+        const auto it =
+            std::find_if(info.key.labels.begin(), info.key.labels.end(),
+                         [&](const auto& label) { return label.first == key; });
         ref.group.push_back(it == info.key.labels.end() ? "" : it->second);
       }
     }
@@ -311,9 +317,10 @@ absl::Status Aggregate(const storage::Engine& engine,
   }
 
   // Groups in the order of their values; within one, series in id order.
-  std::sort(series.begin(), series.end(), [](const SeriesRef& a, const SeriesRef& b) {
-    return std::tie(a.group, a.id) < std::tie(b.group, b.id);
-  });
+  std::sort(series.begin(), series.end(),
+            [](const SeriesRef& a, const SeriesRef& b) {
+              return std::tie(a.group, a.id) < std::tie(b.group, b.id);
+            });
   std::optional<storage::BucketGrid> grid;
   if (!empty) {
     grid.emplace(spec->axis, range, request.buckets());
@@ -323,23 +330,25 @@ absl::Status Aggregate(const storage::Engine& engine,
       groups += series[i].group != series[i - 1].group;
     }
     if (groups * grid->count() > limits.max_cells) {
-      return ResourceExhausted(
-          absl::StrCat("aggregate: ", groups, " groups x ", grid->count(),
-                       " buckets"),
-          limits.max_cells, "max_aggregate_cells",
-          "use fewer buckets or fewer groups");
+      return ResourceExhausted(absl::StrCat("aggregate: ", groups, " groups x ",
+                                            grid->count(), " buckets"),
+                               limits.max_cells, "max_aggregate_cells",
+                               "use fewer buckets or fewer groups");
     }
   }
   std::vector<Cell> cells(grid ? grid->count() : 0);
-  std::vector<std::pair<uint32_t, double>> ranked;  // percentiles: (bucket, value)
+  std::vector<std::pair<uint32_t, double>>
+      ranked;  // percentiles: (bucket, value)
   std::vector<double> values;
   for (size_t begin = 0; begin < series.size();) {
     size_t end = begin;
-    while (end < series.size() && series[end].group == series[begin].group) ++end;
+    while (end < series.size() && series[end].group == series[begin].group)
+      ++end;
     v1::AggregateGroup* group = response->add_groups();
     for (int k = 0; k < request.group_by_size(); ++k) {
       if (!series[begin].group[k].empty()) {
-        (*group->mutable_labels())[request.group_by(k)] = series[begin].group[k];
+        (*group->mutable_labels())[request.group_by(k)] =
+            series[begin].group[k];
       }
     }
     group->set_series_count(end - begin);

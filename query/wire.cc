@@ -34,10 +34,18 @@ absl::StatusOr<std::vector<storage::LabelMatcher>> MatchersFromWire(
   for (const v1::LabelMatcher& m : wire) {
     Op op;
     switch (m.op()) {
-      case v1::LabelMatcher::EQUAL: op = Op::kEqual; break;
-      case v1::LabelMatcher::NOT_EQUAL: op = Op::kNotEqual; break;
-      case v1::LabelMatcher::REGEX: op = Op::kRegex; break;
-      case v1::LabelMatcher::NOT_REGEX: op = Op::kNotRegex; break;
+      case v1::LabelMatcher::EQUAL:
+        op = Op::kEqual;
+        break;
+      case v1::LabelMatcher::NOT_EQUAL:
+        op = Op::kNotEqual;
+        break;
+      case v1::LabelMatcher::REGEX:
+        op = Op::kRegex;
+        break;
+      case v1::LabelMatcher::NOT_REGEX:
+        op = Op::kNotRegex;
+        break;
       default:
         return absl::InvalidArgumentError(absl::StrCat(
             "matcher on ", m.key(), ": unknown op ", static_cast<int>(m.op())));

@@ -36,7 +36,8 @@ bool LabelMatcher::MatchesValue(std::string_view value) const {
     case Op::kRegex:
       return RE2::FullMatch(re2::StringPiece(value.data(), value.size()), *re_);
     case Op::kNotRegex:
-      return !RE2::FullMatch(re2::StringPiece(value.data(), value.size()), *re_);
+      return !RE2::FullMatch(re2::StringPiece(value.data(), value.size()),
+                             *re_);
   }
   return false;
 }

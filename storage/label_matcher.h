@@ -45,7 +45,10 @@ class LabelMatcher {
  private:
   LabelMatcher(Op op, std::string key, std::string value,
                std::shared_ptr<const re2::RE2> re)
-      : op_(op), key_(std::move(key)), value_(std::move(value)), re_(std::move(re)) {}
+      : op_(op),
+        key_(std::move(key)),
+        value_(std::move(value)),
+        re_(std::move(re)) {}
 
   Op op_;
   std::string key_;
