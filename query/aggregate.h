@@ -45,8 +45,9 @@ struct AggregateLimits {
 // is no error: the answer has no groups.
 //
 // The open ends of the range are resolved once, from the matching series'
-// points at the start of the read; points appended after that moment past
-// the resolved end are not included.
+// points at the start of the read (by step from the series' statistics; by
+// time from their chunk headers, one extra pass); points appended after
+// that moment past the resolved end are not included.
 //
 // `stats`, if not null, receives how the series' chunks were read, summed
 // over the series (for tests and benchmarks).
