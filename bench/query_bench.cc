@@ -1,12 +1,15 @@
 // Read-path benchmarks (issue "Downsampling and aggregation"): a chart read
 // of one series of 1,000,000 steps into 1000 buckets, in the engine and end
-// to end over gRPC on loopback, and the raw range read streamed to a client.
+// to end over gRPC on loopback, the raw range read streamed to a client, and
+// a cross-series aggregate (mean over 64 nodes x 8 GPUs = 512 series of
+// 100,000 steps each, into 1000 buckets).
 //
 // The store is built once per process in a temporary directory: 1,000,000
 // float32-valued points at consecutive steps, compacted (all sealed), plus a
 // few hundred points left in the head, as in a live run.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -15,6 +18,7 @@
 #include "benchmark/benchmark.h"
 #include "ingest/ingest_service.h"
 #include "query/admin_service.h"
+#include "query/aggregate.h"
 #include "query/query_service.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/downsample.h"
@@ -143,6 +147,123 @@ void BM_RawRangeRead_Grpc(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(points));
 }
 BENCHMARK(BM_RawRangeRead_Grpc)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The aggregate's store: a cluster of 64 nodes x 8 GPUs logging gpu/util
+// every step for 100,000 steps (512 series, 51.2 M points), sealed, plus the
+// last 300 steps of each series in the head (a live run).
+constexpr uint64_t kAggSteps = 100'000;
+constexpr int kNodes = 64, kGpus = 8;
+
+struct AggStore {
+  std::string dir;
+  std::unique_ptr<storage::Engine> engine;
+  std::unique_ptr<query::QueryService> query;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<v1::Query::Stub> stub;
+
+  AggStore() {
+    dir = (std::filesystem::temp_directory_path() /
+           ("stepdb-agg-bench-" + std::to_string(::getpid())))
+              .string();
+    std::filesystem::remove_all(dir);
+    storage::EngineOptions options;
+    options.data_dir = dir;
+    options.sync = false;
+    engine = std::move(*storage::Engine::Open(options));
+    std::vector<storage::SeriesId> ids;
+    for (int n = 0; n < kNodes; ++n) {
+      for (int g = 0; g < kGpus; ++g) {
+        ids.push_back(*engine->ResolveSeries(
+            {"bench", "run", "gpu/util",
+             {{"gpu", std::to_string(g)}, {"node", "n" + std::to_string(n)}}}));
+      }
+    }
+    std::mt19937_64 rng(2);
+    std::normal_distribution<double> noise(0, 3);
+    auto write = [&](uint64_t begin, uint64_t end) {
+      for (uint64_t b = begin; b < end; b += 1000) {
+        const uint64_t e = std::min(end, b + 1000);
+        storage::AppendBatch batch;
+        batch.Reserve(ids.size(), ids.size() * (e - b));
+        for (storage::SeriesId id : ids) {
+          batch.StartSeries(id);
+          for (uint64_t s = b; s < e; ++s) {
+            batch.AddPoint(s * S, 1'700'000'000'000 + 500 * static_cast<int64_t>(s),
+                           static_cast<float>(std::clamp(85 + noise(rng), 0.0, 100.0)));
+          }
+        }
+        batch.Prepare();
+        if (!engine->Append(std::move(batch)).ok()) std::abort();
+      }
+    };
+    write(0, kAggSteps - 300);
+    if (!engine->Compact().ok()) std::abort();
+    write(kAggSteps - 300, kAggSteps);
+    query = std::make_unique<query::QueryService>(engine.get(), query::QueryOptions{});
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(query.get());
+    server = builder.BuildAndStart();
+    stub = v1::Query::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  }
+  ~AggStore() {
+    server->Shutdown();
+    engine.reset();
+    std::filesystem::remove_all(dir);
+  }
+
+  static AggStore& Get() {
+    static AggStore* store = new AggStore();  // lives until exit
+    return *store;
+  }
+};
+
+v1::AggregateRequest AggRequest(uint32_t buckets) {
+  v1::AggregateRequest request;
+  request.set_project("bench");
+  request.set_metric("gpu/util");
+  request.set_fn(v1::AggregateRequest::MEAN);
+  request.mutable_steps()->mutable_from()->set_whole(0);
+  request.mutable_steps()->mutable_to()->set_whole(kAggSteps - 1);
+  request.set_buckets(buckets);
+  return request;
+}
+
+// Mean across the 512 series into N buckets, in the engine (query/aggregate,
+// no gRPC). With 1000 buckets a bucket is 128 steps and a sealed chunk 1024,
+// so every chunk is decoded; with 100 buckets (1024 steps) every chunk is
+// merged from its header.
+void BM_Aggregate_Engine(benchmark::State& state) {
+  AggStore& store = AggStore::Get();
+  const v1::AggregateRequest request = AggRequest(static_cast<uint32_t>(state.range(0)));
+  v1::AggregateResponse response;
+  for (auto _ : state) {
+    if (!query::Aggregate(*store.engine, request, {}, &response).ok()) {
+      state.SkipWithError("aggregate failed");
+    }
+  }
+  state.counters["buckets"] = response.groups(0).buckets_size();
+  state.counters["series"] = static_cast<double>(response.groups(0).series_count());
+  state.SetItemsProcessed(state.iterations() * kNodes * kGpus * kAggSteps);
+}
+BENCHMARK(BM_Aggregate_Engine)->Arg(1000)->Arg(100)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The same end to end: a gRPC client on loopback.
+void BM_Aggregate_Grpc(benchmark::State& state) {
+  AggStore& store = AggStore::Get();
+  const v1::AggregateRequest request = AggRequest(static_cast<uint32_t>(state.range(0)));
+  for (auto _ : state) {
+    grpc::ClientContext ctx;
+    v1::AggregateResponse response;
+    if (!store.stub->Aggregate(&ctx, request, &response).ok()) {
+      state.SkipWithError("rpc failed");
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * kNodes * kGpus * kAggSteps);
+}
+BENCHMARK(BM_Aggregate_Grpc)->Arg(1000)->Arg(100)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace stepdb

@@ -31,6 +31,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/format.h"
@@ -137,6 +138,54 @@ std::string LabelsJson(const v1::SeriesKey& key) {
   }
   out += '}';
   return out;
+}
+
+// Parses repeated "--match" arguments: KEY=VALUE, KEY!=VALUE, KEY=~REGEX or
+// KEY!~REGEX (Prometheus' selector operators; the key ends at the first
+// '=' or '!').
+absl::StatusOr<std::vector<v1::LabelMatcher>> ParseMatchArgs(
+    const std::vector<std::string>& args) {
+  std::vector<v1::LabelMatcher> out;
+  for (const std::string& a : args) {
+    const size_t op = a.find_first_of("=!");
+    v1::LabelMatcher& m = out.emplace_back();
+    std::string_view rest;
+    if (op != std::string::npos && op > 0) {
+      rest = std::string_view(a).substr(op);
+      if (rest.starts_with("=~")) {
+        m.set_op(v1::LabelMatcher::REGEX);
+      } else if (rest.starts_with("!~")) {
+        m.set_op(v1::LabelMatcher::NOT_REGEX);
+      } else if (rest.starts_with("!=")) {
+        m.set_op(v1::LabelMatcher::NOT_EQUAL);
+      } else if (rest.starts_with("=")) {
+        m.set_op(v1::LabelMatcher::EQUAL);
+        rest.remove_prefix(1);
+      } else {
+        rest = {};
+      }
+    }
+    if (rest.data() == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--match \"", a, "\": expected KEY=VALUE, KEY!=VALUE, KEY=~REGEX "
+          "or KEY!~REGEX"));
+    }
+    if (m.op() != v1::LabelMatcher::EQUAL) rest.remove_prefix(2);
+    m.set_key(a.substr(0, op));
+    m.set_value(std::string(rest));
+  }
+  return out;
+}
+
+// "A:B" (either end may be empty: open) into its two ends.
+absl::StatusOr<std::pair<std::string, std::string>> SplitRangeArg(
+    std::string_view flag, const std::string& arg) {
+  const size_t colon = arg.find(':');
+  if (colon == std::string::npos || arg.find(':', colon + 1) != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(flag), " \"", arg, "\": expected FROM:TO (either may be empty)"));
+  }
+  return std::make_pair(arg.substr(0, colon), arg.substr(colon + 1));
 }
 
 // ---- write ----------------------------------------------------------------
@@ -867,11 +916,118 @@ int RunQuery(const GlobalOptions& g, const QueryOptions& o,
   return kExitOk;
 }
 
+// ---- agg ------------------------------------------------------------------
+
+struct AggOptions {
+  std::string project, metric;
+  std::vector<std::string> runs, matches, group_by;
+  std::string fn = "mean";
+  uint32_t buckets = 0;
+  std::string steps, time;
+  std::string format = "table";
+};
+
+int RunAgg(const GlobalOptions& g, const AggOptions& o, const CLI::App& cmd) {
+  constexpr std::string_view kVerb = "agg";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  auto matchers = ParseMatchArgs(o.matches);
+  if (!matchers.ok()) return UsageError(kVerb, Msg(matchers.status()));
+  v1::AggregateRequest::Fn fn;
+  if (!v1::AggregateRequest::Fn_Parse(absl::AsciiStrToUpper(o.fn), &fn)) {
+    return UsageError(kVerb, "--fn: expected mean, min, max, sum, count, last, "
+                             "p50, p90 or p99");
+  }
+
+  v1::AggregateRequest req;
+  req.set_project(o.project);
+  req.set_metric(o.metric);
+  for (const std::string& run : o.runs) req.add_runs(run);
+  for (v1::LabelMatcher& m : *matchers) *req.add_matchers() = std::move(m);
+  for (const std::string& key : o.group_by) req.add_group_by(key);
+  req.set_fn(fn);
+  req.set_buckets(o.buckets);
+  if (cmd.count("--steps") > 0 && cmd.count("--time") > 0) {
+    return UsageError(kVerb, "give --steps or --time, not both");
+  }
+  if (cmd.count("--steps") > 0) {
+    auto ends = SplitRangeArg("--steps", o.steps);
+    if (!ends.ok()) return UsageError(kVerb, Msg(ends.status()));
+    v1::StepRange* r = req.mutable_steps();
+    for (auto [text, step] : {std::pair{ends->first, r->mutable_from()},
+                              std::pair{ends->second, r->mutable_to()}}) {
+      if (text.empty()) continue;
+      absl::StatusOr<Step> s = ParseStep(text);
+      if (!s.ok()) return UsageError(kVerb, Msg(s.status()));
+      step->set_whole(s->whole);
+      step->set_micros(s->micros);
+    }
+    if (ends->first.empty()) r->clear_from();
+    if (ends->second.empty()) r->clear_to();
+  } else if (cmd.count("--time") > 0) {
+    auto ends = SplitRangeArg("--time", o.time);
+    if (!ends.ok()) return UsageError(kVerb, Msg(ends.status()));
+    v1::TimeRange* r = req.mutable_time();
+    if (!ends->first.empty()) {
+      absl::StatusOr<int64_t> t = ParseInt64(ends->first);
+      if (!t.ok()) return UsageError(kVerb, Msg(t.status()));
+      r->set_from_ms(*t);
+    }
+    if (!ends->second.empty()) {
+      absl::StatusOr<int64_t> t = ParseInt64(ends->second);
+      if (!t.ok()) return UsageError(kVerb, Msg(t.status()));
+      r->set_to_ms(*t);
+    }
+  }
+
+  auto stub = v1::Query::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, std::max(g.timeout_s, 600.0));
+  v1::AggregateResponse resp;
+  const grpc::Status status = stub->Aggregate(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+
+  auto writer = RowWriter::Create(
+      *format, std::cout,
+      {"group", "bucket_start", "bucket_end", "value", "series", "nan_count",
+       "pos_inf_count", "neg_inf_count"});
+  const bool by_time = req.has_time();
+  auto bound = [&](const v1::Step& step, int64_t ms) {
+    if (!by_time) return StepCell(step.whole(), step.micros());
+    if (*format == OutputFormat::kTable) return StringCell(FormatTimeIso(ms));
+    return IntCell(ms);
+  };
+  for (const v1::AggregateGroup& group : resp.groups()) {
+    // "k=v,k=v" in --group-by order; keys the group lacks are left out.
+    std::string text, json = "{";
+    for (const std::string& key : o.group_by) {
+      const auto it = group.labels().find(key);
+      if (it == group.labels().end()) continue;
+      absl::StrAppend(&text, text.empty() ? "" : ",", key, "=", it->second);
+      absl::StrAppend(&json, json.size() > 1 ? "," : "", JsonString(key), ":",
+                      JsonString(it->second));
+    }
+    Cell group_cell = StringCell(text);
+    group_cell.json = json + "}";
+    for (const v1::AggregateBucket& b : group.buckets()) {
+      writer->AddRow({group_cell, bound(b.start_step(), b.start_ms()),
+                      bound(b.end_step(), b.end_ms()),
+                      // Absent when the bucket holds only NaN/Inf.
+                      b.has_value() ? ValueCell(b.value()) : Cell{"", "null", true},
+                      UintCell(b.series()), UintCell(b.nan_count()),
+                      UintCell(b.pos_inf_count()), UintCell(b.neg_inf_count())});
+    }
+  }
+  writer->Finish();
+  return kExitOk;
+}
+
 // ---- series ---------------------------------------------------------------
 
 struct SeriesOptions {
   std::string project, run, metric;
   std::vector<std::string> labels;
+  std::vector<std::string> matches;
   uint32_t limit = 0;
   std::string format = "table";
 };
@@ -893,6 +1049,9 @@ int RunSeries(const GlobalOptions& g, const SeriesOptions& o) {
     m->set_key(k);
     m->set_value(v);
   }
+  auto matchers = ParseMatchArgs(o.matches);
+  if (!matchers.ok()) return UsageError(kVerb, Msg(matchers.status()));
+  for (v1::LabelMatcher& m : *matchers) *req.add_labels() = std::move(m);
   auto stub = v1::Query::NewStub(MakeChannel(g));
   grpc::ClientContext ctx;
   SetDeadline(&ctx, g.timeout_s);
@@ -1435,6 +1594,41 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember(kOutputFormats));
 
+  // agg
+  AggOptions ao;
+  CLI::App* agg_cmd = app.add_subcommand(
+      "agg", "aggregate a metric across series, per group and bucket");
+  agg_cmd->add_option("--project", ao.project, "project")->required();
+  agg_cmd->add_option("--run", ao.runs, "only these runs (repeatable)")
+      ->allow_extra_args(false);
+  agg_cmd->add_option("--metric", ao.metric, "metric (exact)")->required();
+  agg_cmd
+      ->add_option("--match", ao.matches,
+                   "label matcher KEY=VALUE, KEY!=VALUE, KEY=~REGEX, "
+                   "KEY!~REGEX (RE2, whole value; repeatable)")
+      ->allow_extra_args(false);
+  agg_cmd
+      ->add_option("--group-by", ao.group_by,
+                   "label key to group by; `run` groups by run (repeatable)")
+      ->allow_extra_args(false);
+  agg_cmd
+      ->add_option("--fn", ao.fn,
+                   "mean, min, max, sum, count, last, p50, p90 or p99")
+      ->required()
+      ->check(CLI::IsMember({"mean", "min", "max", "sum", "count", "last",
+                             "p50", "p90", "p99"}));
+  agg_cmd->add_option("--buckets", ao.buckets, "at most N buckets (1..100000)")
+      ->required()
+      ->check(CLI::Range(1, 100000));
+  agg_cmd->add_option("--steps", ao.steps,
+                      "step range FROM:TO, inclusive, either end may be empty");
+  agg_cmd->add_option("--time", ao.time,
+                      "time range FROM_MS:TO_MS (Unix ms), inclusive, either "
+                      "end may be empty");
+  agg_cmd->add_option("--format", ao.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+
   // series
   SeriesOptions so;
   CLI::App* series_cmd = app.add_subcommand("series", "list series");
@@ -1444,6 +1638,11 @@ int Main(int argc, char** argv) {
   series_cmd
       ->add_option("--label", so.labels,
                    "only series with label KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
+  series_cmd
+      ->add_option("--match", so.matches,
+                   "only series whose labels match: KEY=VALUE, KEY!=VALUE, "
+                   "KEY=~REGEX, KEY!~REGEX (RE2, whole value; repeatable)")
       ->allow_extra_args(false);
   series_cmd->add_option("--limit", so.limit,
                          "at most N series (0 = server's)");
@@ -1540,6 +1739,7 @@ int Main(int argc, char** argv) {
   if (*write_cmd) return RunWrite(g, wo, *write_cmd);
   if (*import_cmd) return RunImport(g, io);
   if (*query_cmd) return RunQuery(g, qo, *query_cmd);
+  if (*agg_cmd) return RunAgg(g, ao, *agg_cmd);
   if (*series_cmd) return RunSeries(g, so);
   if (*runs_list) return RunRunsList(g, ro);
   if (*runs_show) return RunRunsShow(g, ro);

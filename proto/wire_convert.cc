@@ -146,4 +146,35 @@ absl::StatusOr<storage::RunUpdate> RunUpdateFromWire(
   return update;
 }
 
+absl::StatusOr<std::vector<storage::LabelMatcher>> MatchersFromWire(
+    const google::protobuf::RepeatedPtrField<v1::LabelMatcher>& wire) {
+  using Op = storage::LabelMatcher::Op;
+  std::vector<storage::LabelMatcher> out;
+  out.reserve(wire.size());
+  for (const v1::LabelMatcher& m : wire) {
+    Op op;
+    switch (m.op()) {
+      case v1::LabelMatcher::EQUAL:
+        op = Op::kEqual;
+        break;
+      case v1::LabelMatcher::NOT_EQUAL:
+        op = Op::kNotEqual;
+        break;
+      case v1::LabelMatcher::REGEX:
+        op = Op::kRegex;
+        break;
+      case v1::LabelMatcher::NOT_REGEX:
+        op = Op::kNotRegex;
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            "matcher on ", m.key(), ": unknown op ", static_cast<int>(m.op())));
+    }
+    auto matcher = storage::LabelMatcher::Create(op, m.key(), m.value());
+    if (!matcher.ok()) return matcher.status();
+    out.push_back(*std::move(matcher));
+  }
+  return out;
+}
+
 }  // namespace stepdb::wire

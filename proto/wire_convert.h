@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "stepdb/v1/stepdb.pb.h"
 #include "storage/engine.h"
+#include "storage/label_matcher.h"
 #include "storage/run_store.h"
 #include "storage/series_key.h"
 
@@ -22,6 +24,12 @@ void KeyToWire(const storage::SeriesKey& key, v1::SeriesKey* out);
 absl::StatusOr<uint64_t> StepFromWire(const v1::Step& step,
                                       std::string_view field);
 void StepToWire(uint64_t micro_step, v1::Step* out);
+
+// Compiles the matchers of a request once (regexes included).
+// InvalidArgument naming the matcher for an empty key, an unknown op or an
+// invalid regex.
+absl::StatusOr<std::vector<storage::LabelMatcher>> MatchersFromWire(
+    const google::protobuf::RepeatedPtrField<v1::LabelMatcher>& wire);
 
 // A run from a create request. InvalidArgument for a param without a value
 // or a bad state or fork step.

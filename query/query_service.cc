@@ -6,8 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/grpc_status.h"
-#include "proto/wire_convert.h"
 #include "absl/container/flat_hash_set.h"
+#include "proto/wire_convert.h"
+#include "query/aggregate.h"
 #include "storage/downsample.h"
 #include "storage/series_summary.h"
 
@@ -18,6 +19,7 @@ using storage::kMicrosPerStep;
 using wire::KeyFromWire;
 using wire::StepFromWire;
 using wire::StepToWire;
+using wire::MatchersFromWire;
 
 
 
@@ -216,9 +218,12 @@ grpc::ServerUnaryReactor* QueryService::ListSeries(
   filter.project = request->project();
   if (!request->run().empty()) filter.run = request->run();
   if (!request->metric().empty()) filter.metric = request->metric();
-  for (const auto& m : request->labels()) {
-    filter.labels.emplace_back(m.key(), m.value());
+  auto matchers = MatchersFromWire(request->labels());
+  if (!matchers.ok()) {
+    reactor->Finish(ToGrpcStatus(matchers.status()));
+    return reactor;
   }
+  filter.matchers = *std::move(matchers);
   uint32_t limit = request->limit();
   if (limit == 0 || limit > options_.max_list_series) {
     limit = options_.max_list_series;
@@ -483,6 +488,18 @@ grpc::ServerUnaryReactor* QueryService::GetRun(
     if (summary.max) out->set_max(*summary.max);
   }
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* QueryService::Aggregate(
+    grpc::CallbackServerContext* context, const v1::AggregateRequest* request,
+    v1::AggregateResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(query::Aggregate(
+      *engine_, *request,
+      {options_.max_aggregate_series, options_.max_aggregate_points,
+       options_.max_aggregate_cells},
+      response)));
   return reactor;
 }
 

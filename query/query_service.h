@@ -1,5 +1,6 @@
 // The gRPC query service (callback API): raw range reads, streamed in pages
-// under gRPC flow control, downsampled (chart) reads, and series listing.
+// under gRPC flow control, downsampled (chart) reads, cross-series
+// aggregates, and series listing.
 #ifndef STEPDB_QUERY_QUERY_SERVICE_H_
 #define STEPDB_QUERY_QUERY_SERVICE_H_
 
@@ -21,6 +22,10 @@ struct QueryOptions {
   uint64_t max_read_points = 100'000'000;
   uint32_t max_list_series = 100'000;
   uint32_t max_list_runs = 10'000;
+  // Bounds of one Aggregate (see query/aggregate.h, AggregateLimits).
+  uint64_t max_aggregate_series = 10'000;
+  uint64_t max_aggregate_points = 1'000'000'000;
+  uint64_t max_aggregate_cells = 10'000'000;
 };
 
 class QueryService final : public v1::Query::CallbackService {
@@ -52,6 +57,10 @@ class QueryService final : public v1::Query::CallbackService {
   grpc::ServerWriteReactor<v1::TailResponse>* Tail(
       grpc::CallbackServerContext* context,
       const v1::TailRequest* request) override;
+  // Runs on the calling thread too, bounded by the aggregate limits.
+  grpc::ServerUnaryReactor* Aggregate(grpc::CallbackServerContext* context,
+                                      const v1::AggregateRequest* request,
+                                      v1::AggregateResponse* response) override;
 
  private:
   class ReadRangeReactor;

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "proto/grpc_status.h"
 #include "proto/wire_convert.h"
 
 namespace stepdb::query {
@@ -265,10 +266,15 @@ grpc::ServerWriteReactor<v1::TailResponse>* TailHub::StartTail(
   filter.project = request.project();
   if (!request.run().empty()) filter.run = request.run();
   if (!request.metric().empty()) filter.metric = request.metric();
-  for (const auto& m : request.labels()) filter.labels.emplace_back(m.key(), m.value());
+  auto matchers = wire::MatchersFromWire(request.labels());
+  if (matchers.ok()) filter.matchers = *std::move(matchers);
   auto* reactor = new Reactor(this, std::move(filter));
   if (request.project().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "project: empty"));
+    return reactor;
+  }
+  if (!matchers.ok()) {
+    reactor->Finish(ToGrpcStatus(matchers.status()));
     return reactor;
   }
   std::optional<uint64_t> after;

@@ -39,6 +39,12 @@ ABSL_FLAG(uint64_t, memory_limit_mb, 4096,
           "RESOURCE_EXHAUSTED. 0: no budget.");
 ABSL_FLAG(uint32_t, max_message_mb, 64,
           "Largest gRPC message accepted, in MiB.");
+ABSL_FLAG(uint64_t, max_aggregate_series, 10'000,
+          "Aggregate: most series one request may touch; past it "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(uint64_t, max_aggregate_points, 1'000'000'000,
+          "Aggregate: most points in range one request may touch (estimated "
+          "from chunk headers before reading); past it RESOURCE_EXHAUSTED.");
 
 namespace {
 
@@ -94,7 +100,11 @@ int main(int argc, char** argv) {
   stepdb::ingest::IngestService ingest(engine->get(), {}, runs->get());
   stepdb::query::TailHub tail(engine->get(), {});
   (*engine)->AddCommitObserver(&tail);
-  stepdb::query::QueryService query(engine->get(), {}, runs->get(), &tail);
+  stepdb::query::QueryOptions query_options;
+  query_options.max_aggregate_series = absl::GetFlag(FLAGS_max_aggregate_series);
+  query_options.max_aggregate_points = absl::GetFlag(FLAGS_max_aggregate_points);
+  stepdb::query::QueryService query(engine->get(), query_options, runs->get(),
+                                    &tail);
   stepdb::query::AdminService admin(engine->get());
 
   grpc::ServerBuilder builder;

@@ -12,76 +12,61 @@
 namespace stepdb::storage {
 namespace {
 
-// Both axes are mapped to one unsigned coordinate so that the bucket
-// arithmetic is written once: steps are already uint64; times are int64,
-// mapped order-preservingly by flipping the sign bit.
-constexpr uint64_t kTimeBias = uint64_t{1} << 63;
-uint64_t TimeCoord(int64_t t) { return static_cast<uint64_t>(t) ^ kTimeBias; }
-int64_t CoordTime(uint64_t c) { return static_cast<int64_t>(c ^ kTimeBias); }
+// The number of buckets of width `width_steps` whole steps on the absolute
+// grid that [from, to] touches.
+uint64_t GridCount(uint64_t from, uint64_t to, uint64_t width_steps) {
+  const absl::uint128 width = absl::uint128(width_steps) * kMicrosPerStep;
+  return static_cast<uint64_t>(to / width - from / width + 1);
+}
 
-// The buckets of a read: [from, to] cut into `count` buckets of `width`.
-//
+}  // namespace
+
 // On the step axis, when `from` is a whole step, the width is a power of two
 // of whole steps and the buckets sit on the absolute grid of that width
 // (the first and last one clipped to the range): the engine cuts sealed
 // chunks at aligned power-of-two step windows, so a chunk then lies wholly in
 // one bucket and its header aggregates serve without decoding.
-class Layout {
- public:
-  Layout(Axis axis, uint64_t from, uint64_t to, uint32_t max_buckets)
-      : from_(from), to_(to) {
-    // to - from + 1 may be 2^64 (a whole axis): hence 128 bits.
-    const absl::uint128 span = absl::uint128(to - from) + 1;
-    if (axis == Axis::kStep && from % kMicrosPerStep == 0 &&
-        to - from >= kMicrosPerStep) {
-      const uint64_t whole_steps = (to - from) / kMicrosPerStep + 1;
-      uint64_t width_steps = std::bit_ceil((whole_steps + max_buckets - 1) / max_buckets);
-      // The grid may add one bucket at the edges; widen until it fits.
-      while (GridCount(from, to, width_steps) > max_buckets) width_steps *= 2;
-      if (width_steps <= std::numeric_limits<uint64_t>::max() / kMicrosPerStep) {
-        width_ = width_steps * kMicrosPerStep;
-        origin_ = from_ / width_ * width_;
-        count_ = static_cast<size_t>(to_ / width_ - from_ / width_ + 1);
-        return;
-      }
+BucketGrid::BucketGrid(Axis axis, const ReadRange& range, uint32_t max_buckets)
+    : axis_(axis),
+      from_(axis == Axis::kStep ? range.steps.from
+                                : TimeCoord(range.times.from_ms)),
+      to_(axis == Axis::kStep ? range.steps.to : TimeCoord(range.times.to_ms)) {
+  const uint64_t from = from_, to = to_;
+  // to - from + 1 may be 2^64 (a whole axis): hence 128 bits.
+  const absl::uint128 span = absl::uint128(to - from) + 1;
+  if (axis == Axis::kStep && from % kMicrosPerStep == 0 &&
+      to - from >= kMicrosPerStep) {
+    const uint64_t whole_steps = (to - from) / kMicrosPerStep + 1;
+    uint64_t width_steps = std::bit_ceil((whole_steps + max_buckets - 1) / max_buckets);
+    // The grid may add one bucket at the edges; widen until it fits.
+    while (GridCount(from, to, width_steps) > max_buckets) width_steps *= 2;
+    if (width_steps <= std::numeric_limits<uint64_t>::max() / kMicrosPerStep) {
+      width_ = width_steps * kMicrosPerStep;
+      origin_ = from_ / width_ * width_;
+      count_ = static_cast<size_t>(to_ / width_ - from_ / width_ + 1);
+      return;
     }
-    origin_ = from_;
-    const absl::uint128 width = (span + max_buckets - 1) / max_buckets;
-    count_ = static_cast<size_t>((span + width - 1) / width);
-    // Only one bucket of a 2^64-wide axis needs more than 64 bits.
-    width_ = width > std::numeric_limits<uint64_t>::max()
-                 ? 0
-                 : static_cast<uint64_t>(width);
   }
+  origin_ = from_;
+  const absl::uint128 width = (span + max_buckets - 1) / max_buckets;
+  count_ = static_cast<size_t>((span + width - 1) / width);
+  // Only one bucket of a 2^64-wide axis needs more than 64 bits.
+  width_ = width > std::numeric_limits<uint64_t>::max()
+               ? 0
+               : static_cast<uint64_t>(width);
+}
 
-  size_t count() const { return count_; }
-  // Precondition: from <= x <= to.
-  size_t Index(uint64_t x) const {
-    return width_ == 0 ? 0 : static_cast<size_t>((x - origin_) / width_);
+void BucketGrid::SetBounds(size_t i, Bucket* b) const {
+  if (axis_ == Axis::kStep) {
+    b->start_step = Start(i);
+    b->end_step = End(i);
+  } else {
+    b->start_ms = CoordTime(Start(i));
+    b->end_ms = CoordTime(End(i));
   }
-  // Bucket i is [origin + i*width, origin + (i+1)*width - 1] clipped to
-  // [from, to]; origin <= from and i * width <= to - origin, so nothing
-  // overflows.
-  uint64_t Start(size_t i) const {
-    return std::max(from_, origin_ + i * width_);
-  }
-  uint64_t End(size_t i) const {
-    const uint64_t start = origin_ + i * width_;
-    return width_ == 0 || to_ - start < width_ ? to_ : start + width_ - 1;
-  }
+}
 
- private:
-  static uint64_t GridCount(uint64_t from, uint64_t to, uint64_t width_steps) {
-    const absl::uint128 width = absl::uint128(width_steps) * kMicrosPerStep;
-    return static_cast<uint64_t>(to / width - from / width + 1);
-  }
-
-  uint64_t from_;
-  uint64_t to_;
-  uint64_t origin_;  // start of bucket 0 before clipping (<= from)
-  uint64_t width_;   // 0: 2^64
-  size_t count_;
-};
+namespace {
 
 // A bucket being built. min/max start at +-Inf, which no finite value
 // equals, so the first finite value always replaces them.
@@ -95,11 +80,13 @@ struct Accumulator {
   double min = std::numeric_limits<double>::infinity();
   double max = -std::numeric_limits<double>::infinity();
   double sum = 0.0;
+  uint64_t last_step = 0;
 };
 
-inline void AddValue(double v, Accumulator& a) {
+inline void AddValue(uint64_t step, double v, Accumulator& a) {
   if (a.count == 0) a.first = v;
   a.last = v;
+  a.last_step = step;
   ++a.count;
   if (std::isfinite(v)) {
     if (v < a.min) a.min = v;
@@ -115,10 +102,12 @@ inline void AddValue(double v, Accumulator& a) {
 }
 
 // AddValue over a run of values, with the hot state in registers.
-void AddValues(const double* v, size_t n, Accumulator& a) {
+void AddValues(const uint64_t* steps, const double* v, size_t n,
+               Accumulator& a) {
   if (n == 0) return;
   if (a.count == 0) a.first = v[0];
   a.last = v[n - 1];
+  a.last_step = steps[n - 1];
   a.count += n;
   double min = a.min, max = a.max, sum = a.sum;
   uint64_t nan = 0, pos_inf = 0, neg_inf = 0;
@@ -148,6 +137,7 @@ void AddValues(const double* v, size_t n, Accumulator& a) {
 void AddSummary(const ChunkSummary& s, Accumulator& a) {
   if (a.count == 0) a.first = s.first_value;
   a.last = s.last_value;
+  a.last_step = s.max_step;
   a.count += s.count;
   a.nan_count += s.nan_count;
   a.pos_inf_count += s.pos_inf_count;
@@ -166,7 +156,7 @@ bool InRange(const ReadRange& r, uint64_t step, int64_t time_ms) {
 
 class BucketVisitor : public ChunkVisitor {
  public:
-  BucketVisitor(Axis axis, const ReadRange& range, const Layout& layout,
+  BucketVisitor(Axis axis, const ReadRange& range, const BucketGrid& layout,
                 std::vector<Accumulator>& buckets, BucketReadStats& stats)
       : axis_(axis),
         range_(range),
@@ -207,10 +197,10 @@ class BucketVisitor : public ChunkVisitor {
     }
     const size_t first = axis_ == Axis::kStep
                              ? layout_.Index(s.min_step)
-                             : layout_.Index(TimeCoord(s.min_time_ms));
+                             : layout_.Index(BucketGrid::TimeCoord(s.min_time_ms));
     const size_t last = axis_ == Axis::kStep
                             ? layout_.Index(s.max_step)
-                            : layout_.Index(TimeCoord(s.max_time_ms));
+                            : layout_.Index(BucketGrid::TimeCoord(s.max_time_ms));
     if (first != last) return std::nullopt;
     return first;
   }
@@ -221,8 +211,8 @@ class BucketVisitor : public ChunkVisitor {
       // Times need not be monotonic: place each point on its own.
       for (size_t i = 0; i < p.size(); ++i) {
         if (InRange(range_, p.steps[i], p.times_ms[i])) {
-          AddValue(p.values[i],
-                   buckets_[layout_.Index(TimeCoord(p.times_ms[i]))]);
+          AddValue(p.steps[i], p.values[i],
+                   buckets_[layout_.Index(BucketGrid::TimeCoord(p.times_ms[i]))]);
         }
       }
       return;
@@ -236,12 +226,13 @@ class BucketVisitor : public ChunkVisitor {
       const auto next = std::upper_bound(it, end, layout_.End(bucket));
       const size_t i = it - begin, j = next - begin;
       if (all_times_) {
-        AddValues(p.values.data() + i, j - i, buckets_[bucket]);
+        AddValues(p.steps.data() + i, p.values.data() + i, j - i,
+                  buckets_[bucket]);
       } else {
         for (size_t k = i; k < j; ++k) {
           const int64_t t = p.times_ms[k];
           if (t >= range_.times.from_ms && t <= range_.times.to_ms) {
-            AddValue(p.values[k], buckets_[bucket]);
+            AddValue(p.steps[k], p.values[k], buckets_[bucket]);
           }
         }
       }
@@ -251,7 +242,7 @@ class BucketVisitor : public ChunkVisitor {
 
   const Axis axis_;
   const ReadRange& range_;
-  const Layout& layout_;
+  const BucketGrid& layout_;
   std::vector<Accumulator>& buckets_;
   BucketReadStats& stats_;
   const bool all_times_;
@@ -300,22 +291,14 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(const Engine& engine,
     return absl::InvalidArgumentError(absl::StrCat(
         "buckets: ", max_buckets, " is not in [1, ", kMaxBuckets, "]"));
   }
-  uint64_t from, to;
-  if (axis == Axis::kStep) {
-    if (range.steps.from > range.steps.to) {
-      return absl::InvalidArgumentError("steps: from is after to");
-    }
-    from = range.steps.from;
-    to = range.steps.to;
-  } else {
-    if (range.times.from_ms > range.times.to_ms) {
-      return absl::InvalidArgumentError("time: from is after to");
-    }
-    from = TimeCoord(range.times.from_ms);
-    to = TimeCoord(range.times.to_ms);
+  if (axis == Axis::kStep && range.steps.from > range.steps.to) {
+    return absl::InvalidArgumentError("steps: from is after to");
+  }
+  if (axis == Axis::kTime && range.times.from_ms > range.times.to_ms) {
+    return absl::InvalidArgumentError("time: from is after to");
   }
   if (stats != nullptr) *stats = {};
-  const Layout layout(axis, from, to, max_buckets);
+  const BucketGrid layout(axis, range, max_buckets);
   std::vector<Accumulator> acc(layout.count());
   BucketReadStats local_stats;
   BucketVisitor visitor(axis, range, layout, acc,
@@ -327,13 +310,8 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(const Engine& engine,
     const Accumulator& a = acc[i];
     if (a.count == 0) continue;
     Bucket& b = out.emplace_back();
-    if (axis == Axis::kStep) {
-      b.start_step = layout.Start(i);
-      b.end_step = layout.End(i);
-    } else {
-      b.start_ms = CoordTime(layout.Start(i));
-      b.end_ms = CoordTime(layout.End(i));
-    }
+    layout.SetBounds(i, &b);
+    b.last_step = a.last_step;
     b.count = a.count;
     b.nan_count = a.nan_count;
     b.pos_inf_count = a.pos_inf_count;

@@ -15,6 +15,7 @@
 #ifndef STEPDB_STORAGE_DOWNSAMPLE_H_
 #define STEPDB_STORAGE_DOWNSAMPLE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -65,10 +66,67 @@ struct Bucket {
   double max = 0.0;
   double sum = 0.0;  // float64; see the file comment on its last bits
 
+  // The step of the bucket's last point (the one `last` is the value of).
+  uint64_t last_step = 0;
+
   uint64_t finite_count() const {
     return count - nan_count - pos_inf_count - neg_inf_count;
   }
   bool has_finite() const { return finite_count() > 0; }
+};
+
+// The buckets of a read along one axis (widths as documented at
+// ReadBuckets). Exposed so that a reader combining several series can cut
+// them all on one grid: reads with the same axis, range and max_buckets
+// return buckets with the same bounds, and IndexOf maps them to a dense
+// index.
+//
+// Positions on the grid are coordinates: micro-steps on the step axis,
+// Unix milliseconds with the sign bit flipped (order-preserving) on the time
+// axis, so the arithmetic is written once for both.
+class BucketGrid {
+ public:
+  // Precondition: 1 <= max_buckets <= kMaxBuckets, and the axis interval of
+  // `range` has from <= to (ReadBuckets checks both).
+  BucketGrid(Axis axis, const ReadRange& range, uint32_t max_buckets);
+
+  Axis axis() const { return axis_; }
+  size_t count() const { return count_; }
+  // The index of a bucket a read on this grid returned.
+  size_t IndexOf(const Bucket& b) const {
+    return Index(axis_ == Axis::kStep ? b.start_step : TimeCoord(b.start_ms));
+  }
+  // Sets the bounds of bucket i (start/end step or ms, per the axis) in *b.
+  void SetBounds(size_t i, Bucket* b) const;
+
+  static uint64_t TimeCoord(int64_t t) {
+    return static_cast<uint64_t>(t) ^ (uint64_t{1} << 63);
+  }
+  static int64_t CoordTime(uint64_t c) {
+    return static_cast<int64_t>(c ^ (uint64_t{1} << 63));
+  }
+  // The bucket of coordinate x. Precondition: from <= x <= to.
+  size_t Index(uint64_t x) const {
+    return width_ == 0 ? 0 : static_cast<size_t>((x - origin_) / width_);
+  }
+  // Bucket i is [origin + i*width, origin + (i+1)*width - 1] clipped to
+  // [from, to]; origin <= from and i * width <= to - origin, so nothing
+  // overflows.
+  uint64_t Start(size_t i) const {
+    return std::max(from_, origin_ + i * width_);
+  }
+  uint64_t End(size_t i) const {
+    const uint64_t start = origin_ + i * width_;
+    return width_ == 0 || to_ - start < width_ ? to_ : start + width_ - 1;
+  }
+
+ private:
+  Axis axis_;
+  uint64_t from_;
+  uint64_t to_;
+  uint64_t origin_;  // start of bucket 0 before clipping (<= from)
+  uint64_t width_;   // 0: 2^64
+  size_t count_;
 };
 
 // How a read used the chunks it visited (for tests and metrics).

@@ -1296,7 +1296,8 @@ bool SeriesFilter::Matches(const SeriesKey& key) const {
                            [&](const auto& l) { return l.first == k; });
     if (it == key.labels.end() || it->second != v) return false;
   }
-  return true;
+  return std::all_of(matchers.begin(), matchers.end(),
+                     [&](const LabelMatcher& m) { return m.Matches(key.labels); });
 }
 
 void AppendBatch::Add(SeriesId id, const PointColumns& points) {

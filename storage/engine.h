@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "storage/chunk_codec.h"
 #include "storage/keys.h"
+#include "storage/label_matcher.h"
 #include "storage/series_key.h"
 
 namespace stepdb::storage {
@@ -180,6 +181,8 @@ struct SeriesFilter {
   std::optional<std::string> run;     // exact
   std::optional<std::string> metric;  // exact
   Labels labels;                      // each must be present and equal
+  // Each must match (see label_matcher.h; compiled once by the caller).
+  std::vector<LabelMatcher> matchers;
 
   // Whether `key` passes the filter.
   bool Matches(const SeriesKey& key) const;

@@ -526,7 +526,10 @@ std::vector<RunRecord> RunStore::List(std::string_view project,
         }
         break;
       case RunSort::Key::kMetric: {
-        SeriesFilter series_filter{run.project, run.run_id, sort.name, {}};
+        SeriesFilter series_filter;
+        series_filter.project = run.project;
+        series_filter.run = run.run_id;
+        series_filter.metric = sort.name;
         bool more = false;
         const auto series = engine_->ListSeries(series_filter, 0, &more);
         const SeriesInfo* pick = nullptr;

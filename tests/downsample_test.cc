@@ -87,6 +87,7 @@ std::vector<Expected> BruteForce(const Engine& engine, SeriesId id, Axis axis,
       }
       const double v = p.values[i];
       b.last = v;
+      b.last_step = p.steps[i];
       ++b.count;
       if (std::isnan(v)) {
         ++b.nan_count;
@@ -129,6 +130,7 @@ void ExpectSameBuckets(const std::vector<Bucket>& got,
     EXPECT_EQ(g.neg_inf_count, w.neg_inf_count);
     EXPECT_EQ(Bits(g.first), Bits(w.first));
     EXPECT_EQ(Bits(g.last), Bits(w.last));
+    EXPECT_EQ(g.last_step, w.last_step);
     EXPECT_EQ(g.has_finite(), w.has_finite());
     EXPECT_EQ(Bits(g.min), Bits(w.min));
     EXPECT_EQ(Bits(g.max), Bits(w.max));

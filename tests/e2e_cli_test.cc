@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -153,6 +154,50 @@ TEST_F(CliTest, WriteConflictsAreReportedAndHealthAndMetricsServe) {
   EXPECT_THAT(metrics->body, HasSubstr("stepdb_points_accepted_total 2\n"));
   EXPECT_THAT(metrics->body, HasSubstr("stepdb_points_rejected_total 1\n"));
   EXPECT_THAT(metrics->body, HasSubstr("# TYPE stepdb_series gauge"));
+}
+
+TEST_F(CliTest, AggregateAcrossSeriesAsCsv) {
+  // Two runs x two GPUs; gpu 1 of run b logs a NaN at step 2.
+  for (const std::string run : {"a", "b"}) {
+    for (int gpu = 0; gpu < 2; ++gpu) {
+      const std::string nan = run == "b" && gpu == 1 ? "nan" : "4";
+      ASSERT_EQ(RunCommand(Stepctl(absl::StrCat(
+                    "write --project p --run ", run,
+                    " --metric gpu/util --label node=n1 --label gpu=", gpu,
+                    " --point 0:", gpu * 10, " --point 1:2 --point 2:", nan,
+                    " --point 3:6")))
+                    .exit_code,
+                0);
+    }
+  }
+  CommandResult agg = RunCommand(Stepctl(
+      "agg --project p --metric gpu/util --match 'node=~n.' --match 'gpu!=7' "
+      "--group-by run --group-by node --fn mean --buckets 2 --steps 0:3 "
+      "--format csv"));
+  ASSERT_EQ(agg.exit_code, 0);
+  // Buckets [0, 1] and [2, 3]; per run, the mean of the GPUs' means:
+  // run a: (1 + 6) / 2 = 3.5 and (5 + 5) / 2 = 5; run b: 3.5 and (5 + 6) / 2.
+  EXPECT_EQ(agg.out,
+            "group,bucket_start,bucket_end,value,series,nan_count,"
+            "pos_inf_count,neg_inf_count\n"
+            "\"run=a,node=n1\",0,1.999999,3.5,2,0,0,0\n"
+            "\"run=a,node=n1\",2,3,5,2,0,0,0\n"
+            "\"run=b,node=n1\",0,1.999999,3.5,2,0,0,0\n"
+            "\"run=b,node=n1\",2,3,5.5,2,1,0,0\n");
+  // A bad regex is the server's INVALID_ARGUMENT; a bad matcher a usage error.
+  EXPECT_EQ(RunCommand(Stepctl("agg --project p --metric gpu/util --fn max "
+                               "--buckets 2 --match 'gpu=~('"))
+                .exit_code,
+            1);
+  EXPECT_EQ(RunCommand(Stepctl("agg --project p --metric gpu/util --fn max "
+                               "--buckets 2 --match gpu"))
+                .exit_code,
+            2);
+  CommandResult series = RunCommand(
+      Stepctl("series --project p --match 'gpu!~0' --format csv"));
+  EXPECT_EQ(series.exit_code, 0);
+  EXPECT_THAT(series.out, HasSubstr("a,gpu/util,\"gpu=1,node=n1\""));
+  EXPECT_THAT(series.out, ::testing::Not(HasSubstr("gpu=0")));
 }
 
 TEST_F(CliTest, UnreachableServerIsAClearError) {

@@ -322,7 +322,7 @@ TEST_F(EngineTest, RestartRecoversHeadsSealedChunksAndIds) {
   EXPECT_EQ(*engine_->KeyOf(loss),
             (SeriesKey{"proj", "run-1", "train/loss", {{"node", "n1"}}}));
   bool truncated;
-  auto listed = engine_->ListSeries({"proj", "run-1", "train/loss", {}}, 0, &truncated);
+  auto listed = engine_->ListSeries({"proj", "run-1", "train/loss", {}, {}}, 0, &truncated);
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(listed[0].key.project, "proj");
   EXPECT_EQ(listed[0].key.run, "run-1");
@@ -352,15 +352,15 @@ TEST_F(EngineTest, ListSeriesFilters) {
   Resolve("gpu/util", {{"gpu", "0"}, {"node", "n2"}});
   Resolve("train/loss", {}, "run-2");
   bool truncated;
-  EXPECT_EQ(engine_->ListSeries({"proj", {}, {}, {}}, 0, &truncated).size(), 4u);
-  EXPECT_EQ(engine_->ListSeries({"proj", "run-1", {}, {}}, 0, &truncated).size(), 3u);
-  EXPECT_EQ(engine_->ListSeries({"proj", {}, "gpu/util", {{"node", "n1"}}}, 0,
+  EXPECT_EQ(engine_->ListSeries({"proj", {}, {}, {}, {}}, 0, &truncated).size(), 4u);
+  EXPECT_EQ(engine_->ListSeries({"proj", "run-1", {}, {}, {}}, 0, &truncated).size(), 3u);
+  EXPECT_EQ(engine_->ListSeries({"proj", {}, "gpu/util", {{"node", "n1"}}, {}}, 0,
                                 &truncated)
                 .size(),
             2u);
-  EXPECT_EQ(engine_->ListSeries({"proj", {}, {}, {}}, 2, &truncated).size(), 2u);
+  EXPECT_EQ(engine_->ListSeries({"proj", {}, {}, {}, {}}, 2, &truncated).size(), 2u);
   EXPECT_TRUE(truncated);
-  EXPECT_TRUE(engine_->ListSeries({"other", {}, {}, {}}, 0, &truncated).empty());
+  EXPECT_TRUE(engine_->ListSeries({"other", {}, {}, {}, {}}, 0, &truncated).empty());
 }
 
 TEST_F(EngineTest, ConcurrentWritersShareGroupCommits) {

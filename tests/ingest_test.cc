@@ -283,7 +283,7 @@ TEST_F(ServiceTest, UnaryMalformedIsInvalidArgumentAndStoresNothing) {
   EXPECT_THAT(s.error_message(), HasSubstr("refs need the streaming Write"));
 
   bool truncated;
-  EXPECT_TRUE(engine_->ListSeries({"proj", {}, {}, {}}, 0, &truncated).empty());
+  EXPECT_TRUE(engine_->ListSeries({"proj", {}, {}, {}, {}}, 0, &truncated).empty());
 }
 
 TEST_F(ServiceTest, NanInfinityFractionalAndTimeIndexedSeries) {
