@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <deque>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <string>
@@ -95,6 +96,12 @@ struct StreamResult {
   uint64_t errors = 0;
   uint64_t retries = 0;
   std::vector<double> ack_ms;
+  // Each acked request's first step, when it was sent and when its ack
+  // arrived (for the tail latency join).
+  struct Acked {
+    Clock::time_point sent, acked;
+  };
+  std::vector<std::pair<int64_t, Acked>> acked;
 };
 
 struct Config {
@@ -175,9 +182,12 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
         std::lock_guard<std::mutex> lock(mu);
         while (!unacked.empty() && unacked.front().seq <= ack.durable_seq()) {
           if (unacked.front().seq == ack.seq()) {
+            const Clock::time_point now = Clock::now();
             result.ack_ms.push_back(std::chrono::duration<double, std::milli>(
-                                        Clock::now() - unacked.front().at)
+                                        now - unacked.front().at)
                                         .count());
+            result.acked.push_back(
+                {unacked.front().first, {unacked.front().at, now}});
           }
           unacked.pop_front();
         }
@@ -261,6 +271,40 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
   return result;
 }
 
+// A live tail of one rank's first metric: when each step arrived.
+struct TailResult {
+  int rank = 0;
+  std::vector<std::pair<int64_t, Clock::time_point>> received;  // step, when
+  uint64_t dropped = 0;
+};
+
+void RunTail(const std::shared_ptr<grpc::Channel>& channel, const Config& config,
+             int rank, int gpus_per_node, grpc::ClientContext* ctx,
+             TailResult* result) {
+  auto stub = stepdb::v1::Query::NewStub(channel);
+  stepdb::v1::TailRequest req;
+  req.set_project(config.project);
+  req.set_run(config.run);
+  req.set_metric("m0");
+  auto* node = req.add_labels();
+  node->set_key("node");
+  node->set_value("n" + std::to_string(rank / gpus_per_node));
+  auto* gpu = req.add_labels();
+  gpu->set_key("gpu");
+  gpu->set_value(std::to_string(rank % gpus_per_node));
+  result->rank = rank;
+  auto reader = stub->Tail(ctx, req);
+  stepdb::v1::TailResponse resp;
+  while (reader->Read(&resp)) {
+    const Clock::time_point now = Clock::now();
+    result->dropped += resp.dropped_points();
+    for (const auto& s : resp.series()) {
+      for (int64_t step : s.steps()) result->received.emplace_back(step, now);
+    }
+  }
+  reader->Finish();
+}
+
 double Percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * v.size()));
@@ -290,6 +334,10 @@ int main(int argc, char** argv) {
   app.add_option("--streams", streams, "Concurrent Write streams.");
   app.add_option("--window", config.window, "Requests in flight per stream.");
   app.add_option("--seed", config.seed, "Seed of the value generator.");
+  int tail_subscribers = 0;
+  app.add_option("--tail-subscribers", tail_subscribers,
+                 "Live tails to open (each on one rank's first metric) and time: "
+                 "delivery minus the client's receipt of the ack.");
   CLI11_PARSE(app, argc, argv);
   if (config.run.empty()) {
     config.run = "loadgen-" + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
@@ -308,6 +356,20 @@ int main(int argc, char** argv) {
   const ValueModel model(config.metrics, config.seed);
   std::vector<StreamResult> results(streams);
   std::vector<std::thread> threads;
+  // Tails subscribe before the first write, over one shared connection.
+  std::vector<TailResult> tails(tail_subscribers);
+  std::vector<std::unique_ptr<grpc::ClientContext>> tail_contexts;
+  std::vector<std::thread> tail_threads;
+  if (tail_subscribers > 0) {
+    auto channel = grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
+    for (int i = 0; i < tail_subscribers; ++i) {
+      tail_contexts.push_back(std::make_unique<grpc::ClientContext>());
+      tail_threads.emplace_back([&, i, channel] {
+        RunTail(channel, config, i % ranks, gpus, tail_contexts[i].get(), &tails[i]);
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
   const auto start = Clock::now();
   for (int s = 0; s < streams; ++s) {
     const int first = s * ranks / streams;
@@ -324,6 +386,11 @@ int main(int argc, char** argv) {
   }
   for (auto& t : threads) t.join();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (tail_subscribers > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // last deliveries
+    for (auto& c : tail_contexts) c->TryCancel();
+    for (auto& t : tail_threads) t.join();
+  }
 
   StreamResult total;
   for (auto& r : results) {
@@ -349,6 +416,40 @@ int main(int argc, char** argv) {
   out["rejected_points"] = total.rejected;
   out["duplicate_points"] = total.duplicates;
   out["errors"] = total.errors;
+  if (tail_subscribers > 0) {
+    // Join each delivered step with the ack of the request that carried it.
+    // The server hands points to tails before it sends their acks, so a
+    // delivery usually precedes the ack: that counts as 0 ms.
+    std::vector<double> tail_ms, from_send_ms;
+    uint64_t tail_points = 0, tail_dropped = 0;
+    for (const TailResult& t : tails) {
+      tail_dropped += t.dropped;
+      tail_points += t.received.size();
+      int s = 0;
+      while ((s + 1) * ranks / streams <= t.rank) ++s;
+      const auto& acked = results[s].acked;  // in step order, mostly
+      std::map<int64_t, StreamResult::Acked> by_first(acked.begin(), acked.end());
+      for (const auto& [step, when] : t.received) {
+        auto it = by_first.upper_bound(step);
+        if (it == by_first.begin()) continue;
+        --it;
+        tail_ms.push_back(std::max(
+            0.0,
+            std::chrono::duration<double, std::milli>(when - it->second.acked).count()));
+        from_send_ms.push_back(
+            std::chrono::duration<double, std::milli>(when - it->second.sent).count());
+      }
+    }
+    out["tail_subscribers"] = tail_subscribers;
+    out["tail_points"] = tail_points;
+    out["tail_dropped_points"] = tail_dropped;
+    out["tail_p50_ms"] = Percentile(tail_ms, 0.50);
+    out["tail_p99_ms"] = Percentile(tail_ms, 0.99);
+    out["tail_max_ms"] = tail_ms.empty() ? 0 : *std::max_element(tail_ms.begin(), tail_ms.end());
+    // From the client's send: write, group commit, fsync and delivery.
+    out["tail_from_send_p50_ms"] = Percentile(from_send_ms, 0.50);
+    out["tail_from_send_p99_ms"] = Percentile(from_send_ms, 0.99);
+  }
   std::cout << out.dump() << std::endl;
   return total.errors == 0 && total.rejected == 0 ? 0 : 1;
 }
