@@ -19,10 +19,12 @@
 #include "ingest/ingest_service.h"
 #include "query/admin_service.h"
 #include "query/query_service.h"
+#include "query/watch_service.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "storage/engine.h"
 #include "storage/run_store.h"
+#include "storage/watch.h"
 
 ABSL_FLAG(std::string, data, "./stepdb-data", "Data directory.");
 ABSL_FLAG(std::string, listen, "127.0.0.1:7390",
@@ -94,6 +96,11 @@ int main(int argc, char** argv) {
   stepdb::ingest::IngestService ingest(engine->get(), {}, runs->get());
   stepdb::query::QueryService query(engine->get(), {}, runs->get());
   stepdb::query::AdminService admin(engine->get());
+  // Watch rules see every committed point from before the first RPC on.
+  auto watch = stepdb::storage::WatchEvaluator::Open(engine->get(), runs->get());
+  if (!watch.ok()) return Fail(std::string(watch.status().ToString()));
+  (*engine)->AddCommitObserver(watch->get());
+  stepdb::query::WatchService watch_service(watch->get());
 
   grpc::ServerBuilder builder;
   int grpc_port = 0;
@@ -104,6 +111,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&ingest);
   builder.RegisterService(&query);
   builder.RegisterService(&admin);
+  builder.RegisterService(&watch_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     return Fail("cannot listen on " + listen);
@@ -143,8 +151,12 @@ int main(int argc, char** argv) {
   http.reset();
   // In-flight RPCs get a few seconds; acks still pending are then cancelled
   // (their points are durable or not, and clients resend what was unacked).
+  watch_service.Shutdown();  // ends following Events streams at once
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
+  // Before the engine closes: the last events are persisted through it.
+  (*engine)->RemoveCommitObserver(watch->get());
+  watch->reset();
   engine->reset();  // commits what is queued, syncs the WAL, closes RocksDB
   std::cout << "stepdb: stopped" << std::endl;
   return 0;
