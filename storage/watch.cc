@@ -399,6 +399,7 @@ void WatchEvaluator::PublishRules() {
     rule_set_ = std::move(set);
   }
   absl::MutexLock lock(&events_mu_);
+  tick_changed_ = true;  // wakes the background thread to use the new tick
   stall_tick_ =
       std::clamp(shortest_stall / 4, kMinStallTick,
                  std::max(kMinStallTick, options_.stall_check_interval));
@@ -603,12 +604,17 @@ void WatchEvaluator::BackgroundLoop() {
           absl::Condition(
               +[](WatchEvaluator* e)
                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->events_mu_) {
-                     return !e->pending_.empty() || e->stopping_;
+                     return !e->pending_.empty() || e->stopping_ ||
+                            e->tick_changed_;
                    },
               this),
           stall_tick_);
       batch.swap(pending_);
       stopping = stopping_;
+      if (tick_changed_) {
+        tick_changed_ = false;
+        next_stall_check = 0;
+      }
     }
     if (!batch.empty()) {
       std::vector<MetaWrite> writes;

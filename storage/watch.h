@@ -220,6 +220,7 @@ class WatchEvaluator final : public CommitObserver {
   uint64_t persisted_seq_ ABSL_GUARDED_BY(events_mu_) = 0;
   uint64_t dropped_ ABSL_GUARDED_BY(events_mu_) = 0;
   absl::Duration stall_tick_ ABSL_GUARDED_BY(events_mu_);
+  bool tick_changed_ ABSL_GUARDED_BY(events_mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(events_mu_) = false;
 
   // Serializes wake-ups with RemoveListener.
