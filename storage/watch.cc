@@ -279,7 +279,12 @@ struct WatchEvaluator::RuleSet {
 
 // One rule applied to one series: the state of its current episode.
 struct WatchEvaluator::Binding {
+  explicit Binding(std::shared_ptr<const Rule> r)
+      : rule(std::move(r)), condition(rule->condition) {}
   std::shared_ptr<const Rule> rule;
+  // A copy of rule->condition: the commit path reads only the bindings
+  // vector, not one Rule allocation per binding (a cache miss each).
+  WatchCondition condition;
   uint64_t consecutive = 0;  // points in a row for which the condition held
   bool firing = false;
   // plateau: the smallest finite value so far and the step that set it.
@@ -423,7 +428,7 @@ WatchEvaluator::SeriesState& WatchEvaluator::StateOf(SeriesId series) {
       auto old = std::find_if(state.bindings.begin(), state.bindings.end(),
                               [&](const Binding& b) { return b.rule == rule; });
       bindings.push_back(old != state.bindings.end() ? std::move(*old)
-                                                     : Binding{rule});
+                                                     : Binding(rule));
       stalled |= rule->condition.kind == WatchCondition::Kind::kStalled;
     }
   };
@@ -467,75 +472,76 @@ void WatchEvaluator::OnCommit(std::span<const CommittedPoints> committed) {
 
 void WatchEvaluator::Evaluate(Binding& b, const SeriesState& s,
                               const PointSpan& points, int64_t now_ms) {
-  const Rule& rule = *b.rule;
-  const WatchCondition& c = rule.condition;
+  const WatchCondition& c = b.condition;
   auto emit = [&](WatchEventKind kind, size_t i, std::string message) {
-    Emit(kind, rule, *s.key, points.steps[i], points.values[i],
+    Emit(kind, *b.rule, *s.key, points.steps[i], points.values[i],
          points.times_ms[i], now_ms, std::move(message));
   };
-  if (c.kind == WatchCondition::Kind::kStalled) {
-    // Any point ends a stall.
-    if (b.firing) {
-      b.firing = false;
-      emit(WatchEventKind::kResolved, 0, "points resumed");
-    }
-    return;
-  }
-  for (size_t i = 0; i < points.size(); ++i) {
-    const double v = points.values[i];
-    bool holds = false;
-    switch (c.kind) {
-      case WatchCondition::Kind::kNonFinite:
-        holds = !std::isfinite(v);
-        break;
-      case WatchCondition::Kind::kAbove:
-        holds = v > c.threshold;  // NaN compares false: not above
-        break;
-      case WatchCondition::Kind::kBelow:
-        holds = v < c.threshold;
-        break;
-      case WatchCondition::Kind::kPlateau:
-        if (std::isfinite(v) && (!b.has_min || v < b.min)) {
-          b.has_min = true;
-          b.min = v;
-          b.min_step = points.steps[i];
+  // The episode logic over the points for one kind of condition. Dispatching
+  // on the kind once per (binding, group) rather than per point keeps the
+  // inner loop free of unpredictable branches (rules of mixed kinds
+  // interleave on a series).
+  auto run = [&](auto holds, auto describe) {
+    for (size_t i = 0; i < points.size(); ++i) {
+      if (!holds(i)) {
+        b.consecutive = 0;
+        if (b.firing) {
+          b.firing = false;
+          emit(WatchEventKind::kResolved, i, "condition no longer holds");
         }
-        holds = b.has_min && points.steps[i] - b.min_step >= c.plateau_steps;
-        break;
-      case WatchCondition::Kind::kStalled:
-        break;
+        continue;
+      }
+      ++b.consecutive;
+      if (b.firing || b.consecutive < c.count) continue;
+      b.firing = true;
+      emit(WatchEventKind::kFiring, i, describe(i));
     }
-    if (!holds) {
-      b.consecutive = 0;
+  };
+  const std::span<const double> values = points.values;
+  switch (c.kind) {
+    case WatchCondition::Kind::kNonFinite:
+      run([&](size_t i) { return !std::isfinite(values[i]); },
+          [&](size_t i) { return absl::StrCat("value is ", values[i]); });
+      return;
+    case WatchCondition::Kind::kAbove:
+    case WatchCondition::Kind::kBelow: {
+      const bool above = c.kind == WatchCondition::Kind::kAbove;
+      // NaN compares false either way: neither above nor below.
+      auto describe = [&](size_t i) {
+        return absl::StrCat("value ", values[i], above ? " > " : " < ",
+                            c.threshold, " for ", b.consecutive,
+                            b.consecutive == 1 ? " point" : " points");
+      };
+      if (above) {
+        run([&](size_t i) { return values[i] > c.threshold; }, describe);
+      } else {
+        run([&](size_t i) { return values[i] < c.threshold; }, describe);
+      }
+      return;
+    }
+    case WatchCondition::Kind::kPlateau:
+      run(
+          [&](size_t i) {
+            const double v = values[i];
+            if (std::isfinite(v) && (!b.has_min || v < b.min)) {
+              b.has_min = true;
+              b.min = v;
+              b.min_step = points.steps[i];
+            }
+            return b.has_min && points.steps[i] - b.min_step >= c.plateau_steps;
+          },
+          [&](size_t) {
+            return absl::StrCat("minimum ", b.min, " not improved since step ",
+                                StepText(b.min_step));
+          });
+      return;
+    case WatchCondition::Kind::kStalled:
+      // Any point ends a stall; the timer (CheckStalled) starts one.
       if (b.firing) {
         b.firing = false;
-        emit(WatchEventKind::kResolved, i, "condition no longer holds");
+        emit(WatchEventKind::kResolved, 0, "points resumed");
       }
-      continue;
-    }
-    ++b.consecutive;
-    if (b.firing || b.consecutive < c.count) continue;
-    b.firing = true;
-    std::string message;
-    switch (c.kind) {
-      case WatchCondition::Kind::kNonFinite:
-        message = absl::StrCat("value is ", v);
-        break;
-      case WatchCondition::Kind::kAbove:
-      case WatchCondition::Kind::kBelow:
-        message = absl::StrCat(
-            "value ", v, c.kind == WatchCondition::Kind::kAbove ? " > " : " < ",
-            c.threshold, " for ", b.consecutive,
-            b.consecutive == 1 ? " point" : " points");
-        break;
-      case WatchCondition::Kind::kPlateau:
-        message = absl::StrCat("minimum ", b.min, " not improved since step ",
-                               StepText(b.min_step));
-        break;
-      case WatchCondition::Kind::kStalled:
-        break;
-    }
-    emit(WatchEventKind::kFiring, i, std::move(message));
+      return;
   }
 }
 
@@ -602,11 +608,10 @@ void WatchEvaluator::BackgroundLoop() {
       absl::MutexLock lock(&events_mu_);
       events_mu_.AwaitWithTimeout(
           absl::Condition(
-              +[](WatchEvaluator* e)
-                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->events_mu_) {
-                     return !e->pending_.empty() || e->stopping_ ||
-                            e->tick_changed_;
-                   },
+              +[](WatchEvaluator* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(
+                   e->events_mu_) {
+                return !e->pending_.empty() || e->stopping_ || e->tick_changed_;
+              },
               this),
           stall_tick_);
       batch.swap(pending_);
