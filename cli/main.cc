@@ -1082,6 +1082,139 @@ int RunSeries(const GlobalOptions& g, const SeriesOptions& o) {
   return kExitOk;
 }
 
+// ---- watch ----------------------------------------------------------------
+
+struct WatchOptions {
+  std::string project, run, metric, condition, name, id;
+  std::vector<std::string> labels;
+  uint64_t after = 0;
+  bool follow = false;
+  std::string format = "table";
+};
+
+const std::vector<std::string> kRuleColumns = {"id",     "name",   "run",
+                                         "metric", "labels", "condition"};
+
+std::vector<Cell> RuleRow(const v1::WatchRule& r) {
+  v1::SeriesKey labels;  // for LabelsText / LabelsJson
+  for (const v1::LabelMatcher& m : r.labels()) {
+    (*labels.mutable_labels())[m.key()] = m.value();
+  }
+  Cell labels_cell = StringCell(LabelsText(labels));
+  labels_cell.json = LabelsJson(labels);
+  return {StringCell(r.id()),     StringCell(r.name()),
+          StringCell(r.run()),    StringCell(r.metric()),
+          std::move(labels_cell), StringCell(r.condition())};
+}
+
+int RunWatchRulesAdd(const GlobalOptions& g, const WatchOptions& o) {
+  constexpr std::string_view kVerb = "watch rules add";
+  absl::StatusOr<Labels> labels = ParseLabelArgs(o.labels);
+  if (!labels.ok()) return UsageError(kVerb, Msg(labels.status()));
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::WatchRule req;
+  req.set_project(o.project);
+  req.set_run(o.run);
+  req.set_metric(o.metric);
+  for (const auto& [k, v] : *labels) {
+    v1::LabelMatcher* m = req.add_labels();
+    m->set_key(k);
+    m->set_value(v);
+  }
+  req.set_condition(o.condition);
+  req.set_name(o.name);
+  auto stub = v1::Watch::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::WatchRule created;
+  const grpc::Status status = stub->CreateRule(&ctx, req, &created);
+  if (!status.ok()) return RpcError(kVerb, status);
+  auto writer = RowWriter::Create(*format, std::cout, kRuleColumns);
+  writer->AddRow(RuleRow(created));
+  writer->Finish();
+  return kExitOk;
+}
+
+int RunWatchRulesList(const GlobalOptions& g, const WatchOptions& o) {
+  constexpr std::string_view kVerb = "watch rules list";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::ListWatchRulesRequest req;
+  req.set_project(o.project);
+  auto stub = v1::Watch::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::ListWatchRulesResponse resp;
+  const grpc::Status status = stub->ListRules(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  auto writer = RowWriter::Create(*format, std::cout, kRuleColumns);
+  for (const v1::WatchRule& r : resp.rules()) writer->AddRow(RuleRow(r));
+  writer->Finish();
+  return kExitOk;
+}
+
+int RunWatchRulesDelete(const GlobalOptions& g, const WatchOptions& o) {
+  constexpr std::string_view kVerb = "watch rules delete";
+  v1::DeleteWatchRuleRequest req;
+  req.set_project(o.project);
+  req.set_id(o.id);
+  auto stub = v1::Watch::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::DeleteWatchRuleResponse resp;
+  const grpc::Status status = stub->DeleteRule(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  return kExitOk;
+}
+
+// Streams events; with --follow until interrupted (no deadline). Rows are
+// flushed as they come for csv and json; tables are buffered in blocks.
+int RunWatchEvents(const GlobalOptions& g, const WatchOptions& o) {
+  constexpr std::string_view kVerb = "watch events";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::WatchEventsRequest req;
+  req.set_project(o.project);
+  req.set_run(o.run);
+  req.set_after_seq(o.after);
+  req.set_follow(o.follow);
+  auto stub = v1::Watch::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  if (!o.follow) SetDeadline(&ctx, g.timeout_s);
+  auto reader = stub->Events(&ctx, req);
+  auto writer = RowWriter::Create(
+      *format, std::cout,
+      {"seq", "kind", "rule_id", "rule_name", "condition", "run", "metric",
+       "labels", "step", "value", "time", "fired", "message"});
+  v1::WatchEvent e;
+  while (reader->Read(&e)) {
+    Cell labels_cell = StringCell(LabelsText(e.series()));
+    labels_cell.json = LabelsJson(e.series());
+    std::vector<Cell> row;
+    row.push_back(UintCell(e.seq()));
+    row.push_back(StringCell(e.kind() == v1::WatchEvent::FIRING ? "FIRING"
+                                                                 : "RESOLVED"));
+    row.push_back(StringCell(e.rule_id()));
+    row.push_back(StringCell(e.rule_name()));
+    row.push_back(StringCell(e.condition()));
+    row.push_back(StringCell(e.series().run()));
+    row.push_back(StringCell(e.series().metric()));
+    row.push_back(std::move(labels_cell));
+    row.push_back(StepCell(e.step().whole(), e.step().micros()));
+    row.push_back(ValueCell(e.value()));
+    row.push_back(StringCell(FormatTimeIso(e.time_ms())));
+    row.push_back(StringCell(FormatTimeIso(e.fired_ms())));
+    row.push_back(StringCell(e.message()));
+    writer->AddRow(std::move(row));
+    if (o.follow) std::cout << std::flush;
+  }
+  writer->Finish();
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) return RpcError(kVerb, status);
+  return kExitOk;
+}
+
 // ---- admin ----------------------------------------------------------------
 
 // Prints name/value pairs as one JSON object or as rows.
@@ -1713,6 +1846,53 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember(kOutputFormats));
 
+  // watch
+  WatchOptions wa;
+  CLI::App* watch_cmd =
+      app.add_subcommand("watch", "watch rules and their events");
+  watch_cmd->require_subcommand(1);
+  CLI::App* rules_cmd =
+      watch_cmd->add_subcommand("rules", "create, list, delete watch rules");
+  rules_cmd->require_subcommand(1);
+  CLI::App* rules_add_cmd = rules_cmd->add_subcommand(
+      "add", "add a rule (syntax: docs/USER_GUIDE.md, \"Watch rules\")");
+  rules_add_cmd->add_option("--project", wa.project, "project")->required();
+  rules_add_cmd->add_option("--run", wa.run, "only this run");
+  rules_add_cmd->add_option("--metric", wa.metric, "only this metric");
+  rules_add_cmd
+      ->add_option("--match", wa.labels,
+                   "only series with label KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
+  rules_add_cmd
+      ->add_option("--condition", wa.condition,
+                   "nonfinite | above X [for K] | below X [for K] | plateau "
+                   "N | stalled T")
+      ->required();
+  rules_add_cmd->add_option("--name", wa.name, "a name for people");
+  rules_add_cmd->add_option("--format", wa.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+  CLI::App* rules_list_cmd =
+      rules_cmd->add_subcommand("list", "list the rules of a project");
+  rules_list_cmd->add_option("--project", wa.project, "project")->required();
+  rules_list_cmd->add_option("--format", wa.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+  CLI::App* rules_delete_cmd =
+      rules_cmd->add_subcommand("delete", "delete a rule");
+  rules_delete_cmd->add_option("--project", wa.project, "project")->required();
+  rules_delete_cmd->add_option("id", wa.id, "rule id")->required();
+  CLI::App* events_cmd = watch_cmd->add_subcommand(
+      "events", "print the events of the rules (FIRING / RESOLVED)");
+  events_cmd->add_option("--project", wa.project, "project")->required();
+  events_cmd->add_option("--run", wa.run, "only this run");
+  events_cmd->add_option("--after", wa.after, "only events after this seq");
+  events_cmd->add_flag("--follow", wa.follow,
+                       "keep streaming new events until interrupted");
+  events_cmd->add_option("--format", wa.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+
   // admin
   CLI::App* admin_cmd = app.add_subcommand("admin", "server administration");
   admin_cmd->require_subcommand(1);
@@ -1748,6 +1928,10 @@ int Main(int argc, char** argv) {
   if (*tail_cmd) return RunTail(g, to);
   if (*stats_cmd) return RunStats(g, stats_format);
   if (*compact_cmd) return RunCompact(g, compact_format);
+  if (*rules_add_cmd) return RunWatchRulesAdd(g, wa);
+  if (*rules_list_cmd) return RunWatchRulesList(g, wa);
+  if (*rules_delete_cmd) return RunWatchRulesDelete(g, wa);
+  if (*events_cmd) return RunWatchEvents(g, wa);
   return kExitUsage;
 }
 

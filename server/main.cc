@@ -19,10 +19,12 @@
 #include "ingest/ingest_service.h"
 #include "query/admin_service.h"
 #include "query/query_service.h"
+#include "query/watch_service.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "storage/engine.h"
 #include "storage/run_store.h"
+#include "storage/watch.h"
 
 ABSL_FLAG(std::string, data, "./stepdb-data", "Data directory.");
 ABSL_FLAG(std::string, listen, "127.0.0.1:7390",
@@ -106,6 +108,11 @@ int main(int argc, char** argv) {
   stepdb::query::QueryService query(engine->get(), query_options, runs->get(),
                                     &tail);
   stepdb::query::AdminService admin(engine->get());
+  // Watch rules see every committed point from before the first RPC on.
+  auto watch = stepdb::storage::WatchEvaluator::Open(engine->get(), runs->get());
+  if (!watch.ok()) return Fail(std::string(watch.status().ToString()));
+  (*engine)->AddCommitObserver(watch->get());
+  stepdb::query::WatchService watch_service(watch->get());
 
   grpc::ServerBuilder builder;
   int grpc_port = 0;
@@ -116,6 +123,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&ingest);
   builder.RegisterService(&query);
   builder.RegisterService(&admin);
+  builder.RegisterService(&watch_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     return Fail("cannot listen on " + listen);
@@ -153,12 +161,18 @@ int main(int argc, char** argv) {
   std::cout << "stepdb: signal " << signal_number << ", shutting down"
             << std::endl;
   http.reset();
-  tail.Shutdown();  // open tails would otherwise hold the shutdown up
+  // Open tails and following Events streams would otherwise hold the
+  // shutdown up.
+  tail.Shutdown();
+  watch_service.Shutdown();
   // In-flight RPCs get a few seconds; acks still pending are then cancelled
   // (their points are durable or not, and clients resend what was unacked).
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
   (*engine)->RemoveCommitObserver(&tail);
+  // Before the engine closes: the last events are persisted through it.
+  (*engine)->RemoveCommitObserver(watch->get());
+  watch->reset();
   engine->reset();  // commits what is queued, syncs the WAL, closes RocksDB
   std::cout << "stepdb: stopped" << std::endl;
   return 0;

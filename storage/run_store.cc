@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "storage/chunk_codec_internal.h"
 #include "storage/keys.h"
+#include "storage/meta_codec.h"
 #include "storage/series_key.h"
 
 namespace stepdb::storage {
@@ -24,6 +25,9 @@ using internal::PutFixed64;
 using internal::PutVarint;
 using internal::UnZigZag;
 using internal::ZigZag;
+using meta::GetByte;
+using meta::GetString;
+using meta::PutString;
 
 // Debian's Abseil has its own string_view; StrCat takes only that.
 absl::string_view Sv(std::string_view s) { return {s.data(), s.size()}; }
@@ -37,26 +41,6 @@ std::string RunMetaKey(std::string_view project, std::string_view run) {
   key.push_back('\0');
   key.append(run);
   return key;
-}
-
-void PutString(std::string_view s, std::string* out) {
-  PutVarint(s.size(), out);
-  out->append(s);
-}
-
-bool GetString(std::string_view* in, std::string* s) {
-  uint64_t n;
-  if (!GetVarint(in, &n) || n > in->size()) return false;
-  s->assign(in->substr(0, n));
-  in->remove_prefix(n);
-  return true;
-}
-
-bool GetByte(std::string_view* in, uint8_t* b) {
-  if (in->empty()) return false;
-  *b = static_cast<uint8_t>(in->front());
-  in->remove_prefix(1);
-  return true;
 }
 
 bool ValidState(uint8_t s) { return s >= 1 && s <= 4; }
