@@ -112,6 +112,17 @@ absl::StatusOr<Labels> ParseLabelArgs(const std::vector<std::string>& args) {
   return labels;
 }
 
+// "--label k=v" selectors as equality matchers of a request.
+void AddEqualityMatchers(
+    const Labels& labels,
+    google::protobuf::RepeatedPtrField<v1::LabelMatcher>* out) {
+  for (const auto& [k, v] : labels) {
+    v1::LabelMatcher* m = out->Add();
+    m->set_key(k);
+    m->set_value(v);
+  }
+}
+
 void FillKey(std::string_view project, std::string_view run,
              std::string_view metric, const Labels& labels,
              v1::SeriesKey* key) {
@@ -1044,11 +1055,7 @@ int RunSeries(const GlobalOptions& g, const SeriesOptions& o) {
   req.set_run(o.run);
   req.set_metric(o.metric);
   req.set_limit(o.limit);
-  for (const auto& [k, v] : *labels) {
-    v1::LabelMatcher* m = req.add_labels();
-    m->set_key(k);
-    m->set_value(v);
-  }
+  AddEqualityMatchers(*labels, req.mutable_labels());
   auto matchers = ParseMatchArgs(o.matches);
   if (!matchers.ok()) return UsageError(kVerb, Msg(matchers.status()));
   for (v1::LabelMatcher& m : *matchers) *req.add_labels() = std::move(m);
@@ -1117,11 +1124,7 @@ int RunWatchRulesAdd(const GlobalOptions& g, const WatchOptions& o) {
   req.set_project(o.project);
   req.set_run(o.run);
   req.set_metric(o.metric);
-  for (const auto& [k, v] : *labels) {
-    v1::LabelMatcher* m = req.add_labels();
-    m->set_key(k);
-    m->set_value(v);
-  }
+  AddEqualityMatchers(*labels, req.mutable_labels());
   req.set_condition(o.condition);
   req.set_name(o.name);
   auto stub = v1::Watch::NewStub(MakeChannel(g));
@@ -1540,11 +1543,7 @@ int RunTail(const GlobalOptions& g, const TailOptions& o) {
   req.set_project(o.project);
   req.set_run(o.run);
   req.set_metric(o.metric);
-  for (const auto& [k, v] : *labels) {
-    v1::LabelMatcher* m = req.add_labels();
-    m->set_key(k);
-    m->set_value(v);
-  }
+  AddEqualityMatchers(*labels, req.mutable_labels());
   if (!o.after.empty()) {
     auto step = ParseStep(o.after);
     if (!step.ok()) return UsageError(kVerb, Msg(step.status()));

@@ -8,9 +8,13 @@
 #include <string>
 #include <string_view>
 
+#include "absl/strings/string_view.h"
 #include "storage/chunk_codec_internal.h"
 
 namespace stepdb::storage::meta {
+
+// Debian's Abseil has its own string_view; StrCat takes only that.
+inline absl::string_view Sv(std::string_view s) { return {s.data(), s.size()}; }
 
 // varint length, then the bytes.
 inline void PutString(std::string_view s, std::string* out) {

@@ -28,9 +28,7 @@ using internal::ZigZag;
 using meta::GetByte;
 using meta::GetString;
 using meta::PutString;
-
-// Debian's Abseil has its own string_view; StrCat takes only that.
-absl::string_view Sv(std::string_view s) { return {s.data(), s.size()}; }
+using meta::Sv;
 
 constexpr uint8_t kRunRecordVersion = 1;
 enum ParamType : uint8_t { kInt = 0, kFloat = 1, kString = 2, kBool = 3 };

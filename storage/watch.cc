@@ -26,9 +26,7 @@ using internal::ZigZag;
 using meta::GetByte;
 using meta::GetString;
 using meta::PutString;
-
-// Debian's Abseil has its own string_view; StrCat takes only that.
-absl::string_view Sv(std::string_view s) { return {s.data(), s.size()}; }
+using meta::Sv;
 
 constexpr uint8_t kRuleVersion = 1;
 constexpr uint8_t kEventVersion = 1;
