@@ -23,6 +23,7 @@
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/downsample.h"
 #include "storage/engine.h"
+#include "bench/loopback_server.h"
 
 namespace stepdb {
 namespace {
@@ -67,15 +68,7 @@ struct Store {
     write(kPoints - 300, kPoints);  // a live head
     ingest = std::make_unique<ingest::IngestService>(engine.get(), ingest::IngestOptions{});
     query = std::make_unique<query::QueryService>(engine.get(), query::QueryOptions{});
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(query.get());
-    server = builder.BuildAndStart();
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(64 << 20);
-    stub = v1::Query::NewStub(grpc::CreateCustomChannel(
-        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials(), args));
+    stub = v1::Query::NewStub(bench::ServeOnLoopback({query.get()}, &server));
   }
   ~Store() {
     server->Shutdown();
@@ -200,13 +193,7 @@ struct AggStore {
     if (!engine->Compact().ok()) std::abort();
     write(kAggSteps - 300, kAggSteps);
     query = std::make_unique<query::QueryService>(engine.get(), query::QueryOptions{});
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.RegisterService(query.get());
-    server = builder.BuildAndStart();
-    stub = v1::Query::NewStub(grpc::CreateChannel(
-        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    stub = v1::Query::NewStub(bench::ServeOnLoopback({query.get()}, &server));
   }
   ~AggStore() {
     server->Shutdown();
