@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <iostream>
 #include <mutex>
@@ -25,6 +26,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "auth/client_channel.h"
 #include "nlohmann/json.hpp"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 
@@ -290,6 +292,9 @@ int main(int argc, char** argv) {
   app.add_option("--streams", streams, "Concurrent Write streams.");
   app.add_option("--window", config.window, "Requests in flight per stream.");
   app.add_option("--seed", config.seed, "Seed of the value generator.");
+  std::string token;
+  if (const char* env = std::getenv("STEPDB_TOKEN"); env && *env) token = env;
+  app.add_option("--token", token, "Bearer token (env STEPDB_TOKEN).");
   CLI11_PARSE(app, argc, argv);
   if (config.run.empty()) {
     config.run = "loadgen-" + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
@@ -317,8 +322,8 @@ int main(int argc, char** argv) {
       // training nodes would have.
       grpc::ChannelArguments own = args;
       own.SetInt("stepdb.loadgen.stream", s);
-      auto channel = grpc::CreateCustomChannel(addr,
-                                               grpc::InsecureChannelCredentials(), own);
+      auto channel = stepdb::auth::MakeClientChannel(
+          addr, grpc::InsecureChannelCredentials(), own, token);
       results[s] = RunStream(channel, config, model, first, last - first, gpus, start);
     });
   }

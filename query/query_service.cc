@@ -170,13 +170,19 @@ QueryService::QueryService(const storage::Engine* engine, QueryOptions options)
     : engine_(engine), options_(options) {}
 
 grpc::ServerWriteReactor<v1::ReadRangeResponse>* QueryService::ReadRange(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::ReadRangeRequest* request) {
   class ErrorReactor : public grpc::ServerWriteReactor<v1::ReadRangeResponse> {
    public:
     explicit ErrorReactor(grpc::Status status) { Finish(status); }
     void OnDone() override { delete this; }
   };
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryReadRange,
+                                   request->series().project());
+      !s.ok()) {
+    return new ErrorReactor(ToGrpcStatus(s));
+  }
   storage::SeriesKey key = KeyFromWire(request->series());
   const std::string name = storage::SeriesDisplayName(key);
   auto range = RangeFromWire(*request);
@@ -199,6 +205,13 @@ grpc::ServerUnaryReactor* QueryService::ListSeries(
     grpc::CallbackServerContext* context, const v1::ListSeriesRequest* request,
     v1::ListSeriesResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryListSeries,
+                                   request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   if (request->project().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                  "project: empty"));
@@ -304,6 +317,13 @@ grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
     const v1::ReadDownsampledRequest* request,
     v1::ReadDownsampledResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryReadDownsampled,
+                                   request->series().project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   const storage::SeriesKey key = KeyFromWire(request->series());
   const std::string name = storage::SeriesDisplayName(key);
   const uint32_t buckets = request->buckets();

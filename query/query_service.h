@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "auth/authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
 
@@ -18,6 +19,9 @@ struct QueryOptions {
   // request sets none. Past it the answer is marked truncated.
   uint64_t max_read_points = 100'000'000;
   uint32_t max_list_series = 100'000;
+  // Checks read scope on the project of every call; nullptr: auth off.
+  // Must outlive the service.
+  auth::Authorizer* authorizer = nullptr;
 };
 
 class QueryService final : public v1::Query::CallbackService {
