@@ -25,6 +25,10 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+absl::Status NoRetention() {
+  return absl::FailedPreconditionError("retention is not configured");
+}
+
 absl::Status AuthOff() {
   return absl::FailedPreconditionError(
       "auth is off on this server (start it with --auth=on)");
@@ -157,6 +161,59 @@ grpc::ServerUnaryReactor* AuthService::ReadAudit(
   // Recorded after reading, so the answer ends where the chain did.
   AuditAction(authorizer_, *context, Rpc::kAuthReadAudit, "", absl::OkStatus(),
               request->verify() ? "read and verified" : "read");
+  return Done(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AuthService::SetRetention(
+    grpc::CallbackServerContext* context, const v1::RetentionPolicy* request,
+    v1::RetentionPolicy* response) {
+  if (retention_ == nullptr) return Done(context, NoRetention());
+  if (absl::Status s = Check(authorizer_, *context, Rpc::kAuthSetRetention,
+                             request->project());
+      !s.ok()) {
+    return Done(context, s);
+  }
+  const absl::Status set = retention_->Set(request->project(), request->raw_days());
+  AuditAction(authorizer_, *context, Rpc::kAuthSetRetention, request->project(),
+              set, absl::StrCat("raw_days ", request->raw_days()));
+  if (set.ok()) *response = *request;
+  return Done(context, set);
+}
+
+grpc::ServerUnaryReactor* AuthService::GetRetention(
+    grpc::CallbackServerContext* context, const v1::GetRetentionRequest* request,
+    v1::RetentionPolicy* response) {
+  if (retention_ == nullptr) return Done(context, NoRetention());
+  if (absl::Status s = Check(authorizer_, *context, Rpc::kAuthGetRetention,
+                             request->project());
+      !s.ok()) {
+    return Done(context, s);
+  }
+  auto days = retention_->Get(request->project());
+  if (!days.ok()) return Done(context, days.status());
+  response->set_project(request->project());
+  response->set_raw_days(days->value_or(0));
+  return Done(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AuthService::EnforceRetention(
+    grpc::CallbackServerContext* context,
+    const v1::EnforceRetentionRequest* /*request*/,
+    v1::EnforceRetentionResponse* response) {
+  if (retention_ == nullptr) return Done(context, NoRetention());
+  if (absl::Status s = Check(authorizer_, *context, Rpc::kAuthEnforceRetention,
+                             kAllProjects);
+      !s.ok()) {
+    return Done(context, s);
+  }
+  auto result = retention_->Enforce();
+  AuditAction(authorizer_, *context, Rpc::kAuthEnforceRetention, "",
+              result.status(),
+              result.ok() ? absl::StrCat("expired ", result->chunks, " chunks")
+                          : "enforce retention");
+  if (!result.ok()) return Done(context, result.status());
+  response->set_chunks_deleted(result->chunks);
+  response->set_points_deleted(result->points);
   return Done(context, absl::OkStatus());
 }
 

@@ -2,6 +2,7 @@
 #ifndef STEPDB_AUTH_AUTH_SERVICE_H_
 #define STEPDB_AUTH_AUTH_SERVICE_H_
 
+#include "auth/retention.h"
 #include "auth/token_authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 
@@ -9,9 +10,11 @@ namespace stepdb::auth {
 
 class AuthService final : public v1::Auth::CallbackService {
  public:
-  // `authorizer` must outlive the service; nullptr (auth off) makes every
-  // RPC fail with FAILED_PRECONDITION.
-  explicit AuthService(TokenAuthorizer* authorizer) : authorizer_(authorizer) {}
+  // Both must outlive the service. A null `authorizer` (auth off) makes the
+  // token and audit RPCs fail with FAILED_PRECONDITION; a null `retention`
+  // the retention RPCs.
+  AuthService(TokenAuthorizer* authorizer, RetentionPolicies* retention)
+      : authorizer_(authorizer), retention_(retention) {}
 
   grpc::ServerUnaryReactor* CreateToken(
       grpc::CallbackServerContext* context,
@@ -27,9 +30,21 @@ class AuthService final : public v1::Auth::CallbackService {
   grpc::ServerUnaryReactor* ReadAudit(grpc::CallbackServerContext* context,
                                       const v1::ReadAuditRequest* request,
                                       v1::ReadAuditResponse* response) override;
+  grpc::ServerUnaryReactor* SetRetention(grpc::CallbackServerContext* context,
+                                         const v1::RetentionPolicy* request,
+                                         v1::RetentionPolicy* response) override;
+  grpc::ServerUnaryReactor* GetRetention(
+      grpc::CallbackServerContext* context,
+      const v1::GetRetentionRequest* request,
+      v1::RetentionPolicy* response) override;
+  grpc::ServerUnaryReactor* EnforceRetention(
+      grpc::CallbackServerContext* context,
+      const v1::EnforceRetentionRequest* request,
+      v1::EnforceRetentionResponse* response) override;
 
  private:
   TokenAuthorizer* const authorizer_;
+  RetentionPolicies* const retention_;
 };
 
 }  // namespace stepdb::auth

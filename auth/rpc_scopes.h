@@ -41,6 +41,9 @@ enum class Rpc : uint8_t {
   kAuthListTokens,
   kAuthRevokeToken,
   kAuthReadAudit,
+  kAuthSetRetention,
+  kAuthGetRetention,
+  kAuthEnforceRetention,
   kHttpMetrics,  // GET /metrics on the HTTP side port
 };
 
@@ -73,6 +76,9 @@ inline constexpr RpcInfo kRpcTable[] = {
     {Rpc::kAuthListTokens, "Auth.ListTokens", Scope::kAdmin},
     {Rpc::kAuthRevokeToken, "Auth.RevokeToken", Scope::kAdmin},
     {Rpc::kAuthReadAudit, "Auth.ReadAudit", Scope::kAdmin},
+    {Rpc::kAuthSetRetention, "Auth.SetRetention", Scope::kAdmin},
+    {Rpc::kAuthGetRetention, "Auth.GetRetention", Scope::kAdmin},
+    {Rpc::kAuthEnforceRetention, "Auth.EnforceRetention", Scope::kAdmin},
     {Rpc::kHttpMetrics, "HTTP /metrics", Scope::kAdmin},
 };
 

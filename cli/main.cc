@@ -1127,6 +1127,56 @@ int RunAudit(const GlobalOptions& g, const AuditOptions& o) {
   return kExitFailure;
 }
 
+struct RetentionOptions {
+  std::string project;
+  uint32_t raw_days = 0;
+};
+
+int RunRetentionSet(const GlobalOptions& g, const RetentionOptions& o) {
+  constexpr std::string_view kVerb = "admin retention set";
+  v1::RetentionPolicy req, resp;
+  req.set_project(o.project);
+  req.set_raw_days(o.raw_days);
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  const grpc::Status status = stub->SetRetention(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  std::cout << "project " << o.project << ": raw points kept "
+            << (o.raw_days == 0 ? std::string("forever")
+                                : std::to_string(o.raw_days) + " days")
+            << "\n";
+  return kExitOk;
+}
+
+int RunRetentionShow(const GlobalOptions& g, const RetentionOptions& o) {
+  constexpr std::string_view kVerb = "admin retention show";
+  v1::GetRetentionRequest req;
+  req.set_project(o.project);
+  v1::RetentionPolicy resp;
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  const grpc::Status status = stub->GetRetention(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  std::cout << "raw_days " << resp.raw_days()
+            << (resp.raw_days() == 0 ? " (keep forever)" : "") << "\n";
+  return kExitOk;
+}
+
+int RunRetentionEnforce(const GlobalOptions& g) {
+  constexpr std::string_view kVerb = "admin retention enforce";
+  v1::EnforceRetentionResponse resp;
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, std::max(g.timeout_s, 600.0));
+  const grpc::Status status = stub->EnforceRetention(&ctx, {}, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  std::cout << "expired " << resp.chunks_deleted() << " chunks ("
+            << resp.points_deleted() << " points)\n";
+  return kExitOk;
+}
+
 // ---- command line ---------------------------------------------------------
 
 int Main(int argc, char** argv) {
@@ -1302,6 +1352,20 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember(kOutputFormats));
 
+  RetentionOptions ro;
+  CLI::App* retention_cmd = admin_cmd->add_subcommand(
+      "retention", "per-project retention of raw points");
+  retention_cmd->require_subcommand(1);
+  CLI::App* retention_set_cmd = retention_cmd->add_subcommand(
+      "set", "keep raw points N days (0: forever)");
+  retention_set_cmd->add_option("--project", ro.project, "project")->required();
+  retention_set_cmd->add_option("--raw_days", ro.raw_days, "days")->required();
+  CLI::App* retention_show_cmd =
+      retention_cmd->add_subcommand("show", "show a project's policy");
+  retention_show_cmd->add_option("--project", ro.project, "project")->required();
+  CLI::App* retention_enforce_cmd = retention_cmd->add_subcommand(
+      "enforce", "run the retention pass now (global admin)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -1319,6 +1383,9 @@ int Main(int argc, char** argv) {
   if (*token_list_cmd) return RunTokenList(g, to);
   if (*token_revoke_cmd) return RunTokenRevoke(g, to);
   if (*audit_cmd) return RunAudit(g, ao);
+  if (*retention_set_cmd) return RunRetentionSet(g, ro);
+  if (*retention_show_cmd) return RunRetentionShow(g, ro);
+  if (*retention_enforce_cmd) return RunRetentionEnforce(g);
   return kExitUsage;
 }
 

@@ -55,6 +55,8 @@ ABSL_FLAG(std::string, bootstrap_token_file, "",
           "from this file if it exists, else generated and written to it "
           "(mode 0600) instead of being printed. Env STEPDB_BOOTSTRAP_TOKEN "
           "gives the token directly.");
+ABSL_FLAG(absl::Duration, retention_interval, absl::Hours(1),
+          "How often per-project retention policies are enforced.");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain: serve gRPC and HTTP over TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
@@ -186,7 +188,11 @@ int main(int argc, char** argv) {
   stepdb::ingest::IngestService ingest(engine->get(), ingest_options);
   stepdb::query::QueryService query(engine->get(), query_options);
   stepdb::query::AdminService admin(engine->get(), authorizer.get());
-  stepdb::auth::AuthService auth_service(authorizer.get());
+  stepdb::auth::RetentionPolicies retention(engine->get(),
+                                            stepdb::auth::SystemClock());
+  stepdb::auth::AuthService auth_service(authorizer.get(), &retention);
+  auto retention_enforcer = std::make_unique<stepdb::auth::RetentionEnforcer>(
+      &retention, absl::GetFlag(FLAGS_retention_interval));
 
   const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
   const std::string tls_key = absl::GetFlag(FLAGS_tls_key);
@@ -282,6 +288,7 @@ int main(int argc, char** argv) {
   std::cout << "stepdb: signal " << signal_number << ", shutting down"
             << std::endl;
   http.reset();
+  retention_enforcer.reset();
   // In-flight RPCs get a few seconds; acks still pending are then cancelled
   // (their points are durable or not, and clients resend what was unacked).
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -9,6 +9,7 @@
 #include "auth/auth_service.h"
 #include "auth/client_channel.h"
 #include "auth/crypto.h"
+#include "auth/retention.h"
 #include "auth/token_authorizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -185,6 +186,72 @@ TEST(AuditLogTest, ChainVerifiesAndDetectsTampering) {
   EXPECT_THAT(v->message, HasSubstr("head"));
 }
 
+// ---- retention --------------------------------------------------------------
+
+TEST(RetentionTest, ExpiresExactlyTheChunksOlderThanThePolicy) {
+  testing::TempDir dir;
+  storage::EngineOptions options;
+  options.data_dir = dir.path();
+  options.sync = false;
+  options.chunk_points = 16;
+  auto opened = storage::Engine::Open(options);
+  ASSERT_TRUE(opened.ok());
+  std::unique_ptr<storage::Engine> engine = *std::move(opened);
+  // 64 steps, one second apart from t = 0, in two projects; sealed into
+  // chunks of 16 steps (aligned windows).
+  std::vector<storage::SeriesId> ids;
+  for (const char* project : {"old", "keep"}) {
+    auto id = engine->ResolveSeries({project, "r", "loss", {}});
+    ASSERT_TRUE(id.ok());
+    ids.push_back(*id);
+    storage::AppendBatch batch;
+    batch.StartSeries(*id);
+    for (int i = 0; i < 64; ++i) {
+      batch.AddPoint(storage::MicroStep(i, 0), i * 1000, 0.5 * i);
+    }
+    ASSERT_TRUE(engine->Append(std::move(batch)).ok());
+  }
+  ASSERT_TRUE(engine->Compact().ok());
+  const storage::EngineStats before = engine->Stats();
+  ASSERT_EQ(before.sealed_chunks, 8u);
+
+  int64_t now = 0;
+  auth::RetentionPolicies policies(engine.get(), [&] { return now; });
+  ASSERT_TRUE(policies.Set("old", 1).ok());
+  EXPECT_EQ(policies.Get("old")->value_or(0), 1u);
+  EXPECT_FALSE(policies.Get("keep")->has_value());
+  // Cut-off at 32 s: the chunks of steps 0-15 and 16-31 (times up to 31 s)
+  // go; the chunk of 32-47 starts exactly at the cut-off and stays.
+  now = auth::kMillisPerDay + 32'000;
+  auto result = policies.Enforce();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->chunks, 2u);
+  EXPECT_EQ(result->points, 32u);
+  std::vector<uint64_t> steps;
+  ASSERT_TRUE(engine
+                  ->Read(ids[0], {}, 0,
+                         [&](const storage::PointColumns& p) {
+                           steps.insert(steps.end(), p.steps.begin(), p.steps.end());
+                           return true;
+                         })
+                  .ok());
+  ASSERT_EQ(steps.size(), 32u);
+  EXPECT_EQ(steps.front(), storage::MicroStep(32, 0));
+  EXPECT_EQ(steps.back(), storage::MicroStep(63, 0));
+  bool truncated = false;
+  auto listed = engine->ListSeries({"old", {}, {}, {}}, 0, &truncated);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].points, 32u);
+  EXPECT_EQ(listed[0].first_step, storage::MicroStep(32, 0));
+  // The project without a policy is untouched; a second pass finds nothing.
+  EXPECT_EQ(engine->Stats().points, before.points - 32);
+  EXPECT_EQ(policies.Enforce()->chunks, 0u);
+  // Removing the policy keeps the rest forever.
+  ASSERT_TRUE(policies.Set("old", 0).ok());
+  now += 100 * auth::kMillisPerDay;
+  EXPECT_EQ(policies.Enforce()->chunks, 0u);
+}
+
 // ---- the RPC matrix ----------------------------------------------------------
 
 enum class Caller { kNone, kWrongProject, kRead, kWrite, kAdmin, kRevoked, kGlobal };
@@ -229,7 +296,9 @@ class AuthServerTest : public ::testing::Test {
     query_options.authorizer = authorizer_.get();
     query_ = std::make_unique<query::QueryService>(engine_.get(), query_options);
     admin_ = std::make_unique<query::AdminService>(engine_.get(), authorizer_.get());
-    auth_ = std::make_unique<auth::AuthService>(authorizer_.get());
+    retention_ = std::make_unique<auth::RetentionPolicies>(engine_.get(),
+                                                         auth::SystemClock());
+    auth_ = std::make_unique<auth::AuthService>(authorizer_.get(), retention_.get());
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(ingest_.get());
@@ -293,6 +362,7 @@ class AuthServerTest : public ::testing::Test {
   std::unique_ptr<ingest::IngestService> ingest_;
   std::unique_ptr<query::QueryService> query_;
   std::unique_ptr<query::AdminService> admin_;
+  std::unique_ptr<auth::RetentionPolicies> retention_;
   std::unique_ptr<auth::AuthService> auth_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
@@ -412,6 +482,33 @@ TEST_F(AuthServerTest, EveryRpcForEveryCaller) {
          grpc::ClientContext ctx;
          v1::ReadAuditResponse resp;
          return v1::Auth::NewStub(Channel(c))->ReadAudit(&ctx, {}, &resp).error_code();
+       },
+       {UNAUTH, DENIED, DENIED, DENIED, DENIED, UNAUTH, OK}},
+      {"Auth.SetRetention",
+       [&](Caller c) {
+         grpc::ClientContext ctx;
+         v1::RetentionPolicy req, resp;
+         req.set_project("proj");
+         req.set_raw_days(3650);
+         return v1::Auth::NewStub(Channel(c))->SetRetention(&ctx, req, &resp).error_code();
+       },
+       {UNAUTH, DENIED, DENIED, DENIED, OK, UNAUTH, OK}},
+      {"Auth.GetRetention",
+       [&](Caller c) {
+         grpc::ClientContext ctx;
+         v1::GetRetentionRequest req;
+         req.set_project("proj");
+         v1::RetentionPolicy resp;
+         return v1::Auth::NewStub(Channel(c))->GetRetention(&ctx, req, &resp).error_code();
+       },
+       {UNAUTH, DENIED, DENIED, DENIED, OK, UNAUTH, OK}},
+      {"Auth.EnforceRetention",
+       [&](Caller c) {
+         grpc::ClientContext ctx;
+         v1::EnforceRetentionResponse resp;
+         return v1::Auth::NewStub(Channel(c))
+             ->EnforceRetention(&ctx, {}, &resp)
+             .error_code();
        },
        {UNAUTH, DENIED, DENIED, DENIED, DENIED, UNAUTH, OK}},
   };
