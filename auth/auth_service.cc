@@ -16,6 +16,7 @@ void ToWire(const TokenInfo& info, v1::TokenInfo* out) {
   out->set_description(info.description);
   out->set_revoked(info.revoked);
   out->set_revoked_ms(info.revoked_ms);
+  out->set_max_points_per_second(info.max_points_per_second);
 }
 
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
@@ -51,7 +52,8 @@ grpc::ServerUnaryReactor* AuthService::CreateToken(
                 absl::InvalidArgumentError("scope: must be read, write or admin"));
   }
   absl::StatusOr<NewToken> created = authorizer_->tokens().Create(
-      request->project(), static_cast<Scope>(scope), request->description());
+      request->project(), static_cast<Scope>(scope), request->description(),
+      request->max_points_per_second());
   AuditAction(authorizer_, *context, Rpc::kAuthCreateToken, request->project(),
               created.status(),
               created.ok() ? absl::StrCat("created token ", created->info.id,

@@ -100,6 +100,14 @@ absl::Status Authorize(Authorizer* authorizer, const Principal& principal,
   return allowed;
 }
 
+absl::Status ChargePoints(Authorizer* authorizer, const Principal& principal,
+                          uint64_t points) {
+  if (authorizer == nullptr || principal.max_points_per_second == 0) {
+    return absl::OkStatus();
+  }
+  return authorizer->ChargePoints(principal, points);
+}
+
 absl::Status Check(Authorizer* authorizer,
                    const grpc::ServerContextBase& context, Rpc rpc,
                    std::string_view project) {

@@ -29,6 +29,7 @@ struct Principal {
   std::string token_id;  // "anonymous" when auth is off
   std::string project;
   Scope scope = Scope::kRead;
+  uint64_t max_points_per_second = 0;  // ingest rate limit; 0: none
 };
 
 // One audit record (see audit_log.h).
@@ -54,6 +55,12 @@ class Authorizer {
   // Appends an event to the audit log. Failures are logged, not returned:
   // a request's outcome does not depend on its audit record.
   virtual void Audit(AuditEvent event) = 0;
+
+  // Charges `points` written by `principal` against its rate limit: OK, or
+  // ResourceExhaustedError once the token has used up its allowance (one
+  // second's worth may be spent at once; a larger request goes into debt).
+  virtual absl::Status ChargePoints(const Principal& principal,
+                                    uint64_t points) = 0;
 };
 
 // Whether `principal` may act with `scope` on `project`: OK, or
@@ -77,6 +84,10 @@ absl::StatusOr<Principal> Authenticate(Authorizer* authorizer,
 absl::Status Authorize(Authorizer* authorizer, const Principal& principal,
                        std::string_view peer, Rpc rpc,
                        std::string_view project);
+
+// ChargePoints, a no-op with auth off.
+absl::Status ChargePoints(Authorizer* authorizer, const Principal& principal,
+                          uint64_t points);
 
 // Authenticate + Authorize: the one call a unary handler makes.
 absl::Status Check(Authorizer* authorizer,

@@ -2,7 +2,10 @@
 
 #include <iostream>
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 
 namespace stepdb::auth {
 
@@ -13,7 +16,7 @@ absl::StatusOr<std::unique_ptr<TokenAuthorizer>> TokenAuthorizer::Open(
   auto audit = AuditLog::Open(engine, clock);
   if (!audit.ok()) return audit.status();
   return std::unique_ptr<TokenAuthorizer>(
-      new TokenAuthorizer(*std::move(tokens), *std::move(audit)));
+      new TokenAuthorizer(*std::move(tokens), *std::move(audit), clock));
 }
 
 absl::StatusOr<std::optional<std::string>> TokenAuthorizer::Bootstrap(
@@ -42,6 +45,29 @@ absl::StatusOr<Principal> TokenAuthorizer::Authenticate(
         "missing token: send \"authorization: Bearer sdb_<id>_<secret>\"");
   }
   return tokens_->Authenticate(authorization.substr(kBearer.size()));
+}
+
+absl::Status TokenAuthorizer::ChargePoints(const Principal& principal,
+                                           uint64_t points) {
+  const double rate = static_cast<double>(principal.max_points_per_second);
+  if (rate == 0) return absl::OkStatus();
+  const int64_t now = clock_();
+  absl::MutexLock lock(&buckets_mu_);
+  auto [it, inserted] = buckets_.try_emplace(principal.token_id);
+  Bucket& b = it->second;
+  if (inserted) {
+    b.available = rate;
+  } else if (now > b.refilled_ms) {
+    b.available = std::min(rate, b.available + rate * (now - b.refilled_ms) / 1000.0);
+  }
+  b.refilled_ms = std::max(b.refilled_ms, now);
+  if (b.available <= 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "token ", principal.token_id, ": over its limit of ",
+        principal.max_points_per_second, " points/s; retry later"));
+  }
+  b.available -= static_cast<double>(points);
+  return absl::OkStatus();
 }
 
 void TokenAuthorizer::Audit(AuditEvent event) {

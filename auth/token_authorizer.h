@@ -6,6 +6,9 @@
 #include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "auth/audit_log.h"
 #include "auth/authorizer.h"
 #include "auth/token_store.h"
@@ -29,16 +32,34 @@ class TokenAuthorizer final : public Authorizer {
   absl::StatusOr<Principal> Authenticate(
       std::string_view authorization) const override;
   void Audit(AuditEvent event) override;
+  absl::Status ChargePoints(const Principal& principal,
+                            uint64_t points) override;
 
   TokenStore& tokens() { return *tokens_; }
   AuditLog& audit() { return *audit_; }
 
  private:
   TokenAuthorizer(std::unique_ptr<TokenStore> tokens,
-                  std::unique_ptr<AuditLog> audit)
-      : tokens_(std::move(tokens)), audit_(std::move(audit)) {}
+                  std::unique_ptr<AuditLog> audit, Clock clock)
+      : tokens_(std::move(tokens)),
+        audit_(std::move(audit)),
+        clock_(std::move(clock)) {}
+
+  // A token bucket per rate-limited token: `available` points, refilled at
+  // the token's rate up to one second's worth.
+  struct Bucket {
+    double available = 0;
+    int64_t refilled_ms = 0;
+  };
+
+  // Constant after construction.
   const std::unique_ptr<TokenStore> tokens_;
   const std::unique_ptr<AuditLog> audit_;
+  const Clock clock_;
+
+  absl::Mutex buckets_mu_;
+  absl::flat_hash_map<std::string, Bucket> buckets_
+      ABSL_GUARDED_BY(buckets_mu_);
 };
 
 }  // namespace stepdb::auth

@@ -11,7 +11,8 @@
 namespace stepdb::auth {
 namespace {
 
-constexpr uint8_t kRecordVersion = 1;
+// Version 2 appended max_points_per_second; version 1 records still load.
+constexpr uint8_t kRecordVersion = 2;
 constexpr size_t kIdBytes = 8;
 constexpr size_t kSecretBytes = 32;
 constexpr size_t kMinSecretHex = 32;  // 128 bits
@@ -91,7 +92,11 @@ absl::StatusOr<std::unique_ptr<TokenStore>> TokenStore::Open(
         rec.info.revoked_ms = r.I64();
         rec.salt = r.Str();
         rec.hash = r.Str();
-        if (!r.ok() || version != kRecordVersion || scope < 1 || scope > 3) {
+        if (version >= 2) {
+          rec.info.max_points_per_second = static_cast<uint64_t>(r.I64());
+        }
+        if (!r.ok() || version < 1 || version > kRecordVersion || scope < 1 ||
+            scope > 3) {
           parse_error = absl::DataLossError(
               absl::StrCat("token record ", rec.info.id, ": corrupt"));
           return false;
@@ -116,6 +121,7 @@ absl::Status TokenStore::Put(const Record& rec) {
   w.I64(rec.info.revoked_ms);
   w.Str(rec.salt);
   w.Str(rec.hash);
+  w.I64(static_cast<int64_t>(rec.info.max_points_per_second));
   const storage::MetaWrite write{TokenKey(rec.info.id), w.Release()};
   if (absl::Status s = engine_->WriteMeta({&write, 1}); !s.ok()) return s;
   records_[rec.info.id] = rec;
@@ -124,7 +130,8 @@ absl::Status TokenStore::Put(const Record& rec) {
 
 absl::StatusOr<NewToken> TokenStore::Create(std::string_view project,
                                             Scope scope,
-                                            std::string_view description) {
+                                            std::string_view description,
+                                            uint64_t max_points_per_second) {
   if (absl::Status s = ValidateNew(project, description); !s.ok()) return s;
   absl::StatusOr<std::string> id_bytes = RandomBytes(kIdBytes);
   absl::StatusOr<std::string> secret = RandomBytes(kSecretBytes);
@@ -132,7 +139,8 @@ absl::StatusOr<NewToken> TokenStore::Create(std::string_view project,
   if (!secret.ok()) return secret.status();
   const std::string token =
       absl::StrCat("sdb_", HexEncode(*id_bytes), "_", HexEncode(*secret));
-  absl::StatusOr<TokenInfo> info = Install(token, project, scope, description);
+  absl::StatusOr<TokenInfo> info =
+      Install(token, project, scope, description, max_points_per_second);
   if (!info.ok()) return info.status();
   return NewToken{token, *std::move(info)};
 }
@@ -140,7 +148,8 @@ absl::StatusOr<NewToken> TokenStore::Create(std::string_view project,
 absl::StatusOr<TokenInfo> TokenStore::Install(std::string_view token,
                                               std::string_view project,
                                               Scope scope,
-                                              std::string_view description) {
+                                              std::string_view description,
+                                              uint64_t max_points_per_second) {
   if (absl::Status s = ValidateNew(project, description); !s.ok()) return s;
   std::string_view id, secret;
   if (!ParseToken(token, &id, &secret) || secret.size() < kMinSecretHex) {
@@ -155,6 +164,7 @@ absl::StatusOr<TokenInfo> TokenStore::Install(std::string_view token,
   rec.info.scope = scope;
   rec.info.created_ms = clock_();
   rec.info.description = std::string(description);
+  rec.info.max_points_per_second = max_points_per_second;
   rec.salt = *std::move(salt);
   rec.hash = Sha256({rec.salt, secret});
   absl::MutexLock lock(&mu_);
@@ -218,7 +228,7 @@ absl::StatusOr<Principal> TokenStore::Authenticate(
     salt = it->second.salt;
     hash = it->second.hash;
     principal = {it->second.info.id, it->second.info.project,
-                 it->second.info.scope};
+                 it->second.info.scope, it->second.info.max_points_per_second};
   }
   if (!ConstantTimeEquals(Sha256({salt, secret}), hash)) return BadToken();
   return principal;

@@ -33,6 +33,7 @@ struct TokenInfo {
   std::string description;
   bool revoked = false;
   int64_t revoked_ms = 0;
+  uint64_t max_points_per_second = 0;  // 0: no limit
 };
 
 struct NewToken {
@@ -55,13 +56,15 @@ class TokenStore {
   // Creates a token. InvalidArgumentError for an empty or oversized
   // project or description; the engine's error if it cannot be stored.
   absl::StatusOr<NewToken> Create(std::string_view project, Scope scope,
-                                  std::string_view description);
+                                  std::string_view description,
+                                  uint64_t max_points_per_second = 0);
   // Stores a token the caller chose (a bootstrap token from a file or the
   // environment). InvalidArgumentError unless it has the token format and
   // a secret of at least 128 bits; AlreadyExistsError if its id exists.
   absl::StatusOr<TokenInfo> Install(std::string_view token,
                                     std::string_view project, Scope scope,
-                                    std::string_view description);
+                                    std::string_view description,
+                                    uint64_t max_points_per_second = 0);
   // Marks a token revoked (idempotent). NotFoundError for an unknown id.
   absl::StatusOr<TokenInfo> Revoke(std::string_view id);
 

@@ -1015,6 +1015,7 @@ const char* ScopeText(v1::Scope scope) {
 
 struct TokenOptions {
   std::string project, scope, description, id, format = "table";
+  uint64_t max_points_per_second = 0;
 };
 
 int RunTokenCreate(const GlobalOptions& g, const TokenOptions& o) {
@@ -1027,6 +1028,7 @@ int RunTokenCreate(const GlobalOptions& g, const TokenOptions& o) {
                 : o.scope == "write" ? v1::SCOPE_WRITE
                                      : v1::SCOPE_READ);
   req.set_description(o.description);
+  req.set_max_points_per_second(o.max_points_per_second);
   auto stub = v1::Auth::NewStub(MakeChannel(g));
   grpc::ClientContext ctx;
   SetDeadline(&ctx, g.timeout_s);
@@ -1057,12 +1059,14 @@ int RunTokenList(const GlobalOptions& g, const TokenOptions& o) {
   if (!status.ok()) return RpcError(kVerb, status);
   auto writer = RowWriter::Create(
       *format, std::cout,
-      {"id", "project", "scope", "created", "revoked", "description"});
+      {"id", "project", "scope", "created", "revoked", "points/s",
+       "description"});
   for (const v1::TokenInfo& t : r.tokens()) {
     writer->AddRow({StringCell(t.id()), StringCell(t.project()),
                     StringCell(ScopeText(t.scope())),
                     StringCell(FormatTimeIso(t.created_ms())),
                     StringCell(t.revoked() ? FormatTimeIso(t.revoked_ms()) : ""),
+                    UintCell(t.max_points_per_second()),
                     StringCell(t.description())});
   }
   writer->Finish();
@@ -1327,6 +1331,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"read", "write", "admin"}));
   token_create_cmd->add_option("--description", to.description,
                                "what the token is for");
+  token_create_cmd->add_option("--max_points_per_second",
+                               to.max_points_per_second,
+                               "ingest rate limit of the token (0: none)");
   token_create_cmd->add_option("--format", to.format, "table, csv or json")
       ->capture_default_str()
       ->check(CLI::IsMember(kOutputFormats));

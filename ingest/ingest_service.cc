@@ -69,6 +69,12 @@ absl::Status CheckProjects(auth::Authorizer* authorizer,
   return absl::OkStatus();
 }
 
+uint64_t PointCount(const v1::WriteRequest& request) {
+  uint64_t n = 0;
+  for (const v1::SeriesPoints& s : request.series()) n += s.values_size();
+  return n;
+}
+
 // Answers a stream that may not start (no valid token) at once.
 class RefusedStream
     : public grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck> {
@@ -150,6 +156,10 @@ class IngestService::WriteReactor
       status = CheckProjects(service_->options_.authorizer, principal_, peer_,
                              auth::Rpc::kIngestWrite, request_,
                              &allowed_projects_);
+    }
+    if (status.ok()) {
+      status = auth::ChargePoints(service_->options_.authorizer, principal_,
+                                  PointCount(request_));
     }
     if (status.ok()) {
       decoded = DecodeWriteRequest(request_, *service_->engine_, &refs_,
@@ -354,6 +364,10 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
     if (allowed.ok()) {
       allowed = CheckProjects(options_.authorizer, *principal, context->peer(),
                               auth::Rpc::kIngestWriteOne, *request, nullptr);
+    }
+    if (allowed.ok()) {
+      allowed = auth::ChargePoints(options_.authorizer, *principal,
+                                   PointCount(*request));
     }
     if (!allowed.ok()) {
       reactor->Finish(ToGrpcStatus(allowed));

@@ -114,6 +114,35 @@ TEST(AllowsTest, ScopesNestAndProjectsSeparate) {
   EXPECT_FALSE(auth::Allows(global_read, "b", Scope::kWrite).ok());
 }
 
+TEST(RateLimitTest, TokenBucketRefillsWithTheClock) {
+  testing::TempDir dir;
+  auto engine = OpenEngine(dir.path());
+  int64_t now = 1000;
+  auto authorizer = auth::TokenAuthorizer::Open(engine.get(), [&] { return now; });
+  ASSERT_TRUE(authorizer.ok());
+  auto created = (*authorizer)->tokens().Create("p", Scope::kWrite, "", 100);
+  ASSERT_TRUE(created.ok());
+  auto principal = (*authorizer)->Authenticate("Bearer " + created->token);
+  ASSERT_TRUE(principal.ok());
+  EXPECT_EQ(principal->max_points_per_second, 100u);
+  auto& a = **authorizer;
+  // A second's worth at once, even in one request too big for it (debt).
+  EXPECT_TRUE(a.ChargePoints(*principal, 60).ok());
+  EXPECT_TRUE(a.ChargePoints(*principal, 60).ok());
+  EXPECT_EQ(a.ChargePoints(*principal, 1).code(),
+            absl::StatusCode::kResourceExhausted);
+  now += 500;  // -20 + 50
+  EXPECT_TRUE(a.ChargePoints(*principal, 30).ok());
+  EXPECT_EQ(a.ChargePoints(*principal, 1).code(),
+            absl::StatusCode::kResourceExhausted);
+  now += 60'000;  // refills to one second's worth, no more
+  EXPECT_TRUE(a.ChargePoints(*principal, 100).ok());
+  EXPECT_FALSE(a.ChargePoints(*principal, 1).ok());
+  // Unlimited tokens are never charged.
+  const auth::Principal unlimited{"x", "p", Scope::kWrite, 0};
+  EXPECT_TRUE(auth::ChargePoints(&a, unlimited, 1'000'000).ok());
+}
+
 // ---- audit chain -----------------------------------------------------------
 
 TEST(AuditLogTest, ChainVerifiesAndDetectsTampering) {
@@ -578,6 +607,30 @@ TEST_F(AuthServerTest, StreamChecksEachProjectOnceAndRefsStayChecked) {
   EXPECT_EQ(acks[2].points_accepted(), 1u);
   // The denied request registered nothing: its ref is unknown.
   EXPECT_EQ(acks[3].error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(AuthServerTest, RateLimitedTokenIsRefusedPastItsAllowance) {
+  auto created = authorizer_->tokens().Create("proj", Scope::kWrite, "", 1);
+  ASSERT_TRUE(created.ok());
+  auto channel = auth::MakeClientChannel("127.0.0.1:" + std::to_string(port_),
+                                         grpc::InsecureChannelCredentials(), {},
+                                         created->token);
+  auto write = [&] {
+    v1::WriteRequest req = Request("proj", next_step_);
+    for (int i = 1; i < 5; ++i) {  // 5 points
+      req.mutable_series(0)->add_steps(next_step_ + i);
+      req.mutable_series(0)->add_values(1);
+      req.mutable_series(0)->add_times_ms(1000 + next_step_ + i);
+    }
+    next_step_ += 5;
+    grpc::ClientContext ctx;
+    v1::WriteResponse resp;
+    return v1::Ingest::NewStub(channel)->WriteOne(&ctx, req, &resp);
+  };
+  EXPECT_TRUE(write().ok());
+  const grpc::Status refused = write();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("points/s"));
 }
 
 TEST_F(AuthServerTest, DenialsAndAdminActionsAreAudited) {
