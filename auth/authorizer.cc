@@ -63,20 +63,29 @@ std::string_view AuthorizationOf(const grpc::ServerContextBase& context) {
 namespace {
 
 absl::StatusOr<Principal> AuthenticateFor(Authorizer* authorizer,
-                                          const grpc::ServerContextBase& context,
-                                          Rpc rpc, std::string_view project) {
+                                          std::string_view authorization,
+                                          std::string_view peer, Rpc rpc,
+                                          std::string_view project) {
   if (authorizer == nullptr) {
     return Principal{std::string(kAnonymous), std::string(kAllProjects),
                      Scope::kAdmin};
   }
-  absl::StatusOr<Principal> principal =
-      authorizer->Authenticate(AuthorizationOf(context));
+  absl::StatusOr<Principal> principal = authorizer->Authenticate(authorization);
   if (!principal.ok()) {
     authorizer->Audit({std::string(kAnonymous), std::string(InfoOf(rpc).name),
-                       std::string(project), context.peer(), "unauthenticated",
+                       std::string(project), std::string(peer),
+                       "unauthenticated",
                        std::string(principal.status().message())});
   }
   return principal;
+}
+
+absl::StatusOr<Principal> AuthenticateFor(Authorizer* authorizer,
+                                          const grpc::ServerContextBase& context,
+                                          Rpc rpc, std::string_view project) {
+  if (authorizer == nullptr) return AuthenticateFor(nullptr, "", "", rpc, project);
+  return AuthenticateFor(authorizer, AuthorizationOf(context), context.peer(),
+                         rpc, project);
 }
 
 }  // namespace
@@ -85,6 +94,13 @@ absl::StatusOr<Principal> Authenticate(Authorizer* authorizer,
                                        const grpc::ServerContextBase& context,
                                        Rpc rpc) {
   return AuthenticateFor(authorizer, context, rpc, "");
+}
+
+absl::Status Reauthenticate(Authorizer* authorizer,
+                            std::string_view authorization,
+                            std::string_view peer, Rpc rpc) {
+  if (authorizer == nullptr) return absl::OkStatus();
+  return AuthenticateFor(authorizer, authorization, peer, rpc, "").status();
 }
 
 absl::Status Authorize(Authorizer* authorizer, const Principal& principal,

@@ -78,6 +78,12 @@ absl::StatusOr<Principal> Authenticate(Authorizer* authorizer,
                                        const grpc::ServerContextBase& context,
                                        Rpc rpc);
 
+// Whether the token a stream opened with is still valid (not revoked):
+// streams call it per message. A failure is audited.
+absl::Status Reauthenticate(Authorizer* authorizer,
+                            std::string_view authorization,
+                            std::string_view peer, Rpc rpc);
+
 // Checks an authenticated principal against `rpc`'s scope on `project`
 // (streams authenticate once, then check each request). A denial is
 // audited; so is every allowed admin-scope RPC.

@@ -95,9 +95,10 @@ class IngestService::WriteReactor
     : public grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck> {
  public:
   WriteReactor(IngestService* service, auth::Principal principal,
-               std::string peer)
+               std::string authorization, std::string peer)
       : service_(service),
         principal_(std::move(principal)),
+        authorization_(std::move(authorization)),
         peer_(std::move(peer)) {
     service_->streams_opened_.fetch_add(1, std::memory_order_relaxed);
     service_->streams_active_.fetch_add(1, std::memory_order_relaxed);
@@ -152,6 +153,12 @@ class IngestService::WriteReactor
     }
     // A denied request gets an error ack like a malformed one: nothing of
     // it is registered or stored, and the stream goes on.
+    if (status.ok() && service_->options_.authorizer != nullptr) {
+      // A token revoked while its stream is open stops working at once.
+      status = auth::Reauthenticate(service_->options_.authorizer,
+                                    authorization_, peer_,
+                                    auth::Rpc::kIngestWrite);
+    }
     if (status.ok()) {
       status = CheckProjects(service_->options_.authorizer, principal_, peer_,
                              auth::Rpc::kIngestWrite, request_,
@@ -319,6 +326,7 @@ class IngestService::WriteReactor
   IngestService* const service_;
   // Who writes: authenticated once when the stream opened.
   const auth::Principal principal_;
+  const std::string authorization_;
   const std::string peer_;
   // Only touched by the read path, which gRPC never runs concurrently.
   v1::WriteRequest request_;
@@ -350,7 +358,9 @@ grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>* IngestService::Write(
   absl::StatusOr<auth::Principal> principal = auth::Authenticate(
       options_.authorizer, *context, auth::Rpc::kIngestWrite);
   if (!principal.ok()) return new RefusedStream(principal.status());
-  return new WriteReactor(this, *std::move(principal), context->peer());
+  return new WriteReactor(this, *std::move(principal),
+                          std::string(auth::AuthorizationOf(*context)),
+                          context->peer());
 }
 
 grpc::ServerUnaryReactor* IngestService::WriteOne(

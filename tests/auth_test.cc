@@ -609,6 +609,32 @@ TEST_F(AuthServerTest, StreamChecksEachProjectOnceAndRefsStayChecked) {
   EXPECT_EQ(acks[3].error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_F(AuthServerTest, RevokingATokenStopsItsOpenStream) {
+  const std::string token = Create("proj", Scope::kWrite);
+  auto channel = auth::MakeClientChannel("127.0.0.1:" + std::to_string(port_),
+                                         grpc::InsecureChannelCredentials(), {},
+                                         token);
+  grpc::ClientContext ctx;
+  auto stream = v1::Ingest::NewStub(channel)->Write(&ctx);
+  v1::WriteRequest first = Request("proj", 500);
+  first.set_seq(1);
+  ASSERT_TRUE(stream->Write(first));
+  v1::WriteAck ack;
+  ASSERT_TRUE(stream->Read(&ack));
+  EXPECT_EQ(ack.error_code(), 0);
+  std::string_view id, secret;
+  ASSERT_TRUE(auth::ParseToken(token, &id, &secret));
+  ASSERT_TRUE(authorizer_->tokens().Revoke(id).ok());
+  v1::WriteRequest second = Request("proj", 501);
+  second.set_seq(2);
+  ASSERT_TRUE(stream->Write(second));
+  ASSERT_TRUE(stream->Read(&ack));
+  EXPECT_EQ(ack.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(ack.points_accepted(), 0u);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST_F(AuthServerTest, RateLimitedTokenIsRefusedPastItsAllowance) {
   auto created = authorizer_->tokens().Create("proj", Scope::kWrite, "", 1);
   ASSERT_TRUE(created.ok());
