@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <iostream>
 #include <map>
@@ -26,6 +27,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "auth/client_channel.h"
 #include "nlohmann/json.hpp"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 
@@ -338,6 +340,9 @@ int main(int argc, char** argv) {
   app.add_option("--tail-subscribers", tail_subscribers,
                  "Live tails to open (each on one rank's first metric) and time: "
                  "delivery minus the client's receipt of the ack.");
+  std::string token;
+  if (const char* env = std::getenv("STEPDB_TOKEN"); env && *env) token = env;
+  app.add_option("--token", token, "Bearer token (env STEPDB_TOKEN).");
   CLI11_PARSE(app, argc, argv);
   if (config.run.empty()) {
     config.run = "loadgen-" + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
@@ -379,8 +384,8 @@ int main(int argc, char** argv) {
       // training nodes would have.
       grpc::ChannelArguments own = args;
       own.SetInt("stepdb.loadgen.stream", s);
-      auto channel = grpc::CreateCustomChannel(addr,
-                                               grpc::InsecureChannelCredentials(), own);
+      auto channel = stepdb::auth::MakeClientChannel(
+          addr, grpc::InsecureChannelCredentials(), own, token);
       results[s] = RunStream(channel, config, model, first, last - first, gpus, start);
     });
   }

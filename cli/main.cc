@@ -1,6 +1,6 @@
 // stepctl: the command-line client of stepdb. See docs/USER_GUIDE.md.
 //
-//   stepctl [--addr HOST:PORT] [--timeout SECONDS] VERB ...
+//   stepctl [--addr HOST:PORT] [--token T] [--tls_ca FILE] [--timeout SECONDS] VERB ...
 //
 // Exit status: 0 on success; 1 if an RPC failed, or anything was rejected or
 // malformed; 2 on a usage error.
@@ -34,6 +34,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "auth/client_channel.h"
 #include "cli/format.h"
 #include "cli/import_parsers.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
@@ -58,6 +59,9 @@ std::string_view Msg(const absl::Status& s) {
 struct GlobalOptions {
   std::string addr = "127.0.0.1:7390";
   double timeout_s = 30;
+  std::string token;   // bearer token; empty: none
+  std::string tls_ca;  // CA bundle: use TLS; empty: plaintext
+  std::string tls_cert, tls_key;  // client certificate (mTLS)
 };
 
 int RpcError(std::string_view verb, const grpc::Status& status) {
@@ -75,8 +79,17 @@ std::shared_ptr<grpc::Channel> MakeChannel(const GlobalOptions& g) {
   grpc::ChannelArguments args;
   // Read answers can be large; the server bounds them, not the client.
   args.SetMaxReceiveMessageSize(256 << 20);
-  return grpc::CreateCustomChannel(g.addr, grpc::InsecureChannelCredentials(),
-                                   args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (!g.tls_ca.empty()) {
+    auto tls = auth::TlsCredentials(g.tls_ca, g.tls_cert, g.tls_key);
+    if (!tls) {
+      std::cerr << "stepctl: cannot read --tls_ca/--tls_cert/--tls_key\n";
+      std::exit(kExitUsage);
+    }
+    credentials = *tls;
+  }
+  return auth::MakeClientChannel(g.addr, credentials, args, g.token);
 }
 
 void SetDeadline(grpc::ClientContext* ctx, double seconds) {
@@ -1630,6 +1643,189 @@ int RunCompact(const GlobalOptions& g, const std::string& format_name) {
   return kExitOk;
 }
 
+// ---- admin token / audit ----------------------------------------------------
+
+const char* ScopeText(v1::Scope scope) {
+  switch (scope) {
+    case v1::SCOPE_READ:
+      return "read";
+    case v1::SCOPE_WRITE:
+      return "write";
+    case v1::SCOPE_ADMIN:
+      return "admin";
+    default:
+      return "unspecified";
+  }
+}
+
+struct TokenOptions {
+  std::string project, scope, description, id, format = "table";
+  uint64_t max_points_per_second = 0;
+};
+
+int RunTokenCreate(const GlobalOptions& g, const TokenOptions& o) {
+  constexpr std::string_view kVerb = "admin token create";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::CreateTokenRequest req;
+  req.set_project(o.project);
+  req.set_scope(o.scope == "admin"   ? v1::SCOPE_ADMIN
+                : o.scope == "write" ? v1::SCOPE_WRITE
+                                     : v1::SCOPE_READ);
+  req.set_description(o.description);
+  req.set_max_points_per_second(o.max_points_per_second);
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::CreateTokenResponse r;
+  const grpc::Status status = stub->CreateToken(&ctx, req, &r);
+  if (!status.ok()) return RpcError(kVerb, status);
+  PrintRecord(*format, {{"id", StringCell(r.info().id())},
+                        {"project", StringCell(r.info().project())},
+                        {"scope", StringCell(ScopeText(r.info().scope()))},
+                        {"token", StringCell(r.token())}});
+  if (*format == OutputFormat::kTable) {
+    std::cerr << "stepctl: the token is shown only this once\n";
+  }
+  return kExitOk;
+}
+
+int RunTokenList(const GlobalOptions& g, const TokenOptions& o) {
+  constexpr std::string_view kVerb = "admin token list";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::ListTokensRequest req;
+  req.set_project(o.project);
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::ListTokensResponse r;
+  const grpc::Status status = stub->ListTokens(&ctx, req, &r);
+  if (!status.ok()) return RpcError(kVerb, status);
+  auto writer = RowWriter::Create(
+      *format, std::cout,
+      {"id", "project", "scope", "created", "revoked", "points/s",
+       "description"});
+  for (const v1::TokenInfo& t : r.tokens()) {
+    writer->AddRow({StringCell(t.id()), StringCell(t.project()),
+                    StringCell(ScopeText(t.scope())),
+                    StringCell(FormatTimeIso(t.created_ms())),
+                    StringCell(t.revoked() ? FormatTimeIso(t.revoked_ms()) : ""),
+                    UintCell(t.max_points_per_second()),
+                    StringCell(t.description())});
+  }
+  writer->Finish();
+  return kExitOk;
+}
+
+int RunTokenRevoke(const GlobalOptions& g, const TokenOptions& o) {
+  constexpr std::string_view kVerb = "admin token revoke";
+  v1::RevokeTokenRequest req;
+  req.set_id(o.id);
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::RevokeTokenResponse r;
+  const grpc::Status status = stub->RevokeToken(&ctx, req, &r);
+  if (!status.ok()) return RpcError(kVerb, status);
+  std::cout << "revoked " << r.token().id() << "\n";
+  return kExitOk;
+}
+
+struct AuditOptions {
+  uint64_t after = 0;
+  uint32_t limit = 0;
+  bool verify = false;
+  std::string format = "table";
+};
+
+// Exit status 1 if --verify finds the chain broken.
+int RunAudit(const GlobalOptions& g, const AuditOptions& o) {
+  constexpr std::string_view kVerb = "admin audit";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(kVerb, Msg(format.status()));
+  v1::ReadAuditRequest req;
+  req.set_after_seq(o.after);
+  req.set_limit(o.limit);
+  req.set_verify(o.verify);
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  v1::ReadAuditResponse r;
+  const grpc::Status status = stub->ReadAudit(&ctx, req, &r);
+  if (!status.ok()) return RpcError(kVerb, status);
+  auto writer = RowWriter::Create(
+      *format, std::cout,
+      {"seq", "time", "token", "rpc", "project", "peer", "outcome", "detail"});
+  for (const v1::AuditEntry& e : r.entries()) {
+    writer->AddRow({UintCell(e.seq()), StringCell(FormatTimeIso(e.time_ms())),
+                    StringCell(e.token_id()), StringCell(e.rpc()),
+                    StringCell(e.project()), StringCell(e.peer()),
+                    StringCell(e.outcome()), StringCell(e.detail())});
+  }
+  writer->Finish();
+  if (r.truncated()) std::cerr << "stepctl: admin audit: more entries follow (--after)\n";
+  if (!r.verified()) return kExitOk;
+  if (r.intact()) {
+    std::cerr << "audit chain intact: " << r.verified_entries()
+              << " entries, head " << r.head_hash() << "\n";
+    return kExitOk;
+  }
+  std::cerr << "audit chain BROKEN at entry " << r.first_bad_seq() << ": "
+            << r.verify_message() << "\n";
+  return kExitFailure;
+}
+
+struct RetentionOptions {
+  std::string project;
+  uint32_t raw_days = 0;
+};
+
+int RunRetentionSet(const GlobalOptions& g, const RetentionOptions& o) {
+  constexpr std::string_view kVerb = "admin retention set";
+  v1::RetentionPolicy req, resp;
+  req.set_project(o.project);
+  req.set_raw_days(o.raw_days);
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  const grpc::Status status = stub->SetRetention(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  std::cout << "project " << o.project << ": raw points kept "
+            << (o.raw_days == 0 ? std::string("forever")
+                                : std::to_string(o.raw_days) + " days")
+            << "\n";
+  return kExitOk;
+}
+
+int RunRetentionShow(const GlobalOptions& g, const RetentionOptions& o) {
+  constexpr std::string_view kVerb = "admin retention show";
+  v1::GetRetentionRequest req;
+  req.set_project(o.project);
+  v1::RetentionPolicy resp;
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g.timeout_s);
+  const grpc::Status status = stub->GetRetention(&ctx, req, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  std::cout << "raw_days " << resp.raw_days()
+            << (resp.raw_days() == 0 ? " (keep forever)" : "") << "\n";
+  return kExitOk;
+}
+
+int RunRetentionEnforce(const GlobalOptions& g) {
+  constexpr std::string_view kVerb = "admin retention enforce";
+  v1::EnforceRetentionResponse resp;
+  auto stub = v1::Auth::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, std::max(g.timeout_s, 600.0));
+  const grpc::Status status = stub->EnforceRetention(&ctx, {}, &resp);
+  if (!status.ok()) return RpcError(kVerb, status);
+  std::cout << "expired " << resp.chunks_deleted() << " chunks ("
+            << resp.points_deleted() << " points)\n";
+  return kExitOk;
+}
+
 // ---- command line ---------------------------------------------------------
 
 int Main(int argc, char** argv) {
@@ -1642,6 +1838,14 @@ int Main(int argc, char** argv) {
   app.add_option("--addr", g.addr,
                  "server address HOST:PORT (env STEPDB_ADDR; default "
                  "127.0.0.1:7390)");
+  if (const char* env = std::getenv("STEPDB_TOKEN"); env && *env) g.token = env;
+  app.add_option("--token", g.token,
+                 "bearer token sdb_<id>_<secret> (env STEPDB_TOKEN)");
+  app.add_option("--tls_ca", g.tls_ca,
+                 "PEM CA bundle: connect with TLS and verify the server");
+  app.add_option("--tls_cert", g.tls_cert,
+                 "PEM client certificate (mTLS; needs --tls_ca)");
+  app.add_option("--tls_key", g.tls_key, "PEM key of --tls_cert");
   app.add_option("--timeout", g.timeout_s,
                  "deadline of unary calls in seconds (compact and query: at "
                  "least 600)")
@@ -1908,6 +2112,62 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember(kOutputFormats));
 
+  TokenOptions tko;
+  CLI::App* token_cmd =
+      admin_cmd->add_subcommand("token", "create, list and revoke tokens");
+  token_cmd->require_subcommand(1);
+  CLI::App* token_create_cmd =
+      token_cmd->add_subcommand("create", "create a token (shown once)");
+  token_create_cmd
+      ->add_option("--project", tko.project, "project, or * for every project")
+      ->required();
+  token_create_cmd->add_option("--scope", tko.scope, "read, write or admin")
+      ->required()
+      ->check(CLI::IsMember({"read", "write", "admin"}));
+  token_create_cmd->add_option("--description", tko.description,
+                               "what the token is for");
+  token_create_cmd->add_option("--max_points_per_second",
+                               tko.max_points_per_second,
+                               "ingest rate limit of the token (0: none)");
+  token_create_cmd->add_option("--format", tko.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+  CLI::App* token_list_cmd = token_cmd->add_subcommand(
+      "list", "list tokens (ids, scopes, times; never secrets)");
+  token_list_cmd->add_option("--project", tko.project,
+                             "only this project's (default: all)");
+  token_list_cmd->add_option("--format", tko.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+  CLI::App* token_revoke_cmd =
+      token_cmd->add_subcommand("revoke", "revoke a token by id");
+  token_revoke_cmd->add_option("id", tko.id, "token id")->required();
+
+  AuditOptions auo;
+  CLI::App* audit_cmd = admin_cmd->add_subcommand(
+      "audit", "read the audit log (admin actions and denied requests)");
+  audit_cmd->add_option("--after", auo.after, "entries after this seq");
+  audit_cmd->add_option("--limit", auo.limit, "at most N entries (0 = server's)");
+  audit_cmd->add_flag("--verify", auo.verify,
+                      "check the hash chain; exit 1 if it is broken");
+  audit_cmd->add_option("--format", auo.format, "table, csv or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember(kOutputFormats));
+
+  RetentionOptions rto;
+  CLI::App* retention_cmd = admin_cmd->add_subcommand(
+      "retention", "per-project retention of raw points");
+  retention_cmd->require_subcommand(1);
+  CLI::App* retention_set_cmd = retention_cmd->add_subcommand(
+      "set", "keep raw points N days (0: forever)");
+  retention_set_cmd->add_option("--project", rto.project, "project")->required();
+  retention_set_cmd->add_option("--raw_days", rto.raw_days, "days")->required();
+  CLI::App* retention_show_cmd =
+      retention_cmd->add_subcommand("show", "show a project's policy");
+  retention_show_cmd->add_option("--project", rto.project, "project")->required();
+  CLI::App* retention_enforce_cmd = retention_cmd->add_subcommand(
+      "enforce", "run the retention pass now (global admin)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -1931,6 +2191,13 @@ int Main(int argc, char** argv) {
   if (*rules_list_cmd) return RunWatchRulesList(g, wa);
   if (*rules_delete_cmd) return RunWatchRulesDelete(g, wa);
   if (*events_cmd) return RunWatchEvents(g, wa);
+  if (*token_create_cmd) return RunTokenCreate(g, tko);
+  if (*token_list_cmd) return RunTokenList(g, tko);
+  if (*token_revoke_cmd) return RunTokenRevoke(g, tko);
+  if (*audit_cmd) return RunAudit(g, auo);
+  if (*retention_set_cmd) return RunRetentionSet(g, rto);
+  if (*retention_show_cmd) return RunRetentionShow(g, rto);
+  if (*retention_enforce_cmd) return RunRetentionEnforce(g);
   return kExitUsage;
 }
 

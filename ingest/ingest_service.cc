@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -46,6 +47,45 @@ void FillResults(const storage::Engine& engine,
   reply->set_points_rejected(rejected);
 }
 
+// Checks that `principal` may write every project `request` names. Only
+// keys are looked at: a bare ref was checked when its key registered it.
+// `allowed` caches the projects already allowed (per stream; may be null).
+absl::Status CheckProjects(auth::Authorizer* authorizer,
+                           const auth::Principal& principal,
+                           std::string_view peer, auth::Rpc rpc,
+                           const v1::WriteRequest& request,
+                           absl::flat_hash_set<std::string>* allowed) {
+  if (authorizer == nullptr) return absl::OkStatus();
+  absl::flat_hash_set<std::string> local;
+  if (allowed == nullptr) allowed = &local;
+  for (const v1::SeriesPoints& s : request.series()) {
+    if (!s.has_key() || allowed->contains(s.key().project())) continue;
+    if (absl::Status st = auth::Authorize(authorizer, principal, peer, rpc,
+                                          s.key().project());
+        !st.ok()) {
+      return st;
+    }
+    allowed->insert(s.key().project());
+  }
+  return absl::OkStatus();
+}
+
+uint64_t PointCount(const v1::WriteRequest& request) {
+  uint64_t n = 0;
+  for (const v1::SeriesPoints& s : request.series()) n += s.values_size();
+  return n;
+}
+
+// Answers a stream that may not start (no valid token) at once.
+class RefusedStream
+    : public grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck> {
+ public:
+  explicit RefusedStream(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
 // One streaming Write. Reads requests, hands each to the engine, and writes
@@ -55,7 +95,12 @@ void FillResults(const storage::Engine& engine,
 class IngestService::WriteReactor
     : public grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck> {
  public:
-  explicit WriteReactor(IngestService* service) : service_(service) {
+  WriteReactor(IngestService* service, auth::Principal principal,
+               std::string authorization, std::string peer)
+      : service_(service),
+        principal_(std::move(principal)),
+        authorization_(std::move(authorization)),
+        peer_(std::move(peer)) {
     service_->streams_opened_.fetch_add(1, std::memory_order_relaxed);
     service_->streams_active_.fetch_add(1, std::memory_order_relaxed);
     absl::MutexLock lock(&mu_);
@@ -107,10 +152,30 @@ class IngestService::WriteReactor
       }
       ++in_flight_;
     }
+    // A denied request gets an error ack like a malformed one: nothing of
+    // it is registered or stored, and the stream goes on.
+    if (status.ok() && service_->options_.authorizer != nullptr) {
+      // A token revoked while its stream is open stops working at once.
+      status = auth::Reauthenticate(service_->options_.authorizer,
+                                    authorization_, peer_,
+                                    auth::Rpc::kIngestWrite);
+    }
+    if (status.ok()) {
+      status = CheckProjects(service_->options_.authorizer, principal_, peer_,
+                             auth::Rpc::kIngestWrite, request_,
+                             &allowed_projects_);
+    }
+    if (status.ok()) {
+      status = auth::ChargePoints(service_->options_.authorizer, principal_,
+                                  PointCount(request_));
+    }
     if (status.ok()) {
       decoded = DecodeWriteRequest(request_, *service_->engine_, &refs_,
                                    NowMs(), service_->options_.limits);
-      if (!decoded.ok()) status = decoded.status();
+      if (!decoded.ok()) {
+        status = decoded.status();
+        service_->malformed_requests_.fetch_add(1, std::memory_order_relaxed);
+      }
     }
     storage::AppendBatch batch;
     auto ids = std::make_shared<std::vector<storage::SeriesId>>();
@@ -118,7 +183,7 @@ class IngestService::WriteReactor
       batch = std::move(decoded->batch);
       ids->reserve(batch.series().size());
       for (const auto& s : batch.series()) ids->push_back(s.id);
-    } else {
+    } else if (status.code() == absl::StatusCode::kInvalidArgument) {
       service_->malformed_requests_.fetch_add(1, std::memory_order_relaxed);
     }
     // Even a malformed request goes through the engine queue (as an empty
@@ -260,9 +325,14 @@ class IngestService::WriteReactor
   }
 
   IngestService* const service_;
+  // Who writes: authenticated once when the stream opened.
+  const auth::Principal principal_;
+  const std::string authorization_;
+  const std::string peer_;
   // Only touched by the read path, which gRPC never runs concurrently.
   v1::WriteRequest request_;
   StreamRefs refs_;
+  absl::flat_hash_set<std::string> allowed_projects_;
 
   absl::Mutex mu_;
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
@@ -291,6 +361,12 @@ grpc::ServerUnaryReactor* IngestService::CreateRun(
     grpc::CallbackServerContext* context, const v1::CreateRunRequest* request,
     v1::CreateRunResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kIngestCreateRun, request->run().project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   if (runs_ == nullptr) {
     reactor->Finish(RunMetadataDisabled());
     return reactor;
@@ -315,6 +391,12 @@ grpc::ServerUnaryReactor* IngestService::UpdateRun(
     grpc::CallbackServerContext* context, const v1::UpdateRunRequest* request,
     v1::Run* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kIngestUpdateRun, request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   if (runs_ == nullptr) {
     reactor->Finish(RunMetadataDisabled());
     return reactor;
@@ -335,14 +417,36 @@ grpc::ServerUnaryReactor* IngestService::UpdateRun(
 }
 
 grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>* IngestService::Write(
-    grpc::CallbackServerContext* /*context*/) {
-  return new WriteReactor(this);
+    grpc::CallbackServerContext* context) {
+  absl::StatusOr<auth::Principal> principal = auth::Authenticate(
+      options_.authorizer, *context, auth::Rpc::kIngestWrite);
+  if (!principal.ok()) return new RefusedStream(principal.status());
+  return new WriteReactor(this, *std::move(principal),
+                          std::string(auth::AuthorizationOf(*context)),
+                          context->peer());
 }
 
 grpc::ServerUnaryReactor* IngestService::WriteOne(
     grpc::CallbackServerContext* context, const v1::WriteRequest* request,
     v1::WriteResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (options_.authorizer != nullptr) {
+    absl::StatusOr<auth::Principal> principal = auth::Authenticate(
+        options_.authorizer, *context, auth::Rpc::kIngestWriteOne);
+    absl::Status allowed = principal.status();
+    if (allowed.ok()) {
+      allowed = CheckProjects(options_.authorizer, *principal, context->peer(),
+                              auth::Rpc::kIngestWriteOne, *request, nullptr);
+    }
+    if (allowed.ok()) {
+      allowed = auth::ChargePoints(options_.authorizer, *principal,
+                                   PointCount(*request));
+    }
+    if (!allowed.ok()) {
+      reactor->Finish(ToGrpcStatus(allowed));
+      return reactor;
+    }
+  }
   requests_.fetch_add(1, std::memory_order_relaxed);
   if (absl::Status over = CheckMemory(); !over.ok()) {
     reactor->Finish(ToGrpcStatus(over));

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "auth/authorizer.h"
 #include "ingest/request_decoder.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
@@ -19,6 +20,9 @@ struct IngestOptions {
   // taken by the client; past it the stream stops reading, and gRPC flow
   // control slows the client down.
   size_t max_in_flight_per_stream = 32;
+  // Checks every request's projects for write scope; nullptr: auth off.
+  // Must outlive the service.
+  auth::Authorizer* authorizer = nullptr;
 };
 
 // Monotonic counters for /metrics.

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
@@ -14,6 +15,18 @@ namespace stepdb {
 inline grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                       std::string(status.message()));
+}
+
+// A server-streaming reactor that only finishes with `status`: the answer
+// of a streaming call refused before it starts.
+template <typename Response>
+grpc::ServerWriteReactor<Response>* FinishedWriter(grpc::Status status) {
+  class Reactor : public grpc::ServerWriteReactor<Response> {
+   public:
+    explicit Reactor(grpc::Status status) { this->Finish(status); }
+    void OnDone() override { delete this; }
+  };
+  return new Reactor(std::move(status));
 }
 
 // What the run metadata RPCs answer on a server without a run store.

@@ -4,7 +4,9 @@
 
 namespace stepdb::query {
 
-AdminService::AdminService(storage::Engine* engine) : engine_(engine) {}
+AdminService::AdminService(storage::Engine* engine,
+                           auth::Authorizer* authorizer)
+    : engine_(engine), authorizer_(authorizer) {}
 
 AdminService::~AdminService() {
   std::thread compactor;
@@ -19,6 +21,13 @@ AdminService::~AdminService() {
 grpc::ServerUnaryReactor* AdminService::Stats(
     grpc::CallbackServerContext* context, const v1::StatsRequest* /*request*/,
     v1::StatsResponse* response) {
+  if (absl::Status s = auth::Check(authorizer_, *context, auth::Rpc::kAdminStats,
+                                   auth::kAllProjects);
+      !s.ok()) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   const storage::EngineStats stats = engine_->Stats();
   response->set_projects(stats.projects);
   response->set_runs(stats.runs);
@@ -39,6 +48,14 @@ grpc::ServerUnaryReactor* AdminService::Compact(
     grpc::CallbackServerContext* context, const v1::CompactRequest* /*request*/,
     v1::CompactResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(authorizer_, *context,
+                                   auth::Rpc::kAdminCompact, auth::kAllProjects);
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  auth::AuditAction(authorizer_, *context, auth::Rpc::kAdminCompact, "",
+                    absl::OkStatus(), "compaction started");
   absl::MutexLock lock(&mu_);
   if (compacting_) {
     reactor->Finish(grpc::Status(grpc::StatusCode::ABORTED,

@@ -6,6 +6,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "auth/authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
 
@@ -13,8 +14,10 @@ namespace stepdb::query {
 
 class AdminService final : public v1::Admin::CallbackService {
  public:
-  // `engine` must outlive the service.
-  explicit AdminService(storage::Engine* engine);
+  // `engine` and `authorizer` must outlive the service; a null authorizer
+  // is auth off. Every RPC needs a global admin token.
+  explicit AdminService(storage::Engine* engine,
+                        auth::Authorizer* authorizer = nullptr);
   // Waits for a running compaction.
   ~AdminService() override;
 
@@ -29,6 +32,7 @@ class AdminService final : public v1::Admin::CallbackService {
 
  private:
   storage::Engine* const engine_;
+  auth::Authorizer* const authorizer_;
   absl::Mutex mu_;
   std::thread compactor_ ABSL_GUARDED_BY(mu_);
   bool compacting_ ABSL_GUARDED_BY(mu_) = false;

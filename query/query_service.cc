@@ -145,6 +145,11 @@ QueryService::QueryService(const storage::Engine* engine, QueryOptions options,
 
 grpc::ServerWriteReactor<v1::TailResponse>* QueryService::Tail(
     grpc::CallbackServerContext* context, const v1::TailRequest* request) {
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryTail, request->project());
+      !s.ok()) {
+    return FinishedWriter<v1::TailResponse>(ToGrpcStatus(s));
+  }
   if (tail_ == nullptr) {
     return v1::Query::CallbackService::Tail(context, request);  // UNIMPLEMENTED
   }
@@ -172,18 +177,19 @@ std::vector<QueryService::SeriesSegment> QueryService::ResolveLineage(
 }
 
 grpc::ServerWriteReactor<v1::ReadRangeResponse>* QueryService::ReadRange(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::ReadRangeRequest* request) {
-  class ErrorReactor : public grpc::ServerWriteReactor<v1::ReadRangeResponse> {
-   public:
-    explicit ErrorReactor(grpc::Status status) { Finish(status); }
-    void OnDone() override { delete this; }
-  };
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryReadRange,
+                                   request->series().project());
+      !s.ok()) {
+    return FinishedWriter<v1::ReadRangeResponse>(ToGrpcStatus(s));
+  }
   storage::SeriesKey key = KeyFromWire(request->series());
   const std::string name = storage::SeriesDisplayName(key);
   auto range = RangeFromWire(*request);
   if (!range.ok()) {
-    return new ErrorReactor(ToGrpcStatus(range.status()));
+    return FinishedWriter<v1::ReadRangeResponse>(ToGrpcStatus(range.status()));
   }
   std::vector<ReadRangeReactor::Segment> segments;
   for (const SeriesSegment& segment : ResolveLineage(key)) {
@@ -195,7 +201,7 @@ grpc::ServerWriteReactor<v1::ReadRangeResponse>* QueryService::ReadRange(
     }
   }
   if (segments.empty() && !engine_->FindSeries(key)) {
-    return new ErrorReactor(grpc::Status(grpc::StatusCode::NOT_FOUND,
+    return FinishedWriter<v1::ReadRangeResponse>(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                          absl::StrCat("series ", name, ": not found")));
   }
   uint64_t limit = request->limit();
@@ -209,6 +215,13 @@ grpc::ServerUnaryReactor* QueryService::ListSeries(
     grpc::CallbackServerContext* context, const v1::ListSeriesRequest* request,
     v1::ListSeriesResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryListSeries,
+                                   request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   if (request->project().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                  "project: empty"));
@@ -317,6 +330,13 @@ grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
     const v1::ReadDownsampledRequest* request,
     v1::ReadDownsampledResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryReadDownsampled,
+                                   request->series().project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   const storage::SeriesKey key = KeyFromWire(request->series());
   const std::string name = storage::SeriesDisplayName(key);
   const uint32_t buckets = request->buckets();
@@ -385,6 +405,12 @@ grpc::ServerUnaryReactor* QueryService::ListRuns(
     grpc::CallbackServerContext* context, const v1::ListRunsRequest* request,
     v1::ListRunsResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryListRuns, request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   if (runs_ == nullptr) {
     reactor->Finish(RunMetadataDisabled());
     return reactor;
@@ -433,6 +459,12 @@ grpc::ServerUnaryReactor* QueryService::GetRun(
     grpc::CallbackServerContext* context, const v1::GetRunRequest* request,
     v1::GetRunResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryGetRun, request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   if (runs_ == nullptr) {
     reactor->Finish(RunMetadataDisabled());
     return reactor;
@@ -495,6 +527,12 @@ grpc::ServerUnaryReactor* QueryService::Aggregate(
     grpc::CallbackServerContext* context, const v1::AggregateRequest* request,
     v1::AggregateResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kQueryAggregate, request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   reactor->Finish(ToGrpcStatus(query::Aggregate(
       *engine_, *request,
       {options_.max_aggregate_series, options_.max_aggregate_points,

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "auth/authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "query/tail.h"
 #include "storage/engine.h"
@@ -26,6 +27,9 @@ struct QueryOptions {
   uint64_t max_aggregate_series = 10'000;
   uint64_t max_aggregate_points = 1'000'000'000;
   uint64_t max_aggregate_cells = 10'000'000;
+  // Checks read scope on the project of every call; nullptr: auth off.
+  // Must outlive the service.
+  auth::Authorizer* authorizer = nullptr;
 };
 
 class QueryService final : public v1::Query::CallbackService {

@@ -227,6 +227,12 @@ grpc::ServerUnaryReactor* WatchService::CreateRule(
     grpc::CallbackServerContext* context, const v1::WatchRule* request,
     v1::WatchRule* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kWatchCreateRule, request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   storage::WatchRuleSpec spec;
   spec.project = request->project();
   spec.run = request->run();
@@ -251,6 +257,12 @@ grpc::ServerUnaryReactor* WatchService::ListRules(
     const v1::ListWatchRulesRequest* request,
     v1::ListWatchRulesResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kWatchListRules, request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   if (request->project().empty()) {
     reactor->Finish(
         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "project: empty"));
@@ -269,14 +281,25 @@ grpc::ServerUnaryReactor* WatchService::DeleteRule(
     const v1::DeleteWatchRuleRequest* request,
     v1::DeleteWatchRuleResponse* /*response*/) {
   auto* reactor = context->DefaultReactor();
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kWatchDeleteRule, request->project());
+      !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   reactor->Finish(
       ToGrpcStatus(evaluator_->DeleteRule(request->project(), request->id())));
   return reactor;
 }
 
 grpc::ServerWriteReactor<v1::WatchEvent>* WatchService::Events(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::WatchEventsRequest* request) {
+  if (absl::Status s = auth::Check(options_.authorizer, *context,
+                                   auth::Rpc::kWatchEvents, request->project());
+      !s.ok()) {
+    return FinishedWriter<v1::WatchEvent>(ToGrpcStatus(s));
+  }
   return new EventsReactor(this, *request);
 }
 

@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "auth/authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/watch.h"
 
@@ -19,6 +20,9 @@ struct WatchServiceOptions {
   // Events read from the evaluator per fetch of an Events stream: a stream
   // holds at most this many events in memory.
   size_t page_events = 256;
+  // Checks each call's scope on its project; nullptr: auth off. Must
+  // outlive the service.
+  auth::Authorizer* authorizer = nullptr;
 };
 
 class WatchService final : public v1::Watch::CallbackService {

@@ -3,19 +3,28 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "auth/auth_service.h"
+#include "auth/token_authorizer.h"
 #include "ingest/ingest_service.h"
 #include "query/admin_service.h"
 #include "query/query_service.h"
@@ -47,6 +56,21 @@ ABSL_FLAG(uint64_t, max_aggregate_series, 10'000,
 ABSL_FLAG(uint64_t, max_aggregate_points, 1'000'000'000,
           "Aggregate: most points in range one request may touch (estimated "
           "from chunk headers before reading); past it RESOURCE_EXHAUSTED.");
+ABSL_FLAG(std::string, auth, "off",
+          "on: every RPC needs a bearer token (docs/USER_GUIDE.md, "
+          "Security). off: no access control (single-user default).");
+ABSL_FLAG(std::string, bootstrap_token_file, "",
+          "With --auth=on, at first start: the global admin token is read "
+          "from this file if it exists, else generated and written to it "
+          "(mode 0600) instead of being printed. Env STEPDB_BOOTSTRAP_TOKEN "
+          "gives the token directly.");
+ABSL_FLAG(absl::Duration, retention_interval, absl::Hours(1),
+          "How often per-project retention policies are enforced.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC and HTTP over TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: require client certificates signed by it (mTLS).");
 
 namespace {
 
@@ -64,6 +88,62 @@ bool SplitHostPort(const std::string& addr, std::string* host, int* port) {
 int Fail(const std::string& message) {
   std::cerr << "stepdb: " << message << std::endl;
   return 1;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// The bootstrap token the operator supplied, if any: env
+// STEPDB_BOOTSTRAP_TOKEN, else the content of --bootstrap_token_file.
+std::optional<std::string> SuppliedBootstrapToken(const std::string& file) {
+  if (const char* env = std::getenv("STEPDB_BOOTSTRAP_TOKEN"); env && *env) {
+    return std::string(absl::StripAsciiWhitespace(env));
+  }
+  if (file.empty()) return std::nullopt;
+  absl::StatusOr<std::string> content = ReadFile(file);
+  if (!content.ok()) return std::nullopt;
+  return std::string(absl::StripAsciiWhitespace(*content));
+}
+
+// Sets up --auth=on: opens the token store and audit log, and at first
+// start installs the global admin token and shows it once.
+absl::StatusOr<std::unique_ptr<stepdb::auth::TokenAuthorizer>> StartAuth(
+    stepdb::storage::Engine* engine) {
+  auto authorizer = stepdb::auth::TokenAuthorizer::Open(engine);
+  if (!authorizer.ok()) return authorizer.status();
+  const std::string file = absl::GetFlag(FLAGS_bootstrap_token_file);
+  const std::optional<std::string> supplied = SuppliedBootstrapToken(file);
+  auto installed = (*authorizer)->Bootstrap(supplied);
+  if (!installed.ok()) {
+    return absl::Status(installed.status().code(),
+                        absl::StrCat("bootstrap token: ",
+                                     installed.status().message()));
+  }
+  if (installed->has_value() && !supplied) {
+    if (!file.empty()) {
+      const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+      const std::string line = **installed + "\n";
+      if (fd < 0 || ::write(fd, line.data(), line.size()) !=
+                        static_cast<ssize_t>(line.size())) {
+        if (fd >= 0) ::close(fd);
+        return absl::InternalError(
+            absl::StrCat("cannot write the bootstrap token to ", file));
+      }
+      ::close(fd);
+      std::cerr << "stepdb: bootstrap global admin token written to " << file
+                << std::endl;
+    } else {
+      std::cerr << "stepdb: bootstrap global admin token (shown once, keep it "
+                   "safe):\n  "
+                << **installed << std::endl;
+    }
+  }
+  return authorizer;
 }
 
 }  // namespace
@@ -96,34 +176,84 @@ int main(int argc, char** argv) {
   auto engine = stepdb::storage::Engine::Open(options);
   if (!engine.ok()) return Fail(std::string(engine.status().ToString()));
 
-  auto runs = stepdb::storage::RunStore::Open(engine->get());
-  if (!runs.ok()) return Fail(std::string(runs.status().ToString()));
-
-  stepdb::ingest::IngestService ingest(engine->get(), {}, runs->get());
-  stepdb::query::TailHub tail(engine->get(), {});
-  (*engine)->AddCommitObserver(&tail);
+  const std::string auth_mode = absl::GetFlag(FLAGS_auth);
+  if (auth_mode != "on" && auth_mode != "off") {
+    return Fail("--auth must be on or off, not " + auth_mode);
+  }
+  std::unique_ptr<stepdb::auth::TokenAuthorizer> authorizer;
+  if (auth_mode == "on") {
+    auto started = StartAuth(engine->get());
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    authorizer = std::move(*started);
+  } else {
+    std::cerr << "WARNING: --auth=off: every client can read and write "
+                 "everything"
+              << std::endl;
+  }
+  stepdb::ingest::IngestOptions ingest_options;
+  ingest_options.authorizer = authorizer.get();
   stepdb::query::QueryOptions query_options;
+  query_options.authorizer = authorizer.get();
   query_options.max_aggregate_series = absl::GetFlag(FLAGS_max_aggregate_series);
   query_options.max_aggregate_points = absl::GetFlag(FLAGS_max_aggregate_points);
+
+  auto runs = stepdb::storage::RunStore::Open(engine->get());
+  if (!runs.ok()) return Fail(std::string(runs.status().ToString()));
+  stepdb::ingest::IngestService ingest(engine->get(), ingest_options, runs->get());
+  stepdb::query::TailHub tail(engine->get(), {});
+  (*engine)->AddCommitObserver(&tail);
   stepdb::query::QueryService query(engine->get(), query_options, runs->get(),
                                     &tail);
-  stepdb::query::AdminService admin(engine->get());
+  stepdb::query::AdminService admin(engine->get(), authorizer.get());
   // Watch rules see every committed point from before the first RPC on.
   auto watch = stepdb::storage::WatchEvaluator::Open(engine->get(), runs->get());
   if (!watch.ok()) return Fail(std::string(watch.status().ToString()));
   (*engine)->AddCommitObserver(watch->get());
-  stepdb::query::WatchService watch_service(watch->get());
+  stepdb::query::WatchServiceOptions watch_options;
+  watch_options.authorizer = authorizer.get();
+  stepdb::query::WatchService watch_service(watch->get(), watch_options);
+  stepdb::auth::RetentionPolicies retention(engine->get(),
+                                            stepdb::auth::SystemClock());
+  stepdb::auth::AuthService auth_service(authorizer.get(), &retention);
+  auto retention_enforcer = std::make_unique<stepdb::auth::RetentionEnforcer>(
+      &retention, absl::GetFlag(FLAGS_retention_interval));
+
+  const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string tls_key = absl::GetFlag(FLAGS_tls_key);
+  const std::string tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (!tls_cert.empty() || !tls_key.empty()) {
+    auto cert = ReadFile(tls_cert);
+    auto key = ReadFile(tls_key);
+    if (!cert.ok() || !key.ok()) {
+      return Fail("--tls_cert and --tls_key must both name readable PEM files");
+    }
+    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!tls_client_ca.empty()) {
+      auto ca = ReadFile(tls_client_ca);
+      if (!ca.ok()) return Fail(std::string(ca.status().message()));
+      ssl.pem_root_certs = *ca;
+      ssl.client_certificate_request =
+          GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    credentials = grpc::SslServerCredentials(ssl);
+  } else if (!tls_client_ca.empty()) {
+    return Fail("--tls_client_ca needs --tls_cert and --tls_key");
+  }
 
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   const std::string listen = absl::GetFlag(FLAGS_listen);
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(listen, credentials, &grpc_port);
   builder.SetMaxReceiveMessageSize(
       static_cast<int>(absl::GetFlag(FLAGS_max_message_mb)) << 20);
   builder.RegisterService(&ingest);
   builder.RegisterService(&query);
   builder.RegisterService(&admin);
   builder.RegisterService(&watch_service);
+  builder.RegisterService(&auth_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     return Fail("cannot listen on " + listen);
@@ -139,10 +269,31 @@ int main(int argc, char** argv) {
       return Fail("--http must be HOST:PORT, not " + http_addr);
     }
     stepdb::storage::Engine* e = engine->get();
-    auto started = stepdb::server::HttpServer::Start(host, port, [e, &ingest] {
-      return stepdb::server::FormatPrometheusMetrics(e->Stats(),
-                                                     ingest.counters());
-    });
+    stepdb::server::HttpSecurity security{{}, tls_cert, tls_key, tls_client_ca};
+    if (authorizer != nullptr) {
+      security.authorize_metrics = [a = authorizer.get()](
+                                       const std::string& authorization,
+                                       const std::string& peer) {
+        auto principal = a->Authenticate(authorization);
+        absl::Status allowed = principal.status();
+        if (principal.ok()) {
+          allowed = stepdb::auth::Authorize(a, *principal, peer,
+                                            stepdb::auth::Rpc::kHttpMetrics,
+                                            stepdb::auth::kAllProjects);
+        } else {
+          a->Audit({"anonymous", "HTTP /metrics", "", peer, "unauthenticated",
+                    std::string(allowed.message())});
+        }
+        return allowed;
+      };
+    }
+    auto started = stepdb::server::HttpServer::Start(
+        host, port,
+        [e, &ingest] {
+          return stepdb::server::FormatPrometheusMetrics(e->Stats(),
+                                                         ingest.counters());
+        },
+        std::move(security));
     if (!started.ok()) return Fail(std::string(started.status().message()));
     http = std::move(*started);
     http_desc = absl::StrCat(host, ":", http->port());
@@ -154,7 +305,8 @@ int main(int argc, char** argv) {
   // The one ready line; tests and scripts wait for it.
   std::cout << "stepdb ready: grpc=" << grpc_host << ":" << grpc_port
             << " http=" << http_desc << " data=" << options.data_dir
-            << " sync=" << sync << std::endl;
+            << " sync=" << sync << " auth=" << auth_mode
+            << " tls=" << (tls_cert.empty() ? "off" : "on") << std::endl;
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
@@ -165,6 +317,7 @@ int main(int argc, char** argv) {
   // shutdown up.
   tail.Shutdown();
   watch_service.Shutdown();
+  retention_enforcer.reset();
   // In-flight RPCs get a few seconds; acks still pending are then cancelled
   // (their points are durable or not, and clients resend what was unacked).
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -468,6 +468,65 @@ class Engine::Impl {
     std::erase(observers_, observer);
   }
 
+  // See Engine::ExpireChunks. Holds seal_mu_ throughout: a seal works on a
+  // copy of the sealed statistics and must not overwrite these updates.
+  absl::StatusOr<ExpireResult> ExpireChunks(std::string_view project,
+                                            int64_t cutoff_ms)
+      ABSL_LOCKS_EXCLUDED(seal_mu_) {
+    SeriesFilter filter;
+    filter.project = std::string(project);
+    bool truncated = false;
+    const std::vector<SeriesInfo> series = ListSeries(filter, 0, &truncated);
+    ExpireResult result;
+    absl::MutexLock seal_lock(&seal_mu_);
+    for (const SeriesInfo& info : series) {
+      SeriesState* state = State(info.id);
+      if (state == nullptr) continue;
+      SealedStats sealed;
+      {
+        absl::ReaderMutexLock lock(&state->mu);
+        sealed = state->sealed;
+      }
+      if (sealed.chunks == 0) continue;
+      rocksdb::WriteBatch batch;
+      uint64_t points = 0, chunks = 0;
+      std::optional<uint64_t> first_kept;
+      std::unique_ptr<rocksdb::Iterator> it(
+          db_->NewIterator(rocksdb::ReadOptions(), chunks_cf_));
+      const rocksdb::Slice prefix(state->data_prefix);
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+           it->Next()) {
+        auto summary = ReadChunkSummary(
+            std::string_view(it->value().data(), it->value().size()));
+        if (!summary.ok()) return summary.status();
+        if (summary->max_time_ms < cutoff_ms) {
+          batch.Delete(chunks_cf_, it->key());
+          points += summary->count;
+          ++chunks;
+        } else if (!first_kept) {
+          first_kept = summary->min_step;
+        }
+      }
+      if (!it->status().ok()) return FromRocks(it->status(), "expire");
+      if (chunks == 0) continue;
+      sealed.points -= std::min(points, sealed.points);
+      sealed.chunks -= std::min(chunks, sealed.chunks);
+      // With no chunk left, points == 0 marks first_step unused; last_step
+      // stays, as recovery and step ordering need it.
+      if (first_kept) sealed.first_step = *first_kept;
+      batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
+      absl::MutexLock lock(&state->mu);
+      // No fsync: chunks a crash brings back are expired by the next pass.
+      if (auto s = db_->Write(rocksdb::WriteOptions(), &batch); !s.ok()) {
+        return FromRocks(s, "expire");
+      }
+      state->sealed = sealed;
+      result.chunks += chunks;
+      result.points += points;
+    }
+    return result;
+  }
+
   absl::StatusOr<CompactResult> Compact() {
     CompactResult result;
     result.bytes_before = DirectoryBytes(options_.data_dir);
@@ -1382,6 +1441,10 @@ EngineStats Engine::Stats() const { return impl_->Stats(); }
 MemoryPressure Engine::Pressure() const { return impl_->Pressure(); }
 uint64_t Engine::MemoryUsage() const { return impl_->MemoryUsage(); }
 absl::StatusOr<CompactResult> Engine::Compact() { return impl_->Compact(); }
+absl::StatusOr<ExpireResult> Engine::ExpireChunks(std::string_view project,
+                                                  int64_t cutoff_ms) {
+  return impl_->ExpireChunks(project, cutoff_ms);
+}
 absl::Status Engine::WriteMeta(std::span<const MetaWrite> writes) {
   return impl_->WriteMeta(writes);
 }

@@ -225,6 +225,11 @@ struct CompactResult {
   uint64_t bytes_after = 0;
 };
 
+struct ExpireResult {
+  uint64_t chunks = 0;  // sealed chunks deleted
+  uint64_t points = 0;  // points they held
+};
+
 // One write to the meta column family: a put, or a delete if `value` is
 // unset.
 struct MetaWrite {
@@ -314,6 +319,15 @@ class Engine {
 
   // Seals every head and compacts the database fully.
   absl::StatusOr<CompactResult> Compact();
+
+  // Retention: deletes the sealed chunks of every series of `project` whose
+  // points are all older than `cutoff_ms` (a chunk's max time, from its
+  // header), and updates the series' statistics. Head points and chunks
+  // holding any newer point stay. Costs a walk over the project's chunk
+  // headers; the space is reclaimed by RocksDB compaction. Returns
+  // DataLossError for a corrupt chunk header, or the RocksDB error.
+  absl::StatusOr<ExpireResult> ExpireChunks(std::string_view project,
+                                            int64_t cutoff_ms);
 
   // Meta records (see kMetaFamily in keys.h). WriteMeta applies `writes`
   // atomically and durably (fsync'd unless EngineOptions::sync is false);

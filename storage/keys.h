@@ -30,6 +30,11 @@ inline constexpr char kMetaFamily[] = "meta";
 inline constexpr char kRunMetaTag = 'r';     // r project \0 run -> RunRecord
 inline constexpr char kWatchRuleTag = 'w';   // w project \0 rule id -> rule
 inline constexpr char kWatchEventTag = 'e';  // e seq(8) -> event
+// Auth (auth/, docs/FORMAT.md "Auth records"):
+inline constexpr char kTokenTag = 'k';      // k token id -> token record
+inline constexpr char kAuditTag = 'a';      // a seq(8) -> audit entry
+inline constexpr char kAuditHeadTag = 'h';  // h -> last seq(8) + its hash
+inline constexpr char kRetentionTag = 'p';  // p project -> raw days(4)
 
 // Record tags of the index column family (first byte of its keys).
 inline constexpr char kProjectTag = 'P';  // P name -> project id
