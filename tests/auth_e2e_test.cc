@@ -160,24 +160,6 @@ TEST(AuthE2eTest, MutualTlsNeedsAClientCertificate) {
   EXPECT_TRUE(Stats(auth::MakeClientChannel(server.address(), *with_cert, {}, "")).ok());
 }
 
-struct Command {
-  int exit_code = -1;
-  std::string out;
-};
-
-// Runs a shell command, capturing stdout (stderr goes to the test log).
-Command Shell(const std::string& command) {
-  Command result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) result.out.append(buf, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
-
 TEST(AuthE2eTest, StepctlManagesTokensRetentionAndTheAudit) {
   testing::TempDir dir;
   const std::string token_file = dir.path() + "/bootstrap";
@@ -189,8 +171,8 @@ TEST(AuthE2eTest, StepctlManagesTokensRetentionAndTheAudit) {
       testing::BinaryDir() + "/stepctl --addr " + server.address() + " ";
   const std::string admin = stepctl + "--token " + kBootstrap + " ";
 
-  EXPECT_EQ(Shell(stepctl + "admin token list").exit_code, 1);  // no token
-  Command created = Shell(admin +
+  EXPECT_EQ(testing::RunCommand(stepctl + "admin token list").exit_code, 1);  // no token
+  testing::CommandResult created = testing::RunCommand(admin +
                         "admin token create --project p --scope write "
                         "--format csv --description ci");
   ASSERT_EQ(created.exit_code, 0);
@@ -201,27 +183,27 @@ TEST(AuthE2eTest, StepctlManagesTokensRetentionAndTheAudit) {
   const std::string id = token.substr(4, token.find('_', 4) - 4);
 
   const std::string writer = "STEPDB_TOKEN=" + token + " " + stepctl;
-  EXPECT_EQ(Shell(writer + "write --project p --run r --metric m --step 1 --value 2")
+  EXPECT_EQ(testing::RunCommand(writer + "write --project p --run r --metric m --step 1 --value 2")
                 .exit_code,
             0);
-  EXPECT_EQ(Shell(writer + "write --project q --run r --metric m --step 1 --value 2")
+  EXPECT_EQ(testing::RunCommand(writer + "write --project q --run r --metric m --step 1 --value 2")
                 .exit_code,
             1);
-  Command listed = Shell(admin + "admin token list --project p --format csv");
+  testing::CommandResult listed = testing::RunCommand(admin + "admin token list --project p --format csv");
   EXPECT_EQ(listed.exit_code, 0);
   EXPECT_NE(listed.out.find(id), std::string::npos);
   EXPECT_EQ(listed.out.find(token), std::string::npos);  // never the secret
 
-  EXPECT_EQ(Shell(admin + "admin retention set --project p --raw_days 30").exit_code, 0);
-  EXPECT_NE(Shell(admin + "admin retention show --project p").out.find("raw_days 30"),
+  EXPECT_EQ(testing::RunCommand(admin + "admin retention set --project p --raw_days 30").exit_code, 0);
+  EXPECT_NE(testing::RunCommand(admin + "admin retention show --project p").out.find("raw_days 30"),
             std::string::npos);
-  EXPECT_EQ(Shell(admin + "admin retention enforce").exit_code, 0);
+  EXPECT_EQ(testing::RunCommand(admin + "admin retention enforce").exit_code, 0);
 
-  EXPECT_EQ(Shell(admin + "admin token revoke " + id).exit_code, 0);
-  EXPECT_EQ(Shell(writer + "write --project p --run r --metric m --step 2 --value 2")
+  EXPECT_EQ(testing::RunCommand(admin + "admin token revoke " + id).exit_code, 0);
+  EXPECT_EQ(testing::RunCommand(writer + "write --project p --run r --metric m --step 2 --value 2")
                 .exit_code,
             1);
-  Command audit = Shell(admin + "admin audit --verify --format csv");
+  testing::CommandResult audit = testing::RunCommand(admin + "admin audit --verify --format csv");
   EXPECT_EQ(audit.exit_code, 0);
   EXPECT_NE(audit.out.find("denied"), std::string::npos);
   EXPECT_NE(audit.out.find("Auth.RevokeToken"), std::string::npos);
