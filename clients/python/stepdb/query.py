@@ -70,6 +70,18 @@ Points.__doc__ = """The points of one series in step order. steps are ints
 values floats (NaN and +-Inf as stored). truncated: `limit` cut it short."""
 
 
+def _matcher(text):
+    """"k=v", "k!=v", "k=~re" or "k!~re" as a LabelMatcher."""
+    for op, kind in (("!~", pb.LabelMatcher.NOT_REGEX),
+                     ("=~", pb.LabelMatcher.REGEX),
+                     ("!=", pb.LabelMatcher.NOT_EQUAL),
+                     ("=", pb.LabelMatcher.EQUAL)):
+        key, sep, value = text.partition(op)
+        if sep and key:
+            return pb.LabelMatcher(key=key, value=value, op=kind)
+    raise ValueError("matcher %r: expected k=v, k!=v, k=~re or k!~re" % text)
+
+
 def _pick_format(fmt):
     if fmt == "auto":
         return "numpy" if _np is not None else "list"
@@ -180,6 +192,52 @@ class Client:
             import pandas as pd
             return pd.DataFrame(out)
         return out
+
+    def aggregate(self, project, metric, fn="mean", runs=None, matchers=None,
+                  group_by=None, buckets=1000, steps=None, time_ms=None,
+                  format="list"):
+        """A cross-series read (Query.Aggregate): the series of `metric` in
+        `runs` (None: every run of the project) matching `matchers`
+        ("k=v", "k!=v", "k=~re", "k!~re"), grouped by the label keys in
+        `group_by` ("run" groups by run: a compare-runs chart), reduced per
+        bucket with `fn` (mean, min, max, sum, count, last, p50, p90, p99).
+        Returns [{"labels": {...}, "series_count": n, "buckets": [{start,
+        end, value (None if no series had a finite value), series,
+        nan_count, pos_inf_count, neg_inf_count}]}]; format="pandas"
+        returns one DataFrame with a column per group_by key."""
+        req = pb.AggregateRequest(
+            project=project, metric=metric, runs=list(runs or []),
+            group_by=list(group_by or []), buckets=buckets,
+            fn=pb.AggregateRequest.Fn.Value(fn.upper()))
+        for m in matchers or []:
+            req.matchers.append(_matcher(m))
+        if time_ms is not None:
+            req.time.CopyFrom(time_range(time_ms))
+        elif steps is not None:
+            req.steps.CopyFrom(step_range(steps))
+        resp = self.query.Aggregate(req, timeout=self.timeout)
+        groups = []
+        for g in resp.groups:
+            out = []
+            for b in g.buckets:
+                if b.HasField("start_ms"):
+                    start, end = b.start_ms, b.end_ms
+                else:
+                    start = _step_value(b.start_step.whole, b.start_step.micros)
+                    end = _step_value(b.end_step.whole, b.end_step.micros)
+                out.append({
+                    "start": start, "end": end,
+                    "value": b.value if b.HasField("value") else None,
+                    "series": b.series, "nan_count": b.nan_count,
+                    "pos_inf_count": b.pos_inf_count,
+                    "neg_inf_count": b.neg_inf_count})
+            groups.append({"labels": dict(g.labels),
+                           "series_count": g.series_count, "buckets": out})
+        if format == "pandas":
+            import pandas as pd
+            return pd.DataFrame([dict(g["labels"], **b) for g in groups
+                                 for b in g["buckets"]])
+        return groups
 
     def list_series(self, project, run="", metric="", labels=None, limit=0):
         """[{project, run, metric, labels, points, first_step, last_step,

@@ -218,6 +218,18 @@ def test_threads_as_ranks_and_downsampled(server, queue_dir):
     assert len(buckets) <= 10
     assert sum(b["count"] for b in buckets) == 1000
     assert buckets[0]["first"] == 1.0 and buckets[0]["max"] == 1.0
+    # Across the ranks: utilisation 50 + rank, so the mean is 51.5 and the
+    # max of ranks 1 and 2 (matched by regex) is 52.
+    groups = c.aggregate("p", "gpu/util", fn="mean", runs=["ranks"], buckets=4)
+    assert len(groups) == 1 and groups[0]["series_count"] == 4
+    assert all(b["value"] == 51.5 and b["series"] == 4
+               for b in groups[0]["buckets"])
+    per_rank = c.aggregate("p", "gpu/util", fn="max", matchers=["rank=~1|2"],
+                           group_by=["rank"], buckets=1)
+    assert [g["labels"] for g in per_rank] == [{"rank": "1"}, {"rank": "2"}]
+    assert [g["buckets"][0]["value"] for g in per_rank] == [51.0, 52.0]
+    with pytest.raises(ValueError):
+        c.aggregate("p", "gpu/util", matchers=["=x"])
 
 
 def test_unreachable_server_does_not_block_init(queue_dir):
