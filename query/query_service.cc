@@ -156,9 +156,9 @@ grpc::ServerWriteReactor<v1::TailResponse>* QueryService::Tail(
   return tail_->StartTail(*request);
 }
 
-std::vector<QueryService::SeriesSegment> QueryService::ResolveLineage(
+std::vector<storage::SeriesSlice> QueryService::ResolveLineage(
     const storage::SeriesKey& key) const {
-  std::vector<SeriesSegment> out;
+  std::vector<storage::SeriesSlice> out;
   if (runs_ == nullptr) {
     if (auto id = engine_->FindSeries(key)) {
       out.push_back({*id, 0, std::numeric_limits<uint64_t>::max()});
@@ -192,7 +192,7 @@ grpc::ServerWriteReactor<v1::ReadRangeResponse>* QueryService::ReadRange(
     return FinishedWriter<v1::ReadRangeResponse>(ToGrpcStatus(range.status()));
   }
   std::vector<ReadRangeReactor::Segment> segments;
-  for (const SeriesSegment& segment : ResolveLineage(key)) {
+  for (const storage::SeriesSlice& segment : ResolveLineage(key)) {
     storage::ReadRange clipped = *range;
     clipped.steps.from = std::max(clipped.steps.from, segment.from_step);
     clipped.steps.to = std::min(clipped.steps.to, segment.to_step);
@@ -270,7 +270,7 @@ namespace {
 // for open ends (the series' extent). Sets *empty if the range cannot hold
 // a point (an open end beyond the data, or no data at all).
 absl::Status DownsampleRangeFromWire(const storage::Engine& engine,
-                                     storage::SeriesId id,
+                                     std::span<const storage::SeriesSlice> slices,
                                      const v1::ReadDownsampledRequest& request,
                                      storage::Axis* axis,
                                      storage::ReadRange* range, bool* empty) {
@@ -305,19 +305,38 @@ absl::Status DownsampleRangeFromWire(const storage::Engine& engine,
     return absl::InvalidArgumentError("range: from is after to");
   }
   if (!open_from && !open_to) return absl::OkStatus();
-  auto extent = storage::ReadSeriesExtent(engine, id);
-  if (!extent.ok()) return extent.status();
-  if (!extent->has_value()) {
+  // The extent of all slices together; a slice's steps are clipped to its
+  // range (its times cannot be: on the time axis an ancestor's later points
+  // may widen the grid, never the answer).
+  std::optional<storage::SeriesExtent> all;
+  for (const storage::SeriesSlice& slice : slices) {
+    auto extent = storage::ReadSeriesExtent(engine, slice.series);
+    if (!extent.ok()) return extent.status();
+    if (!extent->has_value()) continue;
+    storage::SeriesExtent e = **extent;
+    e.min_step = std::max(e.min_step, slice.from_step);
+    e.max_step = std::min(e.max_step, slice.to_step);
+    if (e.min_step > e.max_step) continue;
+    if (!all) {
+      all = e;
+      continue;
+    }
+    all->min_step = std::min(all->min_step, e.min_step);
+    all->max_step = std::max(all->max_step, e.max_step);
+    all->min_time_ms = std::min(all->min_time_ms, e.min_time_ms);
+    all->max_time_ms = std::max(all->max_time_ms, e.max_time_ms);
+  }
+  if (!all) {
     *empty = true;
     return absl::OkStatus();
   }
   if (*axis == storage::Axis::kStep) {
-    if (open_from) range->steps.from = (*extent)->min_step;
-    if (open_to) range->steps.to = (*extent)->max_step;
+    if (open_from) range->steps.from = all->min_step;
+    if (open_to) range->steps.to = all->max_step;
     *empty = range->steps.from > range->steps.to;
   } else {
-    if (open_from) range->times.from_ms = (*extent)->min_time_ms;
-    if (open_to) range->times.to_ms = (*extent)->max_time_ms;
+    if (open_from) range->times.from_ms = all->min_time_ms;
+    if (open_to) range->times.to_ms = all->max_time_ms;
     *empty = range->times.from_ms > range->times.to_ms;
   }
   return absl::OkStatus();
@@ -347,8 +366,8 @@ grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
                      storage::kMaxBuckets, "]")));
     return reactor;
   }
-  auto id = engine_->FindSeries(key);
-  if (!id) {
+  const std::vector<storage::SeriesSlice> slices = ResolveLineage(key);
+  if (slices.empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                  absl::StrCat("series ", name, ": not found")));
     return reactor;
@@ -356,7 +375,7 @@ grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
   storage::Axis axis;
   storage::ReadRange range;
   bool empty = false;
-  if (absl::Status s = DownsampleRangeFromWire(*engine_, *id, *request, &axis,
+  if (absl::Status s = DownsampleRangeFromWire(*engine_, slices, *request, &axis,
                                                &range, &empty);
       !s.ok()) {
     if (s.code() == absl::StatusCode::kInvalidArgument) {
@@ -370,7 +389,7 @@ grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
-  auto result = storage::ReadBuckets(*engine_, *id, axis, range, buckets);
+  auto result = storage::ReadBuckets(*engine_, slices, axis, range, buckets);
   if (!result.ok()) {
     reactor->Finish(ToGrpcStatus(result.status()));
     return reactor;
@@ -497,7 +516,7 @@ grpc::ServerUnaryReactor* QueryService::GetRun(
   }
   for (const storage::SeriesKey& key : keys) {
     storage::SeriesSummary summary;
-    for (const SeriesSegment& segment : ResolveLineage(key)) {
+    for (const storage::SeriesSlice& segment : ResolveLineage(key)) {
       storage::ReadRange range;
       range.steps = {segment.from_step, segment.to_step};
       auto part = storage::SummarizeSeries(*engine_, segment.series, range);

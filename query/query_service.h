@@ -9,6 +9,7 @@
 #include "auth/authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "query/tail.h"
+#include "storage/downsample.h"
 #include "storage/engine.h"
 #include "storage/run_store.h"
 
@@ -72,12 +73,8 @@ class QueryService final : public v1::Query::CallbackService {
   // The stored series a read of `key` covers, with the steps each one
   // contributes: the series itself, or for a forked run its lineage
   // (storage::RunStore::Lineage); series the lineage lacks are skipped.
-  struct SeriesSegment {
-    storage::SeriesId series;
-    uint64_t from_step;
-    uint64_t to_step;
-  };
-  std::vector<SeriesSegment> ResolveLineage(const storage::SeriesKey& key) const;
+  std::vector<storage::SeriesSlice> ResolveLineage(
+      const storage::SeriesKey& key) const;
 
   // Constant after construction.
   const storage::Engine* const engine_;

@@ -287,6 +287,14 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(const Engine& engine,
                                                 const ReadRange& range,
                                                 uint32_t max_buckets,
                                                 BucketReadStats* stats) {
+  const SeriesSlice whole{series};
+  return ReadBuckets(engine, std::span(&whole, 1), axis, range, max_buckets,
+                     stats);
+}
+
+absl::StatusOr<std::vector<Bucket>> ReadBuckets(
+    const Engine& engine, std::span<const SeriesSlice> slices, Axis axis,
+    const ReadRange& range, uint32_t max_buckets, BucketReadStats* stats) {
   if (max_buckets == 0 || max_buckets > kMaxBuckets) {
     return absl::InvalidArgumentError(absl::StrCat(
         "buckets: ", max_buckets, " is not in [1, ", kMaxBuckets, "]"));
@@ -301,9 +309,18 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(const Engine& engine,
   const BucketGrid layout(axis, range, max_buckets);
   std::vector<Accumulator> acc(layout.count());
   BucketReadStats local_stats;
-  BucketVisitor visitor(axis, range, layout, acc,
-                        stats != nullptr ? *stats : local_stats);
-  if (absl::Status s = engine.Scan(series, range, visitor); !s.ok()) return s;
+  // Every slice adds to the same accumulators, in step order.
+  for (const SeriesSlice& slice : slices) {
+    ReadRange clipped = range;
+    clipped.steps.from = std::max(range.steps.from, slice.from_step);
+    clipped.steps.to = std::min(range.steps.to, slice.to_step);
+    if (clipped.steps.from > clipped.steps.to) continue;
+    BucketVisitor visitor(axis, clipped, layout, acc,
+                          stats != nullptr ? *stats : local_stats);
+    if (absl::Status s = engine.Scan(slice.series, clipped, visitor); !s.ok()) {
+      return s;
+    }
+  }
 
   std::vector<Bucket> out;
   for (size_t i = 0; i < acc.size(); ++i) {

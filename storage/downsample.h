@@ -17,7 +17,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -170,6 +172,24 @@ struct BucketReadStats {
 absl::StatusOr<std::vector<Bucket>> ReadBuckets(
     const Engine& engine, SeriesId series, Axis axis, const ReadRange& range,
     uint32_t max_buckets, BucketReadStats* stats = nullptr);
+
+// A piece of a read spread over several stored series: the points of
+// `series` with steps in [from_step, to_step]. A forked run's series reads
+// as its lineage's slices (storage/run_store.h, Lineage).
+struct SeriesSlice {
+  SeriesId series = 0;
+  uint64_t from_step = 0;
+  uint64_t to_step = std::numeric_limits<uint64_t>::max();
+};
+
+// ReadBuckets over the points of `slices` taken together, as one series.
+// Precondition: the slices' step ranges ascend and do not overlap (so the
+// points arrive in step order and "first"/"last" stay right). Errors as
+// ReadBuckets; NotFoundError if a slice's series is unknown.
+absl::StatusOr<std::vector<Bucket>> ReadBuckets(
+    const Engine& engine, std::span<const SeriesSlice> slices, Axis axis,
+    const ReadRange& range, uint32_t max_buckets,
+    BucketReadStats* stats = nullptr);
 
 // The bounds of all points of a series on both axes.
 struct SeriesExtent {

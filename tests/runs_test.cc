@@ -399,6 +399,32 @@ TEST_F(RunsServiceTest, ForkReadsInheritTheParentUpToTheForkStep) {
   EXPECT_EQ(got.series(0).last_value(), 1030.0);
   EXPECT_EQ(got.series(0).max(), 1030.0);
 
+  // A chart read of the fork: the same points, bucketed.
+  v1::ReadDownsampledRequest chart;
+  chart.mutable_series()->set_project("proj");
+  chart.mutable_series()->set_run("child");
+  chart.mutable_series()->set_metric("loss");
+  chart.set_buckets(4);
+  v1::ReadDownsampledResponse buckets;
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(server_->query_stub->ReadDownsampled(&ctx2, chart, &buckets).ok());
+  ASSERT_GT(buckets.buckets_size(), 0);
+  uint64_t count = 0;
+  double sum = 0, max = 0;
+  for (const auto& b : buckets.buckets()) {
+    count += b.count();
+    sum += b.sum();
+    max = std::max(max, b.max());
+  }
+  double expected_sum = 0;
+  for (double v : expected) expected_sum += v;
+  EXPECT_EQ(count, expected.size());
+  EXPECT_DOUBLE_EQ(sum, expected_sum);
+  EXPECT_EQ(max, 1030.0);
+  EXPECT_EQ(buckets.buckets(0).first(), 0.0);
+  EXPECT_EQ(buckets.buckets(buckets.buckets_size() - 1).last(), 1030.0);
+  EXPECT_EQ(buckets.buckets(buckets.buckets_size() - 1).end_step().whole(), 30);
+
   // Fork whose parent is missing.
   grpc::Status orphan = CreateRun("orphan", &created, "missing", 3);
   EXPECT_EQ(orphan.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
