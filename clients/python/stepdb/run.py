@@ -92,6 +92,9 @@ def param_value(v):
     return pv
 
 
+_FAST_NUMBERS = (float, int, bool)
+
+
 def _step_parts(step):
     """(whole, micros) of a non-negative step with at most 6 decimals."""
     if type(step) is int:
@@ -171,6 +174,10 @@ class Run:
         self._q = collections.deque()
         self._append = self._q.append
         self._last_step = -1
+        # Last step logged per metric (and per extra labels): log_metrics
+        # refuses a step going backwards.
+        self._series_steps = {}
+        self._series_steps_labeled = {}
         self._closed = False
 
         self._dq = DiskQueue(self.queue_path, create=True)
@@ -259,6 +266,24 @@ class Run:
             raise RunError("log_metrics on a closed run")
         if step is None:
             step = self._last_step + 1
+        elif type(step) is not int or step < 0:
+            _step_parts(step)  # ValueError/TypeError for a bad step
+        # Checked here, at the call, so that a bad value or a step going
+        # backwards is the caller's exception, not a silent drop later; the
+        # whole call is refused. Per series: other metrics or labels may be
+        # at lower steps.
+        last = (self._series_steps if labels is None else
+                self._series_steps_labeled.setdefault(
+                    tuple(sorted(labels.items())), {}))
+        for name, value in metrics.items():
+            if type(value) not in _FAST_NUMBERS and \
+                    not isinstance(value, numbers.Real):
+                raise TypeError(f"metric {name!r}: {value!r} is not a number")
+            prev = last.get(name)
+            if prev is not None and step < prev:
+                raise ValueError(f"metric {name!r}: step {step!r} goes "
+                                 f"backwards (already logged step {prev!r})")
+        last.update(dict.fromkeys(metrics, step))
         self._last_step = step
         self._append((step, _time.time() if time is None else time,
                       metrics.copy(), labels))

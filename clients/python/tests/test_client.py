@@ -76,16 +76,24 @@ def test_labels_steps_and_bad_values(server, queue_dir, monkeypatch):
                           queue_dir=queue_dir, git=False)
     assert run.labels == labels
     for _ in range(3):
-        run.log_metrics({"loss": 1.0, "bad": "not a number"})  # steps 0,1,2
+        run.log_metrics({"loss": 1.0})  # steps 0, 1, 2
+    # Bad input is the caller's exception, and nothing of the call is kept.
+    with pytest.raises(TypeError, match="'bad'.*not a number"):
+        run.log_metrics({"loss": 2.0, "bad": "not a number"})
+    with pytest.raises(ValueError, match="'loss'.*backwards"):
+        run.log_metrics({"loss": 2.0}, step=1)
+    with pytest.raises(ValueError):
+        run.log_metrics({"loss": 2.0}, step=-1)
     run.log_metrics({"util": 97}, step=2, labels={"gpu": "0"})
     run.log_metrics({"util": 95}, step=2, labels={"gpu": "1"})
+    run.log_metrics({"util": 90}, step=1, labels={"gpu": "2"})  # another series
     run.close()
-    assert run.stats["points_dropped_invalid"] == 3
+    assert run.stats["points_dropped_invalid"] == 0
     assert read_list(run, "loss").steps == [0, 1, 2]
     assert read_list(run, "util", labels=dict(labels, gpu="1")).values == [95.0]
     names = {(s["metric"], s["labels"].get("gpu"))
              for s in stepdb.Client(server.addr).list_series("p", run="lbl")}
-    assert names == {("loss", None), ("util", "0"), ("util", "1")}
+    assert names == {("loss", None), ("util", "0"), ("util", "1"), ("util", "2")}
     with pytest.raises(stepdb.RunError):
         run.log_metrics({"loss": 1.0})
 
