@@ -79,24 +79,3 @@ def queue_dir(tmp_path):
     d = tmp_path / "queue"
     d.mkdir()
     return str(d)
-
-
-def runs_implemented(addr):
-    """False if the server answers UNIMPLEMENTED to the run calls (the
-    server side of run metadata had not landed when this was written)."""
-    import grpc
-    import stepdb
-    from stepdb._pb import pb
-    with stepdb.Client(addr) as c:
-        try:
-            c.query.GetRun(pb.GetRunRequest(project=b"probe", run_id=b"probe"),
-                           timeout=10)
-        except grpc.RpcError as e:
-            return e.code() != grpc.StatusCode.UNIMPLEMENTED
-    return True
-
-
-@pytest.fixture
-def need_runs(server):
-    if not runs_implemented(server.addr):
-        pytest.skip("server answers UNIMPLEMENTED to run metadata calls")

@@ -250,10 +250,9 @@ def test_unreachable_server_does_not_block_init(queue_dir):
     assert any(f.endswith(".stepdbq") for f in os.listdir(queue_dir))
 
 
-# ---- run metadata (skipped at run time while the server answers the run
-# calls with UNIMPLEMENTED) --------------------------------------------------
+# ---- run metadata ---------------------------------------------------------
 
-def test_run_metadata(server, queue_dir, need_runs, tmp_path):
+def test_run_metadata(server, queue_dir, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
@@ -300,7 +299,7 @@ def test_run_metadata(server, queue_dir, need_runs, tmp_path):
     assert info["params"]["resumed"] == 1 and info["state"] == "failed"
 
 
-def test_context_manager_marks_failure(server, queue_dir, need_runs):
+def test_context_manager_marks_failure(server, queue_dir):
     with pytest.raises(ZeroDivisionError):
         with stepdb.init_run("p", run_id="boom", addr=server.addr, labels={},
                              queue_dir=queue_dir, git=False) as run:
@@ -310,7 +309,7 @@ def test_context_manager_marks_failure(server, queue_dir, need_runs):
     assert info["state"] == "failed"
 
 
-def test_fork_run(server, queue_dir, need_runs):
+def test_fork_run(server, queue_dir):
     parent = stepdb.init_run("p", run_id="parent", addr=server.addr, labels={},
                              queue_dir=queue_dir, git=False, params={"lr": 0.1})
     for step in range(10):
