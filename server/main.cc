@@ -48,6 +48,10 @@ ABSL_FLAG(uint64_t, memory_limit_mb, 4096,
           "Budget for points held in memory (open heads, queued writes), in "
           "MiB; past half of it writers are slowed, past it refused with "
           "RESOURCE_EXHAUSTED. 0: no budget.");
+ABSL_FLAG(uint64_t, min_free_disk_mb, 256,
+          "Writes are refused with RESOURCE_EXHAUSTED while the data "
+          "directory's file system has less than this many MiB free, and "
+          "taken again once space is freed. 0: only when the disk is full.");
 ABSL_FLAG(uint32_t, max_message_mb, 64,
           "Largest gRPC message accepted, in MiB.");
 ABSL_FLAG(uint64_t, max_aggregate_series, 10'000,
@@ -173,6 +177,7 @@ int main(int argc, char** argv) {
   options.sync = sync == "full";
   options.chunk_points = absl::GetFlag(FLAGS_chunk_points);
   options.memory_limit = absl::GetFlag(FLAGS_memory_limit_mb) << 20;
+  options.min_free_disk_bytes = absl::GetFlag(FLAGS_min_free_disk_mb) << 20;
   auto engine = stepdb::storage::Engine::Open(options);
   if (!engine.ok()) return Fail(std::string(engine.status().ToString()));
 

@@ -5,6 +5,8 @@
 #include <bit>
 #include <cstdio>
 #include <cstring>
+#include <cerrno>
+#include <sys/statvfs.h>
 #include <deque>
 #include <map>
 #include <filesystem>
@@ -19,9 +21,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "rocksdb/db.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/statistics.h"
 #include "rocksdb/write_batch.h"
+#include "storage/info_log.h"
 #include "storage/series_index.h"
 
 namespace stepdb::storage {
@@ -38,6 +42,19 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   }
   return absl::InternalError(msg);
 }
+
+// Switches off RocksDB's own recovery from a full disk, which waits until
+// twice the write buffer (128 MiB) is free again: a disk that gets back a
+// few megabytes would keep the store read-only. Engine::Impl::Write resumes
+// on the next write instead (see there).
+class ManualRecovery : public rocksdb::EventListener {
+ public:
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/,
+                            rocksdb::Status /*bg_error*/,
+                            bool* auto_recovery) override {
+    *auto_recovery = false;
+  }
+};
 
 uint64_t Bits(double v) { return std::bit_cast<uint64_t>(v); }
 
@@ -257,6 +274,8 @@ class Engine::Impl {
     statistics_ = rocksdb::CreateDBStatistics();
     statistics_->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
     db_options.statistics = statistics_;
+    db_options.listeners.push_back(std::make_shared<ManualRecovery>());
+    db_options.info_log = OpenInfoLog(options_.data_dir);
 
     rocksdb::ColumnFamilyOptions index_options;
     rocksdb::ColumnFamilyOptions head_options;
@@ -432,7 +451,7 @@ class Engine::Impl {
     }
     rocksdb::WriteOptions write_options;
     write_options.sync = options_.sync;
-    return FromRocks(db_->Write(write_options, &batch), "write meta");
+    return Write(write_options, &batch, "write meta");
   }
 
   absl::StatusOr<std::optional<std::string>> GetMeta(
@@ -517,8 +536,8 @@ class Engine::Impl {
       batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
       absl::MutexLock lock(&state->mu);
       // No fsync: chunks a crash brings back are expired by the next pass.
-      if (auto s = db_->Write(rocksdb::WriteOptions(), &batch); !s.ok()) {
-        return FromRocks(s, "expire");
+      if (auto s = Write(rocksdb::WriteOptions(), &batch, "expire"); !s.ok()) {
+        return s;
       }
       state->sealed = sealed;
       result.chunks += chunks;
@@ -1018,7 +1037,8 @@ class Engine::Impl {
     if (batch.Count() > 0) {
       rocksdb::WriteOptions write_options;
       write_options.sync = options_.sync;
-      status = FromRocks(db_->Write(write_options, &batch), "write");
+      status = CheckDisk(options_.min_free_disk_bytes);
+      if (status.ok()) status = Write(write_options, &batch, "write");
     }
     if (!status.ok()) {
       index_.RestorePendingRecords(std::move(records));
@@ -1071,6 +1091,7 @@ class Engine::Impl {
   }
 
   void SealLoop() {
+    uint64_t seal_failures = 0;  // in a row
     for (;;) {
       SeriesState* state = nullptr;
       bool all = false;
@@ -1098,8 +1119,15 @@ class Engine::Impl {
       }
       if (auto s = Seal(state, all); !s.ok()) {
         // The head stays durable in the head log; a later append retries.
-        fprintf(stderr, "stepdb: seal of series %u failed: %s\n", state->id,
-                std::string(s.status().message()).c_str());
+        // One line per outage, not per series (a full disk fails them all).
+        if (seal_failures++ == 0) {
+          fprintf(stderr, "stepdb: seal of series %u failed: %s\n", state->id,
+                  std::string(s.status().message()).c_str());
+        }
+      } else if (seal_failures > 0) {
+        fprintf(stderr, "stepdb: seals succeed again after %llu failed\n",
+                static_cast<unsigned long long>(seal_failures));
+        seal_failures = 0;
       }
     }
   }
@@ -1253,8 +1281,9 @@ class Engine::Impl {
     {
       absl::MutexLock lock(&state->mu);
       // No fsync needed: losing this write in a crash leaves the head log.
-      auto s = db_->Write(rocksdb::WriteOptions(), &batch);
-      if (!s.ok()) return FromRocks(s, "seal");
+      if (auto s = Write(rocksdb::WriteOptions(), &batch, "seal"); !s.ok()) {
+        return s;
+      }
       PointColumns& h = state->head;
       h.steps.erase(h.steps.begin(), h.steps.begin() + k);
       head_bytes_.fetch_sub(k * kPointBytes, std::memory_order_relaxed);
@@ -1279,6 +1308,8 @@ class Engine::Impl {
   bool over_limit_last_tick_ = false;
   // Memory budget accounting (bytes of points; see Pressure()).
   std::atomic<uint64_t> head_bytes_{0};
+  // A write failed and RocksDB must be resumed before the next (see Write).
+  std::atomic<bool> write_failed_{false};
   std::atomic<uint64_t> queued_bytes_{0};
 
  public:
@@ -1292,6 +1323,61 @@ class Engine::Impl {
     if (used > options_.memory_limit) return MemoryPressure::kOverLimit;
     if (used > options_.memory_limit / 2) return MemoryPressure::kHigh;
     return MemoryPressure::kNone;
+  }
+
+ private:
+  // Every write after open goes through here. After a write fails (disk
+  // full, read-only or failing disk) RocksDB refuses all writes until
+  // DB::Resume; its own recovery is off (ManualRecovery). The next write
+  // resumes first, but only once the disk looks healthy again: resuming on
+  // a disk still full fails its flush and trips an assertion in RocksDB's
+  // file writer. So writes succeed again without a restart once space is
+  // freed (or the disk is writable again), and fail with a clear error
+  // until then. A failed write was never acked, so nothing acked is at
+  // stake.
+  absl::Status Write(const rocksdb::WriteOptions& options,
+                     rocksdb::WriteBatch* batch, absl::string_view what) {
+    if (write_failed_.load(std::memory_order_acquire)) {
+      if (auto s = CheckDisk(options_.min_free_disk_bytes); !s.ok()) return s;
+      if (auto s = db_->Resume(); !s.ok()) {
+        return FromRocks(s, absl::StrCat(what, " (resuming after a failed write)"));
+      }
+      write_failed_.store(false, std::memory_order_release);
+      fprintf(stderr, "stepdb: storage writable again after a failed write\n");
+    }
+    rocksdb::Status s = db_->Write(options, batch);
+    if (!s.ok()) write_failed_.store(true, std::memory_order_release);
+    return FromRocks(s, what);
+  }
+
+  // ResourceExhausted if the data directory's file system has fewer than
+  // `reserve` bytes free (or none at all), Unavailable if it is read-only.
+  absl::Status CheckDisk(uint64_t reserve) const {
+    struct statvfs fs;
+    if (statvfs(options_.data_dir.c_str(), &fs) != 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot stat the data directory ", options_.data_dir, ": ",
+          strerror(errno)));
+    }
+    if (fs.f_flag & ST_RDONLY) {
+      return absl::UnavailableError(absl::StrCat(
+          "the data directory ", options_.data_dir,
+          " is on a read-only file system; writes resume once it is writable"));
+    }
+    const uint64_t free_bytes = uint64_t{fs.f_bavail} * fs.f_frsize;
+    if (free_bytes == 0) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "disk full: no space left on the file system of ", options_.data_dir,
+          "; writes resume once space is freed"));
+    }
+    if (free_bytes < reserve) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "disk almost full: ", free_bytes >> 20,
+          " MiB free on the file system of ", options_.data_dir,
+          ", writes need ", reserve >> 20,
+          " MiB (--min_free_disk_mb); they resume once space is freed"));
+    }
+    return absl::OkStatus();
   }
 
  private:

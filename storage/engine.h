@@ -53,6 +53,12 @@ struct EngineOptions {
   // Memory budget in bytes for points held in memory (open heads and
   // appends queued for commit); 0 = none. See MemoryPressure().
   uint64_t memory_limit = 0;
+  // Appends are refused with ResourceExhausted while the data directory's
+  // file system has less than this many bytes free, so that RocksDB never
+  // runs out of room mid-write and flushes and compactions keep space to
+  // work in; they are taken again as soon as space is freed. 0: no reserve
+  // (writes then fail only when the disk is really full).
+  uint64_t min_free_disk_bytes = 0;
 };
 
 // How close the engine is to its memory budget.
