@@ -103,14 +103,43 @@ class IngestService::WriteReactor
         peer_(std::move(peer)) {
     service_->streams_opened_.fetch_add(1, std::memory_order_relaxed);
     service_->streams_active_.fetch_add(1, std::memory_order_relaxed);
+    {
+      absl::MutexLock lock(&service_->streams_mu_);
+      service_->streams_.insert(this);
+    }
     absl::MutexLock lock(&mu_);
+    last_request_ = absl::Now();
     reading_ = true;
+    awaiting_request_ = true;
     StartRead(&request_);
+  }
+
+  // For the idle timer: if the client has sent nothing since `now -
+  // timeout` and the stream only waits for its next request (nothing in
+  // the engine, no ack unsent), claims the stream's Finish and returns true
+  // with the status to finish with. The caller must then call Finish; until
+  // it does, the stream cannot be destroyed (gRPC calls OnDone only after
+  // Finish), and no other path finishes it (finished_ is set).
+  bool ClaimIdleFinish(absl::Time now, absl::Duration timeout,
+                       grpc::Status* status) {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || !awaiting_request_ || in_flight_ > 0 || writing_ ||
+        !acks_.empty() || now - last_request_ < timeout) {
+      return false;
+    }
+    finished_ = true;
+    *status = grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        absl::StrCat("write stream idle for ", absl::FormatDuration(timeout),
+                     " with nothing sent; reconnect to write again"));
+    return true;
   }
 
   void OnReadDone(bool ok) override {
     {
       absl::MutexLock lock(&mu_);
+      awaiting_request_ = false;
+      last_request_ = absl::Now();
       // Nothing more is processed once the stream is over.
       if (!ok || finished_) {
         reading_ = false;
@@ -227,6 +256,10 @@ class IngestService::WriteReactor
 
   void OnDone() override {
     service_->streams_active_.fetch_sub(1, std::memory_order_relaxed);
+    {
+      absl::MutexLock lock(&service_->streams_mu_);
+      service_->streams_.erase(this);
+    }
     delete this;
   }
 
@@ -290,6 +323,7 @@ class IngestService::WriteReactor
       return;
     }
     reading_ = true;
+    awaiting_request_ = true;
     StartRead(&request_);
   }
 
@@ -336,6 +370,7 @@ class IngestService::WriteReactor
 
   absl::Mutex mu_;
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool awaiting_request_ ABSL_GUARDED_BY(mu_) = false;  // a read is outstanding
   bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -345,6 +380,7 @@ class IngestService::WriteReactor
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool any_seq_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_request_ ABSL_GUARDED_BY(mu_);  // or the stream's start
   uint64_t durable_seq_ ABSL_GUARDED_BY(mu_) = 0;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::WriteAck> acks_ ABSL_GUARDED_BY(mu_);
@@ -353,7 +389,40 @@ class IngestService::WriteReactor
 
 IngestService::IngestService(storage::Engine* engine, IngestOptions options,
                              storage::RunStore* runs)
-    : engine_(engine), options_(std::move(options)), runs_(runs) {}
+    : engine_(engine), options_(std::move(options)), runs_(runs) {
+  if (options_.stream_idle_timeout > absl::ZeroDuration()) {
+    reaper_ = std::thread([this] { ReapIdleStreams(); });
+  }
+}
+
+IngestService::~IngestService() {
+  stop_reaper_.Notify();
+  if (reaper_.joinable()) reaper_.join();
+}
+
+void IngestService::ReapIdleStreams() {
+  const absl::Duration timeout = options_.stream_idle_timeout;
+  const absl::Duration period =
+      std::clamp(timeout / 4, absl::Milliseconds(10), absl::Seconds(5));
+  while (!stop_reaper_.WaitForNotificationWithTimeout(period)) {
+    std::vector<std::pair<WriteReactor*, grpc::Status>> idle;
+    {
+      absl::MutexLock lock(&streams_mu_);
+      const absl::Time now = absl::Now();
+      for (WriteReactor* stream : streams_) {
+        grpc::Status status;
+        if (stream->ClaimIdleFinish(now, timeout, &status)) {
+          idle.emplace_back(stream, std::move(status));
+        }
+      }
+    }
+    // Outside streams_mu_: Finish may run OnDone, which takes it.
+    for (auto& [stream, status] : idle) {
+      idle_streams_closed_.fetch_add(1, std::memory_order_relaxed);
+      stream->Finish(std::move(status));
+    }
+  }
+}
 
 // Run metadata writes are small and synchronous (one fsync'd meta record):
 // they run on the callback thread, as the unary reads do.
@@ -495,6 +564,7 @@ IngestCounters IngestService::counters() const {
       malformed_requests_.load(std::memory_order_relaxed),
       write_errors_.load(std::memory_order_relaxed),
       refused_requests_.load(std::memory_order_relaxed),
+      idle_streams_closed_.load(std::memory_order_relaxed),
   };
 }
 

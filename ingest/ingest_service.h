@@ -5,6 +5,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <thread>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 
 #include "auth/authorizer.h"
 #include "ingest/request_decoder.h"
@@ -23,6 +29,11 @@ struct IngestOptions {
   // Checks every request's projects for write scope; nullptr: auth off.
   // Must outlive the service.
   auth::Authorizer* authorizer = nullptr;
+  // A Write stream that has sent no request for this long, with nothing of
+  // it in flight, is ended with UNAVAILABLE ("idle"), so that hung or
+  // forgotten writers do not hold server resources forever; clients
+  // reconnect when they next have points. Zero: never.
+  absl::Duration stream_idle_timeout = absl::ZeroDuration();
 };
 
 // Monotonic counters for /metrics.
@@ -33,6 +44,7 @@ struct IngestCounters {
   uint64_t malformed_requests = 0;
   uint64_t write_errors = 0;
   uint64_t refused_requests = 0;  // over the memory budget
+  uint64_t idle_streams_closed = 0;
 };
 
 class IngestService final : public v1::Ingest::CallbackService {
@@ -41,6 +53,10 @@ class IngestService final : public v1::Ingest::CallbackService {
   // metadata RPCs answer UNIMPLEMENTED.
   IngestService(storage::Engine* engine, IngestOptions options,
                 storage::RunStore* runs = nullptr);
+  // Stops the idle-stream timer. The gRPC server must be shut down first.
+  ~IngestService() override;
+  IngestService(const IngestService&) = delete;
+  IngestService& operator=(const IngestService&) = delete;
 
   grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>* Write(
       grpc::CallbackServerContext* context) override;
@@ -64,6 +80,10 @@ class IngestService final : public v1::Ingest::CallbackService {
   class WriteReactor;
   friend class WriteReactor;
 
+  // Ends the Write streams idle for longer than stream_idle_timeout, every
+  // quarter of it, until stop_reaper_ is notified.
+  void ReapIdleStreams();
+
   // Constant after construction.
   storage::Engine* const engine_;
   const IngestOptions options_;
@@ -75,6 +95,14 @@ class IngestService final : public v1::Ingest::CallbackService {
   std::atomic<uint64_t> malformed_requests_{0};
   std::atomic<uint64_t> write_errors_{0};
   std::atomic<uint64_t> refused_requests_{0};
+  std::atomic<uint64_t> idle_streams_closed_{0};
+
+  // Open Write streams, for the idle timer. A stream removes itself in
+  // OnDone; lock order: streams_mu_, then a stream's own mutex.
+  absl::Mutex streams_mu_;
+  absl::flat_hash_set<WriteReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
+  absl::Notification stop_reaper_;
+  std::thread reaper_;  // only with a stream_idle_timeout
 };
 
 }  // namespace stepdb::ingest

@@ -48,6 +48,9 @@ ABSL_FLAG(uint64_t, memory_limit_mb, 4096,
           "Budget for points held in memory (open heads, queued writes), in "
           "MiB; past half of it writers are slowed, past it refused with "
           "RESOURCE_EXHAUSTED. 0: no budget.");
+ABSL_FLAG(absl::Duration, stream_idle_timeout, absl::Minutes(10),
+          "A write stream that sends no request for this long is ended with "
+          "UNAVAILABLE (clients reconnect when they next write). 0: never.");
 ABSL_FLAG(uint64_t, min_free_disk_mb, 256,
           "Writes are refused with RESOURCE_EXHAUSTED while the data "
           "directory's file system has less than this many MiB free, and "
@@ -197,6 +200,7 @@ int main(int argc, char** argv) {
   }
   stepdb::ingest::IngestOptions ingest_options;
   ingest_options.authorizer = authorizer.get();
+  ingest_options.stream_idle_timeout = absl::GetFlag(FLAGS_stream_idle_timeout);
   stepdb::query::QueryOptions query_options;
   query_options.authorizer = authorizer.get();
   query_options.max_aggregate_series = absl::GetFlag(FLAGS_max_aggregate_series);

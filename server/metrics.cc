@@ -36,6 +36,9 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
          "Write requests that failed in storage.", i.write_errors);
   Metric(&out, "stepdb_ingest_refused_requests_total", "counter",
          "Write requests refused over the memory budget.", i.refused_requests);
+  Metric(&out, "stepdb_ingest_idle_streams_closed_total", "counter",
+         "Write streams ended after --stream_idle_timeout without a request.",
+         i.idle_streams_closed);
   Metric(&out, "stepdb_ingest_streams_opened_total", "counter",
          "Write streams opened.", i.streams_opened);
   Metric(&out, "stepdb_ingest_streams_active", "gauge",

@@ -31,7 +31,7 @@ class ServiceTest : public ::testing::Test {
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
     ingest_ = std::make_unique<ingest::IngestService>(engine_.get(),
-                                                      ingest::IngestOptions{});
+                                                      IngestConfig());
     query::QueryOptions query_options;
     query_options.page_points = PagePoints();
     query_ = std::make_unique<query::QueryService>(engine_.get(), query_options);
@@ -51,6 +51,7 @@ class ServiceTest : public ::testing::Test {
   }
 
   virtual void ConfigureEngine(storage::EngineOptions*) const {}
+  virtual ingest::IngestOptions IngestConfig() const { return {}; }
 
   // Small pages force several pages per read.
   virtual uint64_t PagePoints() const { return 10; }
@@ -485,6 +486,60 @@ TEST_F(MemoryBudgetServiceTest, OverTheBudgetStreamsAndWritesAreRefused) {
   grpc::ClientContext again;
   EXPECT_TRUE(ingest_stub_->WriteOne(&again, unary, &resp).ok());
   EXPECT_EQ(Steps(Read("train/loss")).size(), 100u);
+}
+
+// Write streams idle for 300 ms are ended.
+class IdleTimeoutServiceTest : public ServiceTest {
+ protected:
+  ingest::IngestOptions IngestConfig() const override {
+    ingest::IngestOptions options;
+    options.stream_idle_timeout = absl::Milliseconds(300);
+    return options;
+  }
+};
+
+TEST_F(IdleTimeoutServiceTest, IdleWriteStreamsAreEndedAndBusyOnesAreNot) {
+  // A busy stream: a request every 50 ms for 1.2 s, four idle timeouts.
+  grpc::ClientContext busy_ctx;
+  auto busy = ingest_stub_->Write(&busy_ctx);
+  // An idle one: one request, then silence.
+  grpc::ClientContext idle_ctx;
+  auto idle = ingest_stub_->Write(&idle_ctx);
+  v1::WriteRequest first;
+  first.set_seq(1);
+  AddPoints(AddSeries(&first, "train/idle", 1), 0, 5);
+  ASSERT_TRUE(idle->Write(first));
+  v1::WriteAck ack;
+  ASSERT_TRUE(idle->Read(&ack));
+  EXPECT_EQ(ack.durable_seq(), 1u);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 24; ++i) {
+    v1::WriteRequest req;
+    req.set_seq(i + 1);
+    v1::SeriesPoints* s = AddSeries(&req, "train/busy", 1);
+    if (i > 0) s->clear_key();
+    AddPoints(s, i, 1);
+    ASSERT_TRUE(busy->Write(req)) << "busy stream ended at request " << i;
+    ASSERT_TRUE(busy->Read(&ack)) << "busy stream ended at request " << i;
+    EXPECT_EQ(ack.error_code(), 0) << ack.error_message();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // By now the idle stream has been ended by the server.
+  EXPECT_FALSE(idle->Read(&ack));
+  const grpc::Status status = idle->Finish();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr("idle"));
+  EXPECT_EQ(ingest_->counters().idle_streams_closed, 1u);
+  busy->WritesDone();
+  EXPECT_TRUE(busy->Finish().ok());
+  // Nothing acked was lost, and no stream is left behind.
+  EXPECT_EQ(Steps(Read("train/idle")).size(), 5u);
+  EXPECT_EQ(Steps(Read("train/busy")).size(), 24u);
+  for (int i = 0; i < 100 && ingest_->counters().streams_active > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(ingest_->counters().streams_active, 0u);
 }
 
 }  // namespace
