@@ -16,7 +16,8 @@ shift || true
 [ "${1:-}" = "--" ] && shift
 data=$(mktemp -d /tmp/stepdb-bench.XXXXXX)
 port=$((20000 + RANDOM % 20000))
-"$build/stepdb" --data "$data" --listen "127.0.0.1:$port" --http "127.0.0.1:$((port + 1))" \
+# STEPDB_FLAGS: extra server flags, e.g. "--memory_limit_mb 64".
+"$build/stepdb" --data "$data" --listen "127.0.0.1:$port" --http "127.0.0.1:$((port + 1))" ${STEPDB_FLAGS:-} \
   > "$data.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data" "$data.log"' EXIT
