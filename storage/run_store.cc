@@ -33,14 +33,6 @@ using meta::Sv;
 constexpr uint8_t kRunRecordVersion = 1;
 enum ParamType : uint8_t { kInt = 0, kFloat = 1, kString = 2, kBool = 3 };
 
-std::string RunMetaKey(std::string_view project, std::string_view run) {
-  std::string key(1, kRunMetaTag);
-  key.append(project);
-  key.push_back('\0');
-  key.append(run);
-  return key;
-}
-
 bool ValidState(uint8_t s) { return s >= 1 && s <= 4; }
 
 // Numbers compare across int and float; other types only with their own.
@@ -450,6 +442,38 @@ absl::StatusOr<RunRecord> RunStore::Update(std::string_view project,
     it->second = updated;
   }
   return updated;
+}
+
+absl::StatusOr<RunDeletion> RunStore::DeleteRun(std::string_view project,
+                                                std::string_view run_id) {
+  absl::MutexLock lock(&mu_);
+  const auto key = std::make_pair(std::string(project), std::string(run_id));
+  RunDeletion deletion;
+  auto data = engine_->DeleteRun(project, run_id);
+  if (!data.ok()) return data.status();
+  deletion.data = *data;
+  deletion.run_records = runs_.erase(key);
+  if (deletion.run_records == 0 && deletion.data.runs == 0) {
+    return absl::NotFoundError(absl::StrCat("run \"", Sv(run_id),
+                                            "\" not found in project \"",
+                                            Sv(project), "\""));
+  }
+  return deletion;
+}
+
+absl::StatusOr<RunDeletion> RunStore::DeleteProject(std::string_view project) {
+  absl::MutexLock lock(&mu_);
+  RunDeletion deletion;
+  auto data = engine_->DeleteProject(project);
+  if (!data.ok()) return data.status();
+  deletion.data = *data;
+  const std::string p(project);
+  auto begin = runs_.lower_bound({p, std::string()});
+  auto end = begin;
+  while (end != runs_.end() && end->first.first == p) ++end;
+  deletion.run_records = std::distance(begin, end);
+  runs_.erase(begin, end);
+  return deletion;
 }
 
 std::optional<RunRecord> RunStore::Get(std::string_view project,

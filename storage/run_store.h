@@ -111,6 +111,12 @@ struct LineageSegment {
   uint64_t to_step = 0;
 };
 
+// What RunStore::DeleteRun / DeleteProject removed.
+struct RunDeletion {
+  DeleteResult data;         // points, series, chunks (Engine)
+  uint64_t run_records = 0;  // run metadata records
+};
+
 class RunStore {
  public:
   // Loads every run record of `engine`, which must outlive the store.
@@ -133,6 +139,23 @@ class RunStore {
   absl::StatusOr<RunRecord> Update(std::string_view project,
                                    std::string_view run_id,
                                    const RunUpdate& update);
+
+  // Right to erasure: deletes the run's points and its metadata record in
+  // one atomic write (Engine::DeleteRun) and forgets the run. Serialized
+  // with Create and Update, so that a concurrent create either lands
+  // before (and is deleted) or after (and starts a new, empty run).
+  // Forks of the run keep their own points; their lineage names the
+  // parent by run id, so the deleted steps read as absent, and as the new
+  // run's steps if the name is written again. NotFound if the run has
+  // neither metadata nor points; the engine's error (nothing deleted).
+  absl::StatusOr<RunDeletion> DeleteRun(std::string_view project,
+                                        std::string_view run_id);
+  // As DeleteRun for every run of `project` and the project itself
+  // (Engine::DeleteProject: also its watch rules and retention policy on
+  // disk). Returns what was deleted, all zero if the project had no run
+  // and no points (not an error: the per-project records may still have
+  // existed). The engine's error (nothing deleted).
+  absl::StatusOr<RunDeletion> DeleteProject(std::string_view project);
 
   std::optional<RunRecord> Get(std::string_view project,
                                std::string_view run_id) const;

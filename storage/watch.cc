@@ -43,9 +43,7 @@ absl::Status BadCondition(std::string_view text, std::string_view why) {
 }
 
 std::string RuleKey(std::string_view project, std::string_view id) {
-  std::string key(1, kWatchRuleTag);
-  key.append(project);
-  key.push_back('\0');
+  std::string key = ProjectMetaPrefix(kWatchRuleTag, project);
   key.append(id);
   return key;
 }
@@ -742,6 +740,34 @@ absl::Status WatchEvaluator::DeleteRule(std::string_view project,
   rules_.erase(it);
   PublishRules();
   return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> WatchEvaluator::DeleteProjectRules(
+    std::string_view project) {
+  absl::MutexLock lock(&rules_mu_);
+  std::vector<MetaWrite> writes;
+  for (const auto& [id, rule] : rules_) {
+    if (rule->spec.project == project) {
+      writes.push_back({RuleKey(project, id), std::nullopt});
+    }
+  }
+  if (writes.empty()) return 0;
+  if (auto s = engine_->WriteMeta(writes); !s.ok()) return s;
+  absl::erase_if(rules_, [&](const auto& entry) {
+    return entry.second->spec.project == project;
+  });
+  PublishRules();
+  return writes.size();
+}
+
+void WatchEvaluator::OnSeriesDeleted(std::span<const SeriesId> series) {
+  absl::MutexLock lock(&state_mu_);
+  for (SeriesId id : series) {
+    auto it = series_.find(id);
+    if (it == series_.end()) continue;
+    stall_watched_.erase(it->second.get());
+    series_.erase(it);
+  }
 }
 
 // ---- events -----------------------------------------------------------------

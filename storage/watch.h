@@ -142,6 +142,11 @@ class WatchEvaluator final : public CommitObserver {
   // NotFound for an unknown rule; the engine's write error.
   absl::Status DeleteRule(std::string_view project, std::string_view id);
 
+  // Deletes every rule of `project` (durably, then in memory) and returns
+  // how many there were: the rule side of a project deletion. Idempotent
+  // with Engine::DeleteProject, which deletes the records too. Returns the
+  // engine's write error (nothing changed then).
+  absl::StatusOr<size_t> DeleteProjectRules(std::string_view project);
   // Events of `project` (and `run`, unless empty) with seq > after_seq, in
   // seq order, at most `limit`. *scanned_through is the seq up to which
   // the log was examined (events past it may exist: read again from
@@ -163,6 +168,9 @@ class WatchEvaluator final : public CommitObserver {
 
   // CommitObserver.
   void OnCommit(std::span<const CommittedPoints> committed) override;
+  // Forgets the evaluation state of deleted series, so that a `stalled`
+  // rule does not fire for them. Their stored events are kept.
+  void OnSeriesDeleted(std::span<const SeriesId> series) override;
 
  private:
   struct Rule;
