@@ -451,6 +451,7 @@ WatchEvaluator::SeriesState& WatchEvaluator::StateOf(SeriesId series) {
 void WatchEvaluator::OnCommit(std::span<const CommittedPoints> committed) {
   const int64_t now_ms = NowMs();
   absl::MutexLock lock(&state_mu_);
+  ForgetDeletedLocked();
   // Without rules there is nothing to match: keep no per-series state.
   if (rule_set_->projects.empty()) return;
   for (const CommittedPoints& c : committed) {
@@ -566,6 +567,7 @@ void WatchEvaluator::Emit(WatchEventKind kind, const Rule& rule,
 
 void WatchEvaluator::CheckStalled(int64_t now_ms) {
   absl::MutexLock lock(&state_mu_);
+  ForgetDeletedLocked();
   for (SeriesState* s : stall_watched_) {
     for (Binding& b : s->bindings) {
       const WatchCondition& c = b.rule->condition;
@@ -761,8 +763,20 @@ absl::StatusOr<size_t> WatchEvaluator::DeleteProjectRules(
 }
 
 void WatchEvaluator::OnSeriesDeleted(std::span<const SeriesId> series) {
-  absl::MutexLock lock(&state_mu_);
-  for (SeriesId id : series) {
+  absl::MutexLock lock(&deleted_mu_);
+  deleted_.insert(deleted_.end(), series.begin(), series.end());
+  has_deleted_.store(true, std::memory_order_release);
+}
+
+void WatchEvaluator::ForgetDeletedLocked() {
+  if (!has_deleted_.load(std::memory_order_acquire)) return;
+  std::vector<SeriesId> deleted;
+  {
+    absl::MutexLock lock(&deleted_mu_);
+    deleted.swap(deleted_);
+    has_deleted_.store(false, std::memory_order_relaxed);
+  }
+  for (SeriesId id : deleted) {
     auto it = series_.find(id);
     if (it == series_.end()) continue;
     stall_watched_.erase(it->second.get());
