@@ -355,7 +355,10 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(
   }
   if (stats != nullptr) *stats = {};
   const BucketGrid layout(axis, range, max_buckets);
-  std::vector<Accumulator> acc(layout.count());
+  // Reused by the thread's next read: an aggregate reads every series on
+  // the same grid, one after the other.
+  thread_local std::vector<Accumulator> acc;
+  acc.assign(layout.count(), Accumulator{});
   BucketReadStats local_stats;
   // Every slice adds to the same accumulators, in step order.
   for (const SeriesSlice& slice : slices) {
@@ -372,6 +375,8 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(
   }
 
   std::vector<Bucket> out;
+  out.reserve(std::count_if(acc.begin(), acc.end(),
+                            [](const Accumulator& a) { return a.count > 0; }));
   for (size_t i = 0; i < acc.size(); ++i) {
     const Accumulator& a = acc[i];
     if (a.count == 0) continue;
@@ -390,6 +395,8 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(
       b.sum = a.sum;
     }
   }
+  // Large grids (up to kMaxBuckets) are not kept alive per thread.
+  if (acc.size() > 4096) std::vector<Accumulator>().swap(acc);
   return out;
 }
 

@@ -379,6 +379,33 @@ TEST_F(AggregateTest, EveryFunctionMatchesBruteForce) {
   }
 }
 
+// Series are read on several threads but folded in order: the answer is
+// the same, bit for bit, for any thread count (sums included).
+TEST_F(AggregateTest, ReadThreadsDoNotChangeTheAnswer) {
+  Populate();
+  for (Fn fn : kAllFns) {
+    for (uint32_t buckets : {7u, 1000u}) {
+      v1::AggregateRequest req = Request(fn, buckets);
+      req.add_group_by("gpu");
+      std::string want;
+      for (uint32_t threads : {1u, 2u, 3u, 16u}) {
+        query::AggregateLimits limits;
+        limits.read_threads = threads;
+        v1::AggregateResponse resp;
+        ASSERT_TRUE(query::Aggregate(*engine_, req, limits, &resp).ok());
+        ASSERT_GT(resp.groups_size(), 0);
+        std::string got;
+        ASSERT_TRUE(resp.SerializeToString(&got));
+        if (threads == 1) {
+          want = got;
+        } else {
+          EXPECT_EQ(got, want) << "threads " << threads;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(AggregateTest, MatchersAndRuns) {
   Populate();
   using Op = v1::LabelMatcher;
