@@ -129,6 +129,16 @@ v1::ReadRangeResponse ReadSeries(const std::string& address, int writer, int ser
   return all;
 }
 
+// A chart read of one writer's series (buckets and range still to set).
+v1::ReadDownsampledRequest ChartRequest(int writer, int series) {
+  v1::ReadDownsampledRequest req;
+  req.mutable_series()->set_project("e2e");
+  req.mutable_series()->set_run("run-1");
+  req.mutable_series()->set_metric(Metric(series));
+  (*req.mutable_series()->mutable_labels())["rank"] = std::to_string(writer);
+  return req;
+}
+
 // A chart read of the whole series must equal buckets computed from its raw
 // points: every stored point counted once, whatever mix of chunk
 // summaries, decoded chunks and head served it.
@@ -137,11 +147,7 @@ void VerifyChart(const std::string& address, int writer, int series,
   if (raw.steps_size() == 0) return;
   auto stub = v1::Query::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  v1::ReadDownsampledRequest req;
-  req.mutable_series()->set_project("e2e");
-  req.mutable_series()->set_run("run-1");
-  req.mutable_series()->set_metric(Metric(series));
-  (*req.mutable_series()->mutable_labels())["rank"] = std::to_string(writer);
+  v1::ReadDownsampledRequest req = ChartRequest(writer, series);
   req.set_buckets(37);  // odd widths: buckets straddle chunk windows
   grpc::ClientContext ctx;
   v1::ReadDownsampledResponse chart;
@@ -190,11 +196,7 @@ void VerifyPieceChart(const std::string& address, int writer, int series,
   if (raw.steps_size() == 0) return;
   auto stub = v1::Query::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  v1::ReadDownsampledRequest req;
-  req.mutable_series()->set_project("e2e");
-  req.mutable_series()->set_run("run-1");
-  req.mutable_series()->set_metric(Metric(series));
-  (*req.mutable_series()->mutable_labels())["rank"] = std::to_string(writer);
+  v1::ReadDownsampledRequest req = ChartRequest(writer, series);
   const int64_t last = raw.steps(raw.steps_size() - 1);
   req.mutable_steps()->mutable_from()->set_whole(0);
   req.mutable_steps()->mutable_to()->set_whole(static_cast<uint64_t>(last));
