@@ -396,7 +396,10 @@ IngestService::IngestService(storage::Engine* engine, IngestOptions options,
 }
 
 IngestService::~IngestService() {
-  stop_reaper_.Notify();
+  {
+    absl::MutexLock lock(&reaper_mu_);
+    reaper_stopping_ = true;
+  }
   if (reaper_.joinable()) reaper_.join();
 }
 
@@ -404,7 +407,13 @@ void IngestService::ReapIdleStreams() {
   const absl::Duration timeout = options_.stream_idle_timeout;
   const absl::Duration period =
       std::clamp(timeout / 4, absl::Milliseconds(10), absl::Seconds(5));
-  while (!stop_reaper_.WaitForNotificationWithTimeout(period)) {
+  for (;;) {
+    {
+      absl::MutexLock lock(&reaper_mu_);
+      if (reaper_mu_.AwaitWithTimeout(absl::Condition(&reaper_stopping_), period)) {
+        return;
+      }
+    }
     std::vector<std::pair<WriteReactor*, grpc::Status>> idle;
     {
       absl::MutexLock lock(&streams_mu_);

@@ -488,21 +488,18 @@ TEST_F(MemoryBudgetServiceTest, OverTheBudgetStreamsAndWritesAreRefused) {
   EXPECT_EQ(Steps(Read("train/loss")).size(), 100u);
 }
 
-// Write streams idle for 300 ms are ended.
+// Write streams idle for 500 ms are ended.
 class IdleTimeoutServiceTest : public ServiceTest {
  protected:
   ingest::IngestOptions IngestConfig() const override {
     ingest::IngestOptions options;
-    options.stream_idle_timeout = absl::Milliseconds(300);
+    options.stream_idle_timeout = absl::Milliseconds(500);
     return options;
   }
 };
 
 TEST_F(IdleTimeoutServiceTest, IdleWriteStreamsAreEndedAndBusyOnesAreNot) {
-  // A busy stream: a request every 50 ms for 1.2 s, four idle timeouts.
-  grpc::ClientContext busy_ctx;
-  auto busy = ingest_stub_->Write(&busy_ctx);
-  // An idle one: one request, then silence.
+  // An idle stream: one request, then silence.
   grpc::ClientContext idle_ctx;
   auto idle = ingest_stub_->Write(&idle_ctx);
   v1::WriteRequest first;
@@ -512,6 +509,10 @@ TEST_F(IdleTimeoutServiceTest, IdleWriteStreamsAreEndedAndBusyOnesAreNot) {
   v1::WriteAck ack;
   ASSERT_TRUE(idle->Read(&ack));
   EXPECT_EQ(ack.durable_seq(), 1u);
+  // A busy one, opened only now (slow builds take a while for the first
+  // ack): a request every 50 ms for 1.2 s, more than two idle timeouts.
+  grpc::ClientContext busy_ctx;
+  auto busy = ingest_stub_->Write(&busy_ctx);
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 24; ++i) {
     v1::WriteRequest req;
@@ -524,10 +525,10 @@ TEST_F(IdleTimeoutServiceTest, IdleWriteStreamsAreEndedAndBusyOnesAreNot) {
     EXPECT_EQ(ack.error_code(), 0) << ack.error_message();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  // By now the idle stream has been ended by the server.
+  // By now (1.2 s later) the idle stream has been ended by the server.
   EXPECT_FALSE(idle->Read(&ack));
   const grpc::Status status = idle->Finish();
-  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(status.error_message(), HasSubstr("idle"));
   EXPECT_EQ(ingest_->counters().idle_streams_closed, 1u);
