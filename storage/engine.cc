@@ -20,12 +20,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/statistics.h"
+#include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "rocksdb/write_buffer_manager.h"
 #include "storage/info_log.h"
+#include "storage/series_head.h"
 #include "storage/series_index.h"
 
 namespace stepdb::storage {
@@ -118,13 +122,18 @@ struct SealedStats {
 // sealed chunks. The committer thread is the only writer of the head and
 // of `last`; readers and sealing take `mu`.
 struct SeriesState {
-  // Constant after construction.
+  // Constant after construction. The key prefix of the series' chunks is
+  // built when needed rather than kept: a million series would hold 32
+  // bytes each for it.
   SeriesId id = 0;
-  std::string data_prefix;  // SeriesDataPrefix(project, run, id)
+  ProjectId project = 0;
+  RunId run = 0;
+
+  std::string DataPrefix() const { return SeriesDataPrefix(project, run, id); }
 
   mutable absl::Mutex mu;
-  // Durable points not yet sealed, in step order.
-  PointColumns head ABSL_GUARDED_BY(mu);
+  // Durable points not yet sealed, in step order, compressed.
+  SeriesHead head ABSL_GUARDED_BY(mu);
   // The head-log record of each head fragment and the fragment's last
   // step, in order (a record may repeat when one group holds several
   // fragments of the series). A seal may cut a fragment; its record is
@@ -140,13 +149,12 @@ struct SeriesState {
   int64_t last_time_ms ABSL_GUARDED_BY(mu) = 0;
   double last_value ABSL_GUARDED_BY(mu) = 0;
 
-  void AppendHeadLocked(PointSpan points) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  // `fragment`: the encoding of exactly `points` if there is one at hand
+  // (see SeriesHead::Append), else empty.
+  void AppendHeadLocked(PointSpan points, std::string_view fragment)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (points.empty()) return;
-    head.steps.insert(head.steps.end(), points.steps.begin(), points.steps.end());
-    head.times_ms.insert(head.times_ms.end(), points.times_ms.begin(),
-                         points.times_ms.end());
-    head.values.insert(head.values.end(), points.values.begin(),
-                       points.values.end());
+    head.Append(points.steps, points.times_ms, points.values, fragment);
     has_last = true;
     last_step = points.steps.back();
     last_time_ms = points.times_ms.back();
@@ -277,16 +285,35 @@ class Engine::Impl {
     db_options.listeners.push_back(std::make_shared<ManualRecovery>());
     db_options.info_log = OpenInfoLog(options_.data_dir);
 
-    rocksdb::ColumnFamilyOptions index_options;
-    rocksdb::ColumnFamilyOptions head_options;
-    rocksdb::ColumnFamilyOptions chunk_options;
-    rocksdb::ColumnFamilyOptions meta_options;
+    // Memory RocksDB may hold, set deliberately (see EngineOptions): one
+    // budget for every memtable, one block cache for every family.
+    db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(
+        options_.rocksdb_memtable_bytes);
+    rocksdb::BlockBasedTableOptions table_options;
+    table_options.block_cache = rocksdb::NewLRUCache(
+        std::max<uint64_t>(options_.rocksdb_block_cache_bytes, 1 << 20));
+    rocksdb::ColumnFamilyOptions family_options;
+    family_options.table_factory.reset(
+        rocksdb::NewBlockBasedTableFactory(table_options));
+    // A family's memtable is flushed at a sixth of the budget, so that a
+    // burst of series registrations in the index cannot take it all. The
+    // head log gets a third: most of its records are deleted again within
+    // a few seconds (when their series seal), and a put and its delete in
+    // the same memtable never reach an SST.
+    family_options.write_buffer_size = static_cast<size_t>(std::max<uint64_t>(
+        options_.rocksdb_memtable_bytes / 6, 1 << 20));
+    rocksdb::ColumnFamilyOptions index_options = family_options;
+    rocksdb::ColumnFamilyOptions head_options = family_options;
+    head_options.write_buffer_size = static_cast<size_t>(std::max<uint64_t>(
+        options_.rocksdb_memtable_bytes / 3, 1 << 20));
+    rocksdb::ColumnFamilyOptions chunk_options = family_options;
+    rocksdb::ColumnFamilyOptions meta_options = family_options;
     // Chunks are compressed by our codecs; a second compression pass would
     // cost CPU and win little.
     chunk_options.compression = rocksdb::kNoCompression;
     head_options.compression = rocksdb::kNoCompression;
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
-        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {rocksdb::kDefaultColumnFamilyName, family_options},
         {kIndexFamily, index_options},
         {kHeadLogFamily, head_options},
         {kChunksFamily, chunk_options},
@@ -401,7 +428,7 @@ class Engine::Impl {
         info.points = state->sealed.points + state->head.size();
         info.first_step = state->sealed.points > 0 ? state->sealed.first_step
                           : state->head.empty()    ? 0
-                                                   : state->head.steps[0];
+                                                   : state->head.first_step();
         info.last_step = state->last_step;
         info.last_time_ms = state->last_time_ms;
         info.last_value = state->last_value;
@@ -422,6 +449,7 @@ class Engine::Impl {
         if (state == nullptr) continue;
         absl::ReaderMutexLock series_lock(&state->mu);
         stats.head_points += state->head.size();
+        stats.head_bytes += state->head.bytes();
         stats.points += state->sealed.points + state->head.size();
         stats.sealed_chunks += state->sealed.chunks;
       }
@@ -512,7 +540,8 @@ class Engine::Impl {
       std::optional<uint64_t> first_kept;
       std::unique_ptr<rocksdb::Iterator> it(
           db_->NewIterator(rocksdb::ReadOptions(), chunks_cf_));
-      const rocksdb::Slice prefix(state->data_prefix);
+      const std::string prefix_bytes = state->DataPrefix();
+      const rocksdb::Slice prefix(prefix_bytes);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
            it->Next()) {
         auto summary = ReadChunkSummary(
@@ -617,7 +646,8 @@ class Engine::Impl {
     if (states_[ref.id - 1] != nullptr) return;
     auto state = std::make_unique<SeriesState>();
     state->id = ref.id;
-    state->data_prefix = SeriesDataPrefix(ref.project, ref.run, ref.id);
+    state->project = ref.project;
+    state->run = ref.run;
     states_[ref.id - 1] = std::move(state);
   }
 
@@ -700,11 +730,13 @@ class Engine::Impl {
         // Points up to the sealed last step were sealed before the crash
         // (a seal may have cut this fragment).
         const uint64_t sealed_to = state.has_last ? state.last_step : 0;
+        const std::string_view bytes = in.substr(0, size);
         if (state.has_last && fragment.steps.back() <= sealed_to) continue;
         size_t keep = 0;
         if (state.has_last) keep = LowerBound(fragment.steps, sealed_to + 1);
         state.log_records.push_back({seq, fragment.steps.back()});
-        state.AppendHeadLocked(AsSpan(fragment).Suffix(keep));
+        state.AppendHeadLocked(AsSpan(fragment).Suffix(keep),
+                               keep == 0 ? bytes : std::string_view());
         head_bytes_.fetch_add((fragment.size() - keep) * kPointBytes,
                               std::memory_order_relaxed);
         ++record.live;
@@ -739,8 +771,8 @@ class Engine::Impl {
           visit) const {
     rocksdb::ReadOptions read_options;
     read_options.snapshot = snapshot;
-    std::string lower = state.data_prefix;
-    std::string upper = state.data_prefix;
+    const std::string lower = state.DataPrefix();
+    std::string upper = lower;
     AppendBigEndian64(to, &upper);
     upper.push_back('\0');  // just past the key of a chunk starting at `to`
     rocksdb::Slice upper_slice(upper), lower_slice(lower);
@@ -748,7 +780,7 @@ class Engine::Impl {
     read_options.iterate_lower_bound = &lower_slice;
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator(read_options, chunks_cf_));
-    std::string start = state.data_prefix;
+    std::string start = lower;
     AppendBigEndian64(from, &start);
     // The chunk that starts at or before `from` may hold it.
     it->SeekForPrev(start);
@@ -790,14 +822,15 @@ class Engine::Impl {
                     ChunkVisitor& visitor) const {
     const SeriesState* state = State(id);
     if (state == nullptr) return absl::NotFoundError("unknown series");
-    PointColumns head;
+    PointColumns head, all;
     const rocksdb::Snapshot* snapshot;
     {
       // As in Read: one consistent moment for the chunks and the head.
       absl::ReaderMutexLock lock(&state->mu);
+      if (auto s = state->head.Decode(&all); !s.ok()) return s;
       snapshot = db_->GetSnapshot();
-      AppendInRange(state->head, range, &head);
     }
+    AppendInRange(all, range, &head);
     absl::Status status = VisitChunks(
         *state, snapshot, range.steps.from, range.steps.to, &range.times,
         [&](const ChunkSummary& summary,
@@ -822,8 +855,9 @@ class Engine::Impl {
       if (i < mine.size() && mine.steps[i] == step) return Bits(mine.values[i]);
     }
     {
+      PointColumns head;
       absl::ReaderMutexLock lock(&group.state->mu);
-      const PointColumns& head = group.state->head;
+      if (auto s = group.state->head.Decode(&head); !s.ok()) return s;
       i = LowerBound(head.steps, step);
       if (i < head.size() && head.steps[i] == step) return Bits(head.values[i]);
       if (!head.empty() && step > head.steps[0]) return std::nullopt;
@@ -1064,7 +1098,8 @@ class Engine::Impl {
         f.state->log_records.push_back({seq, p.steps[end - 1]});
         if (!f.encoded.empty()) break;
       }
-      f.state->AppendHeadLocked(p);
+      // A prepared fragment is the encoding of all of p; the head keeps it.
+      f.state->AppendHeadLocked(p, f.encoded);
       head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
       if (f.state->head.size() >= options_.chunk_points) full.push_back(f.state);
     }
@@ -1211,7 +1246,7 @@ class Engine::Impl {
     SealedStats sealed;
     {
       absl::ReaderMutexLock lock(&state->mu);
-      head = state->head;
+      if (auto s = state->head.Decode(&head); !s.ok()) return s;
       records = state->log_records;
       sealed = state->sealed;
     }
@@ -1227,6 +1262,7 @@ class Engine::Impl {
     }
     rocksdb::WriteBatch batch;
     std::string encoded;
+    const std::string data_prefix = state->DataPrefix();
     uint64_t chunks = 0;
     const size_t max_points =
         std::min(2 * options_.chunk_points, kMaxChunkPoints);
@@ -1241,7 +1277,7 @@ class Engine::Impl {
       EncodeChunk(std::span(head.steps).subspan(begin, end - begin),
                   std::span(head.times_ms).subspan(begin, end - begin),
                   std::span(head.values).subspan(begin, end - begin), &encoded);
-      std::string key = state->data_prefix;
+      std::string key = data_prefix;
       AppendBigEndian64(head.steps[begin], &key);
       batch.Put(chunks_cf_, key, encoded);
       ++chunks;
@@ -1280,15 +1316,17 @@ class Engine::Impl {
 
     {
       absl::MutexLock lock(&state->mu);
+      // The head without the sealed points (and with whatever the committer
+      // appended since the copy above), made before the write so that the
+      // chunks are never written while their points stay in the head.
+      SeriesHead rest = state->head;
+      if (auto s = rest.DropFirst(k); !s.ok()) return s;
       // No fsync needed: losing this write in a crash leaves the head log.
       if (auto s = Write(rocksdb::WriteOptions(), &batch, "seal"); !s.ok()) {
         return s;
       }
-      PointColumns& h = state->head;
-      h.steps.erase(h.steps.begin(), h.steps.begin() + k);
+      state->head = std::move(rest);
       head_bytes_.fetch_sub(k * kPointBytes, std::memory_order_relaxed);
-      h.times_ms.erase(h.times_ms.begin(), h.times_ms.begin() + k);
-      h.values.erase(h.values.begin(), h.values.begin() + k);
       state->log_records.erase(state->log_records.begin(),
                                state->log_records.begin() + released_refs);
       state->sealed = sealed;
