@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -619,7 +620,10 @@ class Engine::Impl {
   struct GroupSeries {
     SeriesState* state = nullptr;
     // Points accepted so far in this group, in step order, piece by piece.
-    std::vector<PointSpan> accepted;
+    // Inline: a group touches up to a million series, most of them once,
+    // and a heap vector each was a malloc/free pair per series per group
+    // on the commit thread.
+    absl::InlinedVector<PointSpan, 1> accepted;
     bool has_last = false;
     uint64_t last_step = 0;
     uint64_t last_value_bits = 0;
