@@ -38,6 +38,8 @@ enum class Rpc : uint8_t {
   kWatchEvents,
   kAdminStats,
   kAdminCompact,
+  kAdminDeleteRun,
+  kAdminDeleteProject,
   kAuthCreateToken,
   kAuthListTokens,
   kAuthRevokeToken,
@@ -74,6 +76,10 @@ inline constexpr RpcInfo kRpcTable[] = {
     {Rpc::kWatchEvents, "Watch.Events", Scope::kRead},
     {Rpc::kAdminStats, "Admin.Stats", Scope::kAdmin},
     {Rpc::kAdminCompact, "Admin.Compact", Scope::kAdmin},
+    // Checked against the request's project: a project's admin may erase
+    // its runs or the whole project.
+    {Rpc::kAdminDeleteRun, "Admin.DeleteRun", Scope::kAdmin},
+    {Rpc::kAdminDeleteProject, "Admin.DeleteProject", Scope::kAdmin},
     {Rpc::kAuthCreateToken, "Auth.CreateToken", Scope::kAdmin},
     {Rpc::kAuthListTokens, "Auth.ListTokens", Scope::kAdmin},
     {Rpc::kAuthRevokeToken, "Auth.RevokeToken", Scope::kAdmin},

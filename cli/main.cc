@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unistd.h>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -1643,6 +1644,73 @@ int RunCompact(const GlobalOptions& g, const std::string& format_name) {
   return kExitOk;
 }
 
+// ---- admin delete-run / delete-project ---------------------------------------
+
+struct DeleteOptions {
+  std::string project;
+  std::string run;  // empty: the whole project
+  bool yes = false;
+  std::string format = "table";
+};
+
+// A deletion cannot be undone: without --yes, a terminal user must type the
+// name of what goes; a script must say --yes.
+bool ConfirmDeletion(std::string_view verb, const DeleteOptions& o) {
+  if (o.yes) return true;
+  const std::string& name = o.run.empty() ? o.project : o.run;
+  const std::string what =
+      o.run.empty() ? absl::StrCat("project \"", o.project, "\" (every run, its watch rules and retention policy)")
+                    : absl::StrCat("run \"", o.run, "\" of project \"", o.project, "\"");
+  if (!isatty(fileno(stdin))) {
+    std::cerr << "stepctl: " << verb << ": this deletes " << what
+              << " for good; pass --yes to confirm\n";
+    return false;
+  }
+  std::cerr << "This deletes " << what << " for good.\nType \"" << name
+            << "\" to confirm: " << std::flush;
+  std::string typed;
+  std::getline(std::cin, typed);
+  if (typed == name) return true;
+  std::cerr << "stepctl: " << verb << ": not confirmed, nothing deleted\n";
+  return false;
+}
+
+int RunDelete(const GlobalOptions& g, const DeleteOptions& o) {
+  const std::string_view verb =
+      o.run.empty() ? "admin delete-project" : "admin delete-run";
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(o.format);
+  if (!format.ok()) return UsageError(verb, Msg(format.status()));
+  if (!ConfirmDeletion(verb, o)) return kExitUsage;
+  auto stub = v1::Admin::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  // Reclaiming the space of a large project compacts for a while.
+  SetDeadline(&ctx, std::max(g.timeout_s, 600.0));
+  v1::DeleteResponse r;
+  grpc::Status status;
+  if (o.run.empty()) {
+    v1::DeleteProjectRequest req;
+    req.set_project(o.project);
+    status = stub->DeleteProject(&ctx, req, &r);
+  } else {
+    v1::DeleteRunRequest req;
+    req.set_project(o.project);
+    req.set_run(o.run);
+    status = stub->DeleteRun(&ctx, req, &r);
+  }
+  if (!status.ok()) return RpcError(verb, status);
+  std::vector<std::pair<std::string, Cell>> fields = {
+      {"runs", UintCell(r.runs())},
+      {"series", UintCell(r.series())},
+      {"points", UintCell(r.points())},
+      {"chunks", UintCell(r.chunks())},
+      {"run_records", UintCell(r.run_records())}};
+  if (o.run.empty()) fields.push_back({"watch_rules", UintCell(r.watch_rules())});
+  fields.push_back({"bytes_on_disk_before", UintCell(r.bytes_on_disk_before())});
+  fields.push_back({"bytes_on_disk_after", UintCell(r.bytes_on_disk_after())});
+  PrintRecord(*format, fields);
+  return kExitOk;
+}
+
 // ---- admin token / audit ----------------------------------------------------
 
 const char* ScopeText(v1::Scope scope) {
@@ -2112,6 +2180,23 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember(kOutputFormats));
 
+  DeleteOptions dro, dpo;
+  CLI::App* delete_run_cmd = admin_cmd->add_subcommand(
+      "delete-run", "delete a run's points and metadata for good (admin of the project)");
+  delete_run_cmd->add_option("--project", dro.project, "project")->required();
+  delete_run_cmd->add_option("--run", dro.run, "run id")->required();
+  CLI::App* delete_project_cmd = admin_cmd->add_subcommand(
+      "delete-project",
+      "delete every run of a project, its watch rules and retention policy, "
+      "for good (admin of the project)");
+  delete_project_cmd->add_option("--project", dpo.project, "project")->required();
+  for (auto [cmd, o] : {std::pair{delete_run_cmd, &dro}, std::pair{delete_project_cmd, &dpo}}) {
+    cmd->add_flag("--yes", o->yes, "confirm (required when stdin is not a terminal)");
+    cmd->add_option("--format", o->format, "table, json or csv")
+        ->capture_default_str()
+        ->check(CLI::IsMember(kOutputFormats));
+  }
+
   TokenOptions tko;
   CLI::App* token_cmd =
       admin_cmd->add_subcommand("token", "create, list and revoke tokens");
@@ -2187,6 +2272,8 @@ int Main(int argc, char** argv) {
   if (*tail_cmd) return RunTail(g, to);
   if (*stats_cmd) return RunStats(g, stats_format);
   if (*compact_cmd) return RunCompact(g, compact_format);
+  if (*delete_run_cmd) return RunDelete(g, dro);
+  if (*delete_project_cmd) return RunDelete(g, dpo);
   if (*rules_add_cmd) return RunWatchRulesAdd(g, wa);
   if (*rules_list_cmd) return RunWatchRulesList(g, wa);
   if (*rules_delete_cmd) return RunWatchRulesDelete(g, wa);

@@ -1,7 +1,13 @@
-// The gRPC admin service: stats and compaction.
+// The gRPC admin service: stats, compaction, and deleting a run or a
+// project (right to erasure).
 #ifndef STEPDB_QUERY_ADMIN_SERVICE_H_
 #define STEPDB_QUERY_ADMIN_SERVICE_H_
 
+#include <atomic>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -9,16 +15,24 @@
 #include "auth/authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
+#include "storage/run_store.h"
+#include "storage/watch.h"
 
 namespace stepdb::query {
 
 class AdminService final : public v1::Admin::CallbackService {
  public:
-  // `engine` and `authorizer` must outlive the service; a null authorizer
-  // is auth off. Every RPC needs a global admin token.
+  // `engine`, `authorizer`, `runs` and `watch` must outlive the service; a
+  // null authorizer is auth off. Stats and Compact need a global admin
+  // token, the deletions an admin token of the project. Deletions go
+  // through `runs` (the run metadata cache) and `watch` (the project's
+  // rules) when given; without them, straight to the engine (a server
+  // without a run store or watch rules has no such state in memory).
   explicit AdminService(storage::Engine* engine,
-                        auth::Authorizer* authorizer = nullptr);
-  // Waits for a running compaction.
+                        auth::Authorizer* authorizer = nullptr,
+                        storage::RunStore* runs = nullptr,
+                        storage::WatchEvaluator* watch = nullptr);
+  // Waits for a running compaction and running deletions.
   ~AdminService() override;
 
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
@@ -29,11 +43,40 @@ class AdminService final : public v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* context,
                                     const v1::CompactRequest* request,
                                     v1::CompactResponse* response) override;
+  // Delete, then compact the deleted ranges (ReclaimDeleted), on a thread
+  // of their own; audited with what was deleted. See the proto.
+  grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* context,
+                                      const v1::DeleteRunRequest* request,
+                                      v1::DeleteResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteProject(
+      grpc::CallbackServerContext* context,
+      const v1::DeleteProjectRequest* request,
+      v1::DeleteResponse* response) override;
 
  private:
+  // The shared body of the two deletions (`run` unset: the project).
+  grpc::ServerUnaryReactor* StartDelete(grpc::CallbackServerContext* context,
+                                        std::string project,
+                                        std::optional<std::string> run,
+                                        v1::DeleteResponse* response);
+  // Deletes and reclaims; fills *response.
+  absl::Status Delete(const std::string& project,
+                      const std::optional<std::string>& run,
+                      v1::DeleteResponse* response);
+
+  // Constant after construction.
   storage::Engine* const engine_;
   auth::Authorizer* const authorizer_;
+  storage::RunStore* const runs_;
+  storage::WatchEvaluator* const watch_;
+
   absl::Mutex mu_;
+  // Deletion threads; finished ones are joined when the next one starts.
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::list<Worker> deleters_ ABSL_GUARDED_BY(mu_);
   std::thread compactor_ ABSL_GUARDED_BY(mu_);
   bool compacting_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -260,6 +260,11 @@ void TailHub::OnCommit(std::span<const storage::CommittedPoints> committed) {
   }
 }
 
+void TailHub::OnSeriesDeleted(std::span<const storage::SeriesId> series) {
+  absl::MutexLock lock(&mu_);
+  for (storage::SeriesId id : series) matches_.erase(id);
+}
+
 grpc::ServerWriteReactor<v1::TailResponse>* TailHub::StartTail(
     const v1::TailRequest& request) {
   storage::SeriesFilter filter;

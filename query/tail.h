@@ -55,6 +55,10 @@ class TailHub : public storage::CommitObserver {
   TailHub& operator=(const TailHub&) = delete;
 
   void OnCommit(std::span<const storage::CommittedPoints> committed) override;
+  // Drops the cached matches of deleted series. Open tails stay open: their
+  // filter names a run or a project, not ids, so a run written again
+  // under the same name is tailed as before.
+  void OnSeriesDeleted(std::span<const storage::SeriesId> series) override;
 
   // Starts a Query.Tail stream (see the proto) and returns its reactor.
   grpc::ServerWriteReactor<v1::TailResponse>* StartTail(

@@ -213,11 +213,12 @@ int main(int argc, char** argv) {
   (*engine)->AddCommitObserver(&tail);
   stepdb::query::QueryService query(engine->get(), query_options, runs->get(),
                                     &tail);
-  stepdb::query::AdminService admin(engine->get(), authorizer.get());
   // Watch rules see every committed point from before the first RPC on.
   auto watch = stepdb::storage::WatchEvaluator::Open(engine->get(), runs->get());
   if (!watch.ok()) return Fail(std::string(watch.status().ToString()));
   (*engine)->AddCommitObserver(watch->get());
+  auto admin = std::make_unique<stepdb::query::AdminService>(
+      engine->get(), authorizer.get(), runs->get(), watch->get());
   stepdb::query::WatchServiceOptions watch_options;
   watch_options.authorizer = authorizer.get();
   stepdb::query::WatchService watch_service(watch->get(), watch_options);
@@ -260,7 +261,7 @@ int main(int argc, char** argv) {
       static_cast<int>(absl::GetFlag(FLAGS_max_message_mb)) << 20);
   builder.RegisterService(&ingest);
   builder.RegisterService(&query);
-  builder.RegisterService(&admin);
+  builder.RegisterService(admin.get());
   builder.RegisterService(&watch_service);
   builder.RegisterService(&auth_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -331,6 +332,8 @@ int main(int argc, char** argv) {
   // (their points are durable or not, and clients resend what was unacked).
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server->Wait();
+  // A compaction or deletion still running uses the engine and the rules.
+  admin.reset();
   (*engine)->RemoveCommitObserver(&tail);
   // Before the engine closes: the last events are persisted through it.
   (*engine)->RemoveCommitObserver(watch->get());

@@ -145,6 +145,9 @@ struct SeriesState {
   };
   std::vector<LogRef> log_records ABSL_GUARDED_BY(mu);
   SealedStats sealed ABSL_GUARDED_BY(mu);
+  // Set once, by a deletion (the state is then empty for good): a seal or
+  // an expiry that picked the state up before must not write for it.
+  bool deleted ABSL_GUARDED_BY(mu) = false;
   bool has_last ABSL_GUARDED_BY(mu) = false;
   uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
   int64_t last_time_ms ABSL_GUARDED_BY(mu) = 0;
@@ -190,6 +193,29 @@ void AppendInRange(const PointColumns& in, const ReadRange& range,
       out->push_back(in.steps[i], in.times_ms[i], in.values[i]);
     }
   }
+}
+
+// A head-log record (entries: series-id(4) size(4) fragment) without the
+// entries of the series in `drop`; *kept gets the series of the others.
+// DataLossError for a malformed record.
+absl::StatusOr<std::string> WithoutEntries(
+    std::string_view record, const absl::flat_hash_set<SeriesId>& drop,
+    std::vector<SeriesId>* kept) {
+  std::string out;
+  while (!record.empty()) {
+    if (record.size() < 8) return absl::DataLossError("truncated head-log entry");
+    const SeriesId id = ReadBigEndian32(record.data());
+    const uint32_t size = ReadBigEndian32(record.data() + 4);
+    if (size > record.size() - 8) {
+      return absl::DataLossError("truncated head-log entry");
+    }
+    if (!drop.contains(id)) {
+      out.append(record.substr(0, 8 + size));
+      kept->push_back(id);
+    }
+    record.remove_prefix(8 + size);
+  }
+  return out;
 }
 
 // Feeds points to a sink in bounded slices while enforcing a limit.
@@ -340,13 +366,18 @@ class Engine::Impl {
   absl::StatusOr<SeriesId> ResolveSeries(SeriesKey key) {
     if (auto s = CanonicalizeLabels(&key.labels); !s.ok()) return s;
     if (auto s = ValidateSeriesKey(key); !s.ok()) return s;
-    auto ref = index_.Resolve(key);
-    if (!ref.ok()) return ref.status();
-    // Whoever resolves first creates the state; a concurrent resolver of the
-    // same new key must not return before it exists.
-    absl::MutexLock lock(&states_mu_);
-    EnsureStateLocked(*ref);
-    return ref->id;
+    for (;;) {
+      auto ref = index_.Resolve(key);
+      if (!ref.ok()) return ref.status();
+      // Whoever resolves first creates the state; a concurrent resolver of
+      // the same new key must not return before it exists.
+      absl::MutexLock lock(&states_mu_);
+      // A deletion (which removes index entries under states_mu_) may have
+      // taken the series since: resolve again, to a new id.
+      if (!index_.RefOf(ref->id)) continue;
+      EnsureStateLocked(*ref);
+      return ref->id;
+    }
   }
 
   std::optional<SeriesId> FindSeries(SeriesKey key) const {
@@ -533,6 +564,7 @@ class Engine::Impl {
       SealedStats sealed;
       {
         absl::ReaderMutexLock lock(&state->mu);
+        if (state->deleted) continue;  // deleted since ListSeries
         sealed = state->sealed;
       }
       if (sealed.chunks == 0) continue;
@@ -609,6 +641,228 @@ class Engine::Impl {
     return result;
   }
 
+  // See Engine::DeleteRun (`run` set) and Engine::DeleteProject.
+  absl::StatusOr<DeleteResult> Delete(std::string_view project,
+                                      std::optional<std::string_view> run)
+      ABSL_LOCKS_EXCLUDED(commit_mu_, seal_mu_) {
+    // No commit and no seal (nor expiry) may run meanwhile: a commit could
+    // write a head-log entry, a seal a chunk or 'T' record, for a series
+    // being deleted after the deletion's batch.
+    absl::MutexLock commit_lock(&commit_mu_);
+    absl::MutexLock seal_lock(&seal_mu_);
+    DeleteResult result;
+    rocksdb::WriteBatch batch;
+    std::vector<ReclaimRange> ranges;
+    auto delete_range = [&](rocksdb::ColumnFamilyHandle* family,
+                            std::string begin) {
+      std::string end = PrefixEnd(begin);
+      batch.DeleteRange(family, begin, end);
+      ranges.push_back({family, std::move(begin), std::move(end)});
+    };
+    // Meta records go by name, whether or not the index knows the run.
+    // Even the tombstone of a point deletion carries the name, so its key
+    // is compacted too.
+    auto delete_key = [&](rocksdb::ColumnFamilyHandle* family, std::string key) {
+      batch.Delete(family, key);
+      std::string end = key;
+      end.push_back('\0');  // the next key after `key`
+      ranges.push_back({family, std::move(key), std::move(end)});
+    };
+    if (run) {
+      delete_key(meta_cf_, RunMetaKey(project, *run));
+    } else {
+      delete_range(meta_cf_, ProjectMetaPrefix(kRunMetaTag, project));
+      delete_range(meta_cf_, ProjectMetaPrefix(kWatchRuleTag, project));
+      delete_key(meta_cf_, std::string(1, kRetentionTag) + std::string(project));
+    }
+
+    // What the index knows: `known` unless it has nothing to delete.
+    const std::optional<ProjectId> found = index_.FindProject(std::string(project));
+    const ProjectId project_id = found.value_or(0);
+    std::optional<RunId> run_id;
+    if (found && run) run_id = index_.FindRun(project_id, std::string(*run));
+    const bool known = found && (!run || run_id);
+    std::vector<SeriesId> series;
+    if (known) {
+      series = index_.SeriesOf(project_id, run_id);
+      const std::string data = run_id ? RunDataPrefix(project_id, *run_id)
+                                      : ProjectDataPrefix(project_id);
+      for (rocksdb::ColumnFamilyHandle* family : RunDataFamilies()) {
+        delete_range(family, data);
+      }
+      // Index: S project [run] ..., R project [run-name], P name, and each
+      // series' T record.
+      delete_range(index_cf_, std::string(1, kSeriesTag) + data);
+      if (run) {
+        batch.Delete(index_cf_, RunIndexKey(project_id, *run));
+      } else {
+        delete_range(index_cf_, RunIndexKey(project_id, ""));
+        batch.Delete(index_cf_, ProjectIndexKey(project));
+      }
+      for (SeriesId id : series) batch.Delete(index_cf_, SealedStatsKey(id));
+      const IndexRecord high_water = index_.HighWaterRecord();
+      batch.Put(index_cf_, high_water.key, high_water.value);
+    }
+
+    // What the series hold, and their head-log entries not yet sealed.
+    absl::flat_hash_set<SeriesId> doomed(series.begin(), series.end());
+    absl::flat_hash_set<RunId> runs;
+    absl::flat_hash_map<uint64_t, uint32_t> unreleased;  // seq -> entries
+    std::vector<SeriesState*> states;
+    for (SeriesId id : series) {
+      if (auto ref = index_.RefOf(id)) runs.insert(ref->run);
+      SeriesState* state = State(id);
+      if (state == nullptr) continue;
+      states.push_back(state);
+      absl::ReaderMutexLock lock(&state->mu);
+      result.points += state->sealed.points + state->head.size();
+      result.chunks += state->sealed.chunks;
+      for (const SeriesState::LogRef& ref : state->log_records) {
+        ++unreleased[ref.seq];
+      }
+    }
+    result.runs = runs.size();
+    result.series = series.size();
+
+    // Head-log records with an entry of a deleted series (sealed or not:
+    // its bytes must go too) are rewritten without those entries, or
+    // deleted when no unsealed entry remains.
+    struct LogEdit {
+      uint64_t seq;
+      bool drop;
+      uint32_t released;
+      std::vector<SeriesId> remaining;
+    };
+    std::vector<LogEdit> edits;
+    if (!doomed.empty()) {
+      absl::MutexLock log_lock(&log_mu_);
+      for (const auto& [seq, record] : log_) {
+        if (std::none_of(record.series.begin(), record.series.end(),
+                         [&](SeriesId id) { return doomed.contains(id); })) {
+          continue;
+        }
+        std::string key;
+        AppendBigEndian64(seq, &key);
+        std::string value;
+        if (auto st = db_->Get(rocksdb::ReadOptions(), head_log_cf_, key, &value);
+            !st.ok()) {
+          return FromRocks(st, "delete: read head log");
+        }
+        LogEdit edit{seq, false, 0, {}};
+        auto it = unreleased.find(seq);
+        if (it != unreleased.end()) edit.released = it->second;
+        auto kept = WithoutEntries(value, doomed, &edit.remaining);
+        if (!kept.ok()) return kept.status();
+        edit.drop = kept->empty() || record.live <= edit.released;
+        if (edit.drop) {
+          batch.Delete(head_log_cf_, key);
+        } else {
+          batch.Put(head_log_cf_, key, *kept);
+        }
+        edits.push_back(std::move(edit));
+      }
+      ranges.push_back({head_log_cf_, "", ""});
+    }
+
+    rocksdb::WriteOptions write_options;
+    write_options.sync = options_.sync;
+    if (auto st = FromRocks(db_->Write(write_options, &batch), "delete");
+        !st.ok()) {
+      return st;
+    }
+
+    // Durable; now memory. The index entries and the states go together
+    // under states_mu_, which ResolveSeries checks (see there).
+    std::vector<SeriesId> removed;
+    {
+      absl::MutexLock lock(&states_mu_);
+      if (known) removed = index_.Remove(project_id, run_id);
+      for (SeriesId id : removed) {
+        if (id > states_.size() || states_[id - 1] == nullptr) continue;
+        std::unique_ptr<SeriesState>& state = states_[id - 1];
+        {
+          absl::MutexLock series_lock(&state->mu);
+          state->deleted = true;
+          head_bytes_.fetch_sub(state->head.size() * kPointBytes,
+                                std::memory_order_relaxed);
+          state->head = SeriesHead();
+          state->log_records.clear();
+          state->sealed = SealedStats();
+          state->has_last = false;
+        }
+        deleted_states_.push_back(std::move(state));
+      }
+    }
+    {
+      absl::MutexLock log_lock(&log_mu_);
+      for (LogEdit& edit : edits) {
+        auto it = log_.find(edit.seq);
+        if (it == log_.end()) continue;
+        if (edit.drop) {
+          log_.erase(it);
+        } else {
+          it->second.live -= edit.released;
+          it->second.series = std::move(edit.remaining);
+        }
+      }
+    }
+    {
+      absl::MutexLock lock(&seal_queue_mu_);
+      for (SeriesState* state : states) {
+        seal_queued_.erase(state);
+        seal_all_.erase(state);
+        std::erase(seal_queue_, state);
+      }
+    }
+    if (!removed.empty()) {
+      absl::MutexLock lock(&observers_mu_);
+      for (CommitObserver* observer : observers_) {
+        observer->OnSeriesDeleted(removed);
+      }
+    }
+    absl::MutexLock lock(&reclaim_mu_);
+    for (ReclaimRange& range : ranges) reclaim_.push_back(std::move(range));
+    return result;
+  }
+
+  absl::Status ReclaimDeleted() {
+    std::vector<ReclaimRange> ranges;
+    {
+      absl::MutexLock lock(&reclaim_mu_);
+      ranges = reclaim_;
+    }
+    if (ranges.empty()) return absl::OkStatus();
+    // Flushing every family lets RocksDB drop the write-ahead log files
+    // that still hold the deleted points.
+    if (auto s = db_->Flush(rocksdb::FlushOptions(), families_); !s.ok()) {
+      return FromRocks(s, "reclaim: flush");
+    }
+    rocksdb::CompactRangeOptions compact;
+    compact.bottommost_level_compaction =
+        rocksdb::BottommostLevelCompaction::kForce;
+    // The index is small, and its deleted records are point deletes too
+    // (T): it is compacted whole.
+    if (auto s = db_->CompactRange(compact, index_cf_, nullptr, nullptr);
+        !s.ok()) {
+      return FromRocks(s, "reclaim: compact index");
+    }
+    for (const ReclaimRange& range : ranges) {
+      // An empty range stands for the whole family (the head log).
+      const rocksdb::Slice begin(range.begin), end(range.end);
+      const bool whole = range.begin.empty() && range.end.empty();
+      if (auto s = db_->CompactRange(compact, range.family,
+                                     whole ? nullptr : &begin,
+                                     whole ? nullptr : &end);
+          !s.ok()) {
+        return FromRocks(s, "reclaim: compact");
+      }
+    }
+    db_->FlushWAL(true).PermitUncheckedError();
+    absl::MutexLock lock(&reclaim_mu_);
+    reclaim_.erase(reclaim_.begin(), reclaim_.begin() + ranges.size());
+    return absl::OkStatus();
+  }
+
  private:
   struct PendingAppend {
     AppendBatch batch;
@@ -653,6 +907,13 @@ class Engine::Impl {
     state->project = ref.project;
     state->run = ref.run;
     states_[ref.id - 1] = std::move(state);
+  }
+
+  // The column families whose keys begin project(4) run(4): a run's or a
+  // project's range there is deleted with it. A new family of run data
+  // (e.g. rollups) is added here.
+  std::vector<rocksdb::ColumnFamilyHandle*> RunDataFamilies() const {
+    return {chunks_cf_};
   }
 
   SeriesState* State(SeriesId id) const {
@@ -719,10 +980,16 @@ class Engine::Impl {
         const SeriesId id = ReadBigEndian32(in.data());
         const uint32_t size = ReadBigEndian32(in.data() + 4);
         in.remove_prefix(8);
-        if (size > in.size() || id == 0 || id > states_.size() ||
-            states_[id - 1] == nullptr) {
+        if (size > in.size() || id == 0 || id > index_.max_series_id()) {
           return absl::DataLossError(
               absl::StrCat("head-log record ", seq, ": bad entry"));
+        }
+        if (id > states_.size() || states_[id - 1] == nullptr) {
+          // An id below the high-water mark without an index record: a
+          // deleted series. A deletion rewrites the records it touches in
+          // its own atomic batch, so this is only a safety net.
+          in.remove_prefix(size);
+          continue;
         }
         fragment.clear();
         if (auto st = DecodeChunk(in.substr(0, size), &fragment); !st.ok()) {
@@ -970,7 +1237,11 @@ class Engine::Impl {
       }
       size_t points = 0;
       for (const auto& pending : group) points += pending.points;
-      CommitGroup(group);
+      {
+        // A deletion pauses commits (see Delete).
+        absl::MutexLock commit_lock(&commit_mu_);
+        CommitGroup(group);
+      }
       queued_bytes_.fetch_sub(points * kPointBytes, std::memory_order_relaxed);
     }
   }
@@ -1004,7 +1275,9 @@ class Engine::Impl {
           g.state = State(series.id);
           if (g.state == nullptr) {
             result.rejected = points.size();
-            result.first_rejection = "unknown series id";
+            result.first_rejection = series.id <= index_.max_series_id()
+                                         ? "series was deleted"
+                                         : "unknown series id";
             delta.points_rejected += result.rejected;
             continue;
           }
@@ -1250,6 +1523,7 @@ class Engine::Impl {
     SealedStats sealed;
     {
       absl::ReaderMutexLock lock(&state->mu);
+      if (state->deleted) return 0;  // queued before its deletion
       if (auto s = state->head.Decode(&head); !s.ok()) return s;
       records = state->log_records;
       sealed = state->sealed;
@@ -1449,7 +1723,11 @@ class Engine::Impl {
   absl::Mutex log_mu_;
   std::map<uint64_t, LogRecord> log_ ABSL_GUARDED_BY(log_mu_);
 
-  // Serializes seals (sealer thread and Compact).
+  // Held by the committer around each group and by a deletion, which thus
+  // sees no commit in flight and lets none start. Lock order: commit_mu_,
+  // seal_mu_, states_mu_, a series' mu, log_mu_.
+  absl::Mutex commit_mu_;
+  // Serializes seals (sealer thread and Compact), expiry and deletions.
   absl::Mutex seal_mu_;
   absl::Mutex seal_queue_mu_;
   std::deque<SeriesState*> seal_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
@@ -1462,6 +1740,19 @@ class Engine::Impl {
   // Indexed by SeriesId - 1; entries are never removed, so pointers to
   // them stay valid for the engine's lifetime.
   std::vector<std::unique_ptr<SeriesState>> states_ ABSL_GUARDED_BY(states_mu_);
+  // States of deleted series, moved out of states_ (which then holds
+  // nullptr): a reader or a queued seal may still hold the pointer. Empty
+  // heads; freed with the engine.
+  std::vector<std::unique_ptr<SeriesState>> deleted_states_
+      ABSL_GUARDED_BY(states_mu_);
+
+  // Key ranges deleted since the last ReclaimDeleted.
+  struct ReclaimRange {
+    rocksdb::ColumnFamilyHandle* family;
+    std::string begin, end;
+  };
+  absl::Mutex reclaim_mu_;
+  std::vector<ReclaimRange> reclaim_ ABSL_GUARDED_BY(reclaim_mu_);
 
   absl::Mutex queue_mu_;
   std::deque<PendingAppend> queue_ ABSL_GUARDED_BY(queue_mu_);
@@ -1573,6 +1864,14 @@ absl::StatusOr<ExpireResult> Engine::ExpireChunks(std::string_view project,
                                                   int64_t cutoff_ms) {
   return impl_->ExpireChunks(project, cutoff_ms);
 }
+absl::StatusOr<DeleteResult> Engine::DeleteRun(std::string_view project,
+                                               std::string_view run) {
+  return impl_->Delete(project, run);
+}
+absl::StatusOr<DeleteResult> Engine::DeleteProject(std::string_view project) {
+  return impl_->Delete(project, std::nullopt);
+}
+absl::Status Engine::ReclaimDeleted() { return impl_->ReclaimDeleted(); }
 absl::Status Engine::WriteMeta(std::span<const MetaWrite> writes) {
   return impl_->WriteMeta(writes);
 }

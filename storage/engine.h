@@ -244,6 +244,14 @@ struct ExpireResult {
   uint64_t points = 0;  // points they held
 };
 
+// What a deletion removed (Engine::DeleteRun, DeleteProject).
+struct DeleteResult {
+  uint64_t runs = 0;    // runs the series index knew (with series)
+  uint64_t series = 0;
+  uint64_t points = 0;  // points they held, sealed and in heads
+  uint64_t chunks = 0;  // sealed chunks
+};
+
 // One write to the meta column family: a put, or a delete if `value` is
 // unset.
 struct MetaWrite {
@@ -265,6 +273,11 @@ class CommitObserver {
  public:
   virtual ~CommitObserver() = default;
   virtual void OnCommit(std::span<const CommittedPoints> committed) = 0;
+  // The series were deleted (Engine::DeleteRun, DeleteProject): drop every
+  // state kept for them. Called on the deleting thread, while commits are
+  // paused: no OnCommit runs meanwhile and none names these ids again (ids
+  // are never reused). Must be quick and must not call into the engine.
+  virtual void OnSeriesDeleted(std::span<const SeriesId> /*series*/) {}
 };
 
 class Engine {
@@ -342,6 +355,41 @@ class Engine {
   // DataLossError for a corrupt chunk header, or the RocksDB error.
   absl::StatusOr<ExpireResult> ExpireChunks(std::string_view project,
                                             int64_t cutoff_ms);
+
+  // Right to erasure. Deletes every point of `run` of `project` in one
+  // atomic, durable (fsync'd) RocksDB write: range deletions over every
+  // run-data column family (keys project(4) run(4) ...), the run's index
+  // records (R, S, T), the head-log entries of its series (records are
+  // rewritten without them, or deleted), and its metadata record (meta
+  // kRunMetaTag project NUL run). A crash leaves all of it or none of it.
+  //
+  // Then, in memory: the run's series leave the index, their heads are
+  // dropped, commit observers are told (OnSeriesDeleted). Group commits
+  // and seals are paused for the duration (one write), so that no commit
+  // can straddle the deletion: an append committed before is deleted, an
+  // append to the old series ids committed after is rejected per series
+  // ("series was deleted"), never half-stored. The names may be written
+  // again afterwards: they resolve to a new run with new ids and start
+  // empty. Deleted ids are never reused.
+  //
+  // The space comes back with compaction; ReclaimDeleted compacts the
+  // deleted ranges now. Returns what the index knew of the run (all zero,
+  // with the metadata record still deleted, if it never had points), or
+  // the RocksDB error with nothing deleted.
+  absl::StatusOr<DeleteResult> DeleteRun(std::string_view project,
+                                         std::string_view run);
+  // As DeleteRun for every run of `project`, plus the project's index
+  // record and its per-project meta records: run metadata (kRunMetaTag),
+  // watch rules (kWatchRuleTag) and the retention policy (kRetentionTag).
+  // Kept: tokens, the audit log and watch events, which are not keyed by
+  // project (docs/ARCHITECTURE.md, "Deleting runs and projects").
+  absl::StatusOr<DeleteResult> DeleteProject(std::string_view project);
+  // Compacts the key ranges deleted since the last call (after flushing
+  // the memtables, so that no write-ahead log file keeps deleted bytes
+  // either), so that the deleted bytes leave the disk now rather than
+  // whenever compaction reaches them. Returns the RocksDB error; the
+  // ranges are then kept for the next call.
+  absl::Status ReclaimDeleted();
 
   // Meta records (see kMetaFamily in keys.h). WriteMeta applies `writes`
   // atomically and durably (fsync'd unless EngineOptions::sync is false);

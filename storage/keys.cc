@@ -51,6 +51,42 @@ std::string SealedStatsKey(SeriesId series) {
   return key;
 }
 
+std::string IdHighWaterKey() { return std::string(1, kIdHighWaterTag); }
+
+std::string PrefixEnd(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty() && static_cast<unsigned char>(end.back()) == 0xff) {
+    end.pop_back();
+  }
+  if (!end.empty()) end.back() = static_cast<char>(end.back() + 1);
+  return end;
+}
+
+std::string ProjectDataPrefix(ProjectId project) {
+  std::string key;
+  AppendBigEndian32(project, &key);
+  return key;
+}
+
+std::string RunDataPrefix(ProjectId project, RunId run) {
+  std::string key = ProjectDataPrefix(project);
+  AppendBigEndian32(run, &key);
+  return key;
+}
+
+std::string RunMetaKey(std::string_view project, std::string_view run) {
+  std::string key = ProjectMetaPrefix(kRunMetaTag, project);
+  key.append(run);
+  return key;
+}
+
+std::string ProjectMetaPrefix(char tag, std::string_view project) {
+  std::string key(1, tag);
+  key.append(project);
+  key.push_back('\0');
+  return key;
+}
+
 std::string SeriesDataPrefix(ProjectId project, RunId run, SeriesId series) {
   std::string key;
   key.reserve(kDataKeySize);

@@ -41,6 +41,10 @@ inline constexpr char kProjectTag = 'P';  // P name -> project id
 inline constexpr char kRunTag = 'R';      // R project run-name -> run id
 inline constexpr char kSeriesTag = 'S';   // S project run identity -> series
 inline constexpr char kSealedTag = 'T';   // T series -> SealedStats
+// N -> the largest project, run and series ids ever allocated (4 + 4 + 4),
+// written by deletions so that the ids of deleted runs and projects are
+// never handed out again, even after a restart.
+inline constexpr char kIdHighWaterTag = 'N';
 
 void AppendBigEndian32(uint32_t v, std::string* out);
 void AppendBigEndian64(uint64_t v, std::string* out);
@@ -53,6 +57,20 @@ std::string RunIndexKey(ProjectId project, std::string_view run);
 std::string SeriesIndexKey(ProjectId project, RunId run,
                            std::string_view identity);
 std::string SealedStatsKey(SeriesId series);
+std::string IdHighWaterKey();
+
+// The smallest key greater than every key that starts with `prefix` (the
+// exclusive end of a prefix range); "" if there is none (all 0xff bytes).
+std::string PrefixEnd(std::string_view prefix);
+// The key prefix of a project's or a run's data in the run-data column
+// families: project(4) [run(4)].
+std::string ProjectDataPrefix(ProjectId project);
+std::string RunDataPrefix(ProjectId project, RunId run);
+// The meta key of a run's metadata record: kRunMetaTag project NUL run.
+std::string RunMetaKey(std::string_view project, std::string_view run);
+// The prefix of every meta record of `tag` that belongs to `project` and
+// continues past it (kRunMetaTag, kWatchRuleTag): tag project NUL.
+std::string ProjectMetaPrefix(char tag, std::string_view project);
 
 // The prefix shared by every chunk and head fragment of one series:
 // project(4) run(4) series(4).

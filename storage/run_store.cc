@@ -33,14 +33,6 @@ using meta::Sv;
 constexpr uint8_t kRunRecordVersion = 1;
 enum ParamType : uint8_t { kInt = 0, kFloat = 1, kString = 2, kBool = 3 };
 
-std::string RunMetaKey(std::string_view project, std::string_view run) {
-  std::string key(1, kRunMetaTag);
-  key.append(project);
-  key.push_back('\0');
-  key.append(run);
-  return key;
-}
-
 bool ValidState(uint8_t s) { return s >= 1 && s <= 4; }
 
 // Numbers compare across int and float; other types only with their own.
@@ -399,6 +391,7 @@ absl::StatusOr<std::pair<RunRecord, bool>> RunStore::Create(RunRecord run) {
   if (auto s = ValidateUpdate(merge); !s.ok()) return s;
 
   absl::MutexLock lock(&mu_);
+  AwaitNoDeletionLocked(run.project, run.run_id);
   auto it = runs_.find(std::make_pair(run.project, run.run_id));
   if (it != runs_.end()) {
     if (run.fork && it->second.fork != run.fork) {
@@ -439,6 +432,7 @@ absl::StatusOr<RunRecord> RunStore::Update(std::string_view project,
                                            const RunUpdate& update) {
   if (auto s = ValidateUpdate(update); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
+  AwaitNoDeletionLocked(std::string(project), std::string(run_id));
   auto it = runs_.find(std::make_pair(std::string(project), std::string(run_id)));
   if (it == runs_.end()) {
     return absl::NotFoundError(absl::StrCat("run \"", Sv(run_id), "\" not found"));
@@ -450,6 +444,77 @@ absl::StatusOr<RunRecord> RunStore::Update(std::string_view project,
     it->second = updated;
   }
   return updated;
+}
+
+void RunStore::AwaitNoDeletionLocked(const std::string& project,
+                                     const std::string& run_id) {
+  while (deleting_projects_.contains(project) ||
+         deleting_runs_.contains(std::make_pair(project, run_id))) {
+    deletion_done_.Wait(&mu_);
+  }
+}
+
+absl::StatusOr<RunDeletion> RunStore::DeleteRun(std::string_view project,
+                                                std::string_view run_id) {
+  const auto key = std::make_pair(std::string(project), std::string(run_id));
+  std::optional<RunRecord> taken;
+  {
+    absl::MutexLock lock(&mu_);
+    AwaitNoDeletionLocked(key.first, key.second);
+    // Gone from reads at once; put back if the engine fails.
+    if (auto it = runs_.find(key); it != runs_.end()) {
+      taken = std::move(it->second);
+      runs_.erase(it);
+    }
+    deleting_runs_.insert(key);
+  }
+  auto data = engine_->DeleteRun(project, run_id);
+  absl::MutexLock lock(&mu_);
+  deleting_runs_.erase(key);
+  deletion_done_.SignalAll();
+  if (!data.ok()) {
+    if (taken) runs_.emplace(key, *std::move(taken));
+    return data.status();
+  }
+  RunDeletion deletion{*data, taken ? 1u : 0u};
+  if (deletion.run_records == 0 && deletion.data.runs == 0) {
+    return absl::NotFoundError(absl::StrCat("run \"", Sv(run_id),
+                                            "\" not found in project \"",
+                                            Sv(project), "\""));
+  }
+  return deletion;
+}
+
+absl::StatusOr<RunDeletion> RunStore::DeleteProject(std::string_view project) {
+  const std::string p(project);
+  std::vector<RunRecord> taken;
+  {
+    absl::MutexLock lock(&mu_);
+    while (deleting_projects_.contains(p) ||
+           std::any_of(deleting_runs_.begin(), deleting_runs_.end(),
+                       [&](const auto& key) { return key.first == p; })) {
+      deletion_done_.Wait(&mu_);
+    }
+    auto begin = runs_.lower_bound({p, std::string()});
+    auto end = begin;
+    for (; end != runs_.end() && end->first.first == p; ++end) {
+      taken.push_back(std::move(end->second));
+    }
+    runs_.erase(begin, end);
+    deleting_projects_.insert(p);
+  }
+  auto data = engine_->DeleteProject(project);
+  absl::MutexLock lock(&mu_);
+  deleting_projects_.erase(p);
+  deletion_done_.SignalAll();
+  if (!data.ok()) {
+    for (RunRecord& run : taken) {
+      auto key = std::make_pair(run.project, run.run_id);
+      runs_.emplace(std::move(key), std::move(run));
+    }
+    return data.status();
+  }
+  return RunDeletion{*data, taken.size()};
 }
 
 std::optional<RunRecord> RunStore::Get(std::string_view project,

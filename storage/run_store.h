@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -111,6 +112,12 @@ struct LineageSegment {
   uint64_t to_step = 0;
 };
 
+// What RunStore::DeleteRun / DeleteProject removed.
+struct RunDeletion {
+  DeleteResult data;         // points, series, chunks (Engine)
+  uint64_t run_records = 0;  // run metadata records
+};
+
 class RunStore {
  public:
   // Loads every run record of `engine`, which must outlive the store.
@@ -133,6 +140,23 @@ class RunStore {
   absl::StatusOr<RunRecord> Update(std::string_view project,
                                    std::string_view run_id,
                                    const RunUpdate& update);
+
+  // Right to erasure: deletes the run's points and its metadata record in
+  // one atomic write (Engine::DeleteRun) and forgets the run. A Create or
+  // Update of the run meanwhile waits for the deletion, so that it lands
+  // wholly before (and is deleted) or after it (a new, empty run).
+  // Forks of the run keep their own points; their lineage names the
+  // parent by run id, so the deleted steps read as absent, and as the new
+  // run's steps if the name is written again. NotFound if the run has
+  // neither metadata nor points; the engine's error (nothing deleted).
+  absl::StatusOr<RunDeletion> DeleteRun(std::string_view project,
+                                        std::string_view run_id);
+  // As DeleteRun for every run of `project` and the project itself
+  // (Engine::DeleteProject: also its watch rules and retention policy on
+  // disk). Returns what was deleted, all zero if the project had no run
+  // and no points (not an error: the per-project records may still have
+  // existed). The engine's error (nothing deleted).
+  absl::StatusOr<RunDeletion> DeleteProject(std::string_view project);
 
   std::optional<RunRecord> Get(std::string_view project,
                                std::string_view run_id) const;
@@ -158,10 +182,23 @@ class RunStore {
   // Constant after construction.
   Engine* const engine_;
 
+  // Waits while a deletion of the run (or its project) is under way, so
+  // that a create or update lands wholly before or after it.
+  void AwaitNoDeletionLocked(const std::string& project,
+                             const std::string& run_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   mutable absl::Mutex mu_;
   // (project, run id) -> record.
   absl::btree_map<std::pair<std::string, std::string>, RunRecord> runs_
       ABSL_GUARDED_BY(mu_);
+  // Deletions under way (the engine write happens without mu_: the engine
+  // calls commit observers, and the watch evaluator's stall check calls
+  // Get while holding its own lock). Signalled by deletion_done_.
+  absl::flat_hash_set<std::pair<std::string, std::string>> deleting_runs_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> deleting_projects_ ABSL_GUARDED_BY(mu_);
+  absl::CondVar deletion_done_;
 };
 
 // The binary encoding of a run record (the meta record's value); see

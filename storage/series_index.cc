@@ -1,5 +1,7 @@
 #include "storage/series_index.h"
 
+#include <algorithm>
+#include <iterator>
 #include <limits>
 
 #include "absl/hash/hash.h"
@@ -39,6 +41,19 @@ bool SeriesIndex::SeriesEq::operator()(const SeriesProbe& a,
 absl::Status SeriesIndex::LoadRecord(std::string_view key,
                                      std::string_view value) {
   absl::MutexLock lock(&mu_);
+  if (!key.empty() && key[0] == kIdHighWaterTag) {
+    if (key.size() != 1 || value.size() != 12) {
+      return absl::DataLossError("id high-water record: malformed");
+    }
+    max_project_ = std::max(max_project_, ReadBigEndian32(value.data()));
+    max_run_ = std::max(max_run_, ReadBigEndian32(value.data() + 4));
+    const SeriesId max_series = ReadBigEndian32(value.data() + 8);
+    if (max_series > (1u << 31)) {
+      return absl::DataLossError("id high-water record: bad series id");
+    }
+    if (entries_.size() < max_series) entries_.resize(max_series);
+    return absl::OkStatus();
+  }
   if (key.empty() || value.size() != 4) {
     return absl::DataLossError("index record: malformed");
   }
@@ -190,6 +205,69 @@ std::optional<SeriesRef> SeriesIndex::RefOf(SeriesId id) const {
   }
   const SeriesEntry& e = *entries_[id - 1];
   return SeriesRef{id, e.project, e.run, false};
+}
+
+std::vector<SeriesId> SeriesIndex::Remove(ProjectId project,
+                                          std::optional<RunId> run) {
+  absl::MutexLock lock(&mu_);
+  std::vector<SeriesId> removed;
+  if (auto it = series_by_project_.find(project);
+      it != series_by_project_.end()) {
+    std::erase_if(it->second, [&](SeriesId id) {
+      std::unique_ptr<SeriesEntry>& entry = entries_[id - 1];
+      if (run && entry->run != *run) return false;
+      series_.erase(id);  // hashes the entry: before it moves out
+      removed_.push_back(std::move(entry));
+      removed.push_back(id);
+      return true;
+    });
+    if (it->second.empty()) series_by_project_.erase(it);
+  }
+  std::sort(removed.begin(), removed.end());
+
+  // Index keys of what goes: R project [run-name], S project [run], P name.
+  const std::string runs_prefix = RunIndexKey(project, "");
+  std::string run_key;  // with `run`: its R key
+  for (auto it = runs_.begin(); it != runs_.end();) {
+    auto next = std::next(it);
+    if (it->first.starts_with(runs_prefix) && (!run || it->second == *run)) {
+      if (run) run_key = it->first;
+      run_names_.erase(it->second);
+      runs_.erase(it);
+    }
+    it = next;
+  }
+  std::string series_prefix(1, kSeriesTag);
+  AppendBigEndian32(project, &series_prefix);
+  if (run) AppendBigEndian32(*run, &series_prefix);
+  std::string project_key;
+  if (!run) {
+    // project_names_ only holds the projects loaded at open.
+    project_names_.erase(project);
+    for (auto it = projects_.begin(); it != projects_.end(); ++it) {
+      if (it->second != project) continue;
+      project_key = ProjectIndexKey(it->first);
+      projects_.erase(it);
+      break;
+    }
+  }
+  // Records not written yet must not be written at all.
+  std::erase_if(pending_, [&](const IndexRecord& r) {
+    if (r.key.starts_with(series_prefix)) return true;
+    if (run) return !run_key.empty() && r.key == run_key;
+    return r.key.starts_with(runs_prefix) ||
+           (!project_key.empty() && r.key == project_key);
+  });
+  return removed;
+}
+
+IndexRecord SeriesIndex::HighWaterRecord() const {
+  absl::ReaderMutexLock lock(&mu_);
+  IndexRecord record{IdHighWaterKey(), ""};
+  AppendBigEndian32(max_project_, &record.value);
+  AppendBigEndian32(max_run_, &record.value);
+  AppendBigEndian32(static_cast<uint32_t>(entries_.size()), &record.value);
+  return record;
 }
 
 const SeriesKey* SeriesIndex::KeyOf(SeriesId id) const {

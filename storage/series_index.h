@@ -46,7 +46,7 @@ class SeriesIndex {
   SeriesIndex(const SeriesIndex&) = delete;
   SeriesIndex& operator=(const SeriesIndex&) = delete;
 
-  // Restores one P/R/S record read from the index column family at open.
+  // Restores one P/R/S/N record read from the index column family at open.
   // Returns DataLossError for a malformed record. Not for concurrent use
   // with other methods (open is single-threaded).
   absl::Status LoadRecord(std::string_view key, std::string_view value);
@@ -68,6 +68,19 @@ class SeriesIndex {
   std::vector<SeriesId> SeriesOf(ProjectId project,
                                  std::optional<RunId> run) const;
   std::optional<SeriesRef> RefOf(SeriesId id) const;
+
+  // Forgets `run` of `project` (or, without `run`, the project and every
+  // run of it) and their series, and drops their queued records, so that
+  // the names resolve to new ids afterwards. Returns the series ids
+  // removed, in id order. Ids are never reused (see HighWaterRecord), and
+  // keys returned by KeyOf before stay valid for the index's lifetime
+  // (readers may still hold them); KeyOf and RefOf of a removed id return
+  // nothing.
+  std::vector<SeriesId> Remove(ProjectId project, std::optional<RunId> run);
+  // The record of the largest ids allocated so far: written with a
+  // deletion, so that a restart does not hand out a deleted run's or
+  // series' id again when it was the largest.
+  IndexRecord HighWaterRecord() const;
   // Returns nullptr for an unknown id. The key lives as long as the index.
   const SeriesKey* KeyOf(SeriesId id) const;
 
@@ -132,6 +145,8 @@ class SeriesIndex {
   ProjectId max_project_ ABSL_GUARDED_BY(mu_) = 0;
   RunId max_run_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<IndexRecord> pending_ ABSL_GUARDED_BY(mu_);
+  // Entries of removed series: kept so that their keys stay valid.
+  std::vector<std::unique_ptr<SeriesEntry>> removed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace stepdb::storage

@@ -43,9 +43,7 @@ absl::Status BadCondition(std::string_view text, std::string_view why) {
 }
 
 std::string RuleKey(std::string_view project, std::string_view id) {
-  std::string key(1, kWatchRuleTag);
-  key.append(project);
-  key.push_back('\0');
+  std::string key = ProjectMetaPrefix(kWatchRuleTag, project);
   key.append(id);
   return key;
 }
@@ -453,6 +451,7 @@ WatchEvaluator::SeriesState& WatchEvaluator::StateOf(SeriesId series) {
 void WatchEvaluator::OnCommit(std::span<const CommittedPoints> committed) {
   const int64_t now_ms = NowMs();
   absl::MutexLock lock(&state_mu_);
+  ForgetDeletedLocked();
   // Without rules there is nothing to match: keep no per-series state.
   if (rule_set_->projects.empty()) return;
   for (const CommittedPoints& c : committed) {
@@ -568,6 +567,7 @@ void WatchEvaluator::Emit(WatchEventKind kind, const Rule& rule,
 
 void WatchEvaluator::CheckStalled(int64_t now_ms) {
   absl::MutexLock lock(&state_mu_);
+  ForgetDeletedLocked();
   for (SeriesState* s : stall_watched_) {
     for (Binding& b : s->bindings) {
       const WatchCondition& c = b.rule->condition;
@@ -742,6 +742,46 @@ absl::Status WatchEvaluator::DeleteRule(std::string_view project,
   rules_.erase(it);
   PublishRules();
   return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> WatchEvaluator::DeleteProjectRules(
+    std::string_view project) {
+  absl::MutexLock lock(&rules_mu_);
+  std::vector<MetaWrite> writes;
+  for (const auto& [id, rule] : rules_) {
+    if (rule->spec.project == project) {
+      writes.push_back({RuleKey(project, id), std::nullopt});
+    }
+  }
+  if (writes.empty()) return 0;
+  if (auto s = engine_->WriteMeta(writes); !s.ok()) return s;
+  absl::erase_if(rules_, [&](const auto& entry) {
+    return entry.second->spec.project == project;
+  });
+  PublishRules();
+  return writes.size();
+}
+
+void WatchEvaluator::OnSeriesDeleted(std::span<const SeriesId> series) {
+  absl::MutexLock lock(&deleted_mu_);
+  deleted_.insert(deleted_.end(), series.begin(), series.end());
+  has_deleted_.store(true, std::memory_order_release);
+}
+
+void WatchEvaluator::ForgetDeletedLocked() {
+  if (!has_deleted_.load(std::memory_order_acquire)) return;
+  std::vector<SeriesId> deleted;
+  {
+    absl::MutexLock lock(&deleted_mu_);
+    deleted.swap(deleted_);
+    has_deleted_.store(false, std::memory_order_relaxed);
+  }
+  for (SeriesId id : deleted) {
+    auto it = series_.find(id);
+    if (it == series_.end()) continue;
+    stall_watched_.erase(it->second.get());
+    series_.erase(it);
+  }
 }
 
 // ---- events -----------------------------------------------------------------

@@ -21,6 +21,7 @@
 #ifndef STEPDB_STORAGE_WATCH_H_
 #define STEPDB_STORAGE_WATCH_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -142,6 +143,11 @@ class WatchEvaluator final : public CommitObserver {
   // NotFound for an unknown rule; the engine's write error.
   absl::Status DeleteRule(std::string_view project, std::string_view id);
 
+  // Deletes every rule of `project` (durably, then in memory) and returns
+  // how many there were: the rule side of a project deletion. Idempotent
+  // with Engine::DeleteProject, which deletes the records too. Returns the
+  // engine's write error (nothing changed then).
+  absl::StatusOr<size_t> DeleteProjectRules(std::string_view project);
   // Events of `project` (and `run`, unless empty) with seq > after_seq, in
   // seq order, at most `limit`. *scanned_through is the seq up to which
   // the log was examined (events past it may exist: read again from
@@ -163,6 +169,12 @@ class WatchEvaluator final : public CommitObserver {
 
   // CommitObserver.
   void OnCommit(std::span<const CommittedPoints> committed) override;
+  // Forgets the evaluation state of deleted series, so that a `stalled`
+  // rule does not fire for them. Their stored events are kept. Only queues
+  // the ids: the engine calls this while the run store's mutex may be
+  // held, which the stall check takes under state_mu_; the next commit or
+  // stall check drops the states first thing.
+  void OnSeriesDeleted(std::span<const SeriesId> series) override;
 
  private:
   struct Rule;
@@ -183,6 +195,8 @@ class WatchEvaluator final : public CommitObserver {
             uint64_t step, double value, int64_t time_ms, int64_t now_ms,
             std::string message);
   void CheckStalled(int64_t now_ms);
+  // Drops the states of the series queued by OnSeriesDeleted.
+  void ForgetDeletedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
   absl::Duration StallTick() const;
   void BackgroundLoop();
   absl::Status ReadStoredEvents(std::string_view project, std::string_view run,
@@ -211,6 +225,11 @@ class WatchEvaluator final : public CommitObserver {
       ABSL_GUARDED_BY(state_mu_);
   // Series with a `stalled` binding, for the timer.
   absl::flat_hash_set<SeriesState*> stall_watched_ ABSL_GUARDED_BY(state_mu_);
+  // Deleted series whose state is still to be dropped. Lock order:
+  // state_mu_ before deleted_mu_.
+  absl::Mutex deleted_mu_;
+  std::vector<SeriesId> deleted_ ABSL_GUARDED_BY(deleted_mu_);
+  std::atomic<bool> has_deleted_{false};  // deleted_ is not empty
 
   // The event log. Lock order: state_mu_ before events_mu_.
   mutable absl::Mutex events_mu_;

@@ -340,7 +340,8 @@ class AuthServerTest : public ::testing::Test {
     query::WatchServiceOptions watch_options;
     watch_options.authorizer = authorizer_.get();
     watch_service_ = std::make_unique<query::WatchService>(watch_.get(), watch_options);
-    admin_ = std::make_unique<query::AdminService>(engine_.get(), authorizer_.get());
+    admin_ = std::make_unique<query::AdminService>(engine_.get(), authorizer_.get(),
+                                                   runs_.get(), watch_.get());
     retention_ = std::make_unique<auth::RetentionPolicies>(engine_.get(),
                                                          auth::SystemClock());
     auth_ = std::make_unique<auth::AuthService>(authorizer_.get(), retention_.get());
@@ -363,6 +364,7 @@ class AuthServerTest : public ::testing::Test {
     watch_service_->Shutdown();
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
+    admin_.reset();
     watch_.reset();
     engine_.reset();
   }
@@ -604,6 +606,17 @@ TEST_F(AuthServerTest, EveryRpcForEveryCaller) {
          return v1::Admin::NewStub(Channel(c))->Compact(&ctx, {}, &resp).error_code();
        },
        {UNAUTH, DENIED, DENIED, DENIED, DENIED, UNAUTH, OK}},
+      {"Admin.DeleteRun",
+       [&](Caller c) {
+         grpc::ClientContext ctx;
+         v1::DeleteRunRequest req;
+         req.set_project("proj");
+         req.set_run("no-such-run");
+         v1::DeleteResponse resp;
+         return v1::Admin::NewStub(Channel(c))->DeleteRun(&ctx, req, &resp).error_code();
+       },
+       // The project's admin passes the check, as does a global admin.
+       {UNAUTH, DENIED, DENIED, DENIED, NOT_FOUND, UNAUTH, NOT_FOUND}},
       {"Auth.CreateToken",
        [&](Caller c) {
          grpc::ClientContext ctx;
@@ -670,6 +683,17 @@ TEST_F(AuthServerTest, EveryRpcForEveryCaller) {
              .error_code();
        },
        {UNAUTH, DENIED, DENIED, DENIED, DENIED, UNAUTH, OK}},
+      // Last: the project's admin deletes "proj" (its tokens stay valid),
+      // after which a global admin finds nothing left to delete.
+      {"Admin.DeleteProject",
+       [&](Caller c) {
+         grpc::ClientContext ctx;
+         v1::DeleteProjectRequest req;
+         req.set_project("proj");
+         v1::DeleteResponse resp;
+         return v1::Admin::NewStub(Channel(c))->DeleteProject(&ctx, req, &resp).error_code();
+       },
+       {UNAUTH, DENIED, DENIED, DENIED, OK, UNAUTH, NOT_FOUND}},
   };
   const Caller callers[] = {Caller::kNone,  Caller::kWrongProject, Caller::kRead,
                             Caller::kWrite, Caller::kAdmin,        Caller::kRevoked,
@@ -827,6 +851,55 @@ TEST_F(AuthServerTest, DenialsAndAdminActionsAreAudited) {
   EXPECT_EQ(created.outcome(), "ok");
   EXPECT_THAT(created.detail(), HasSubstr("scope write"));
   EXPECT_GT(created.time_ms(), 0);
+}
+
+TEST_F(AuthServerTest, DeletionIsAuditedWithWhatWasDeleted) {
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteRunRequest req;
+    req.set_project("proj");
+    req.set_run("r");
+    v1::DeleteResponse resp;
+    ASSERT_TRUE(v1::Admin::NewStub(Channel(Caller::kAdmin))->DeleteRun(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.points(), 1u);
+  }
+  {
+    // Refused deletions are audited too, and delete nothing.
+    grpc::ClientContext ctx;
+    v1::DeleteProjectRequest req;
+    req.set_project("other");
+    v1::DeleteResponse resp;
+    EXPECT_EQ(v1::Admin::NewStub(Channel(Caller::kWrite))->DeleteProject(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  grpc::ClientContext ctx;
+  v1::ReadAuditRequest req;
+  req.set_verify(true);
+  v1::ReadAuditResponse resp;
+  ASSERT_TRUE(v1::Auth::NewStub(Channel(Caller::kGlobal))->ReadAudit(&ctx, req, &resp).ok());
+  EXPECT_TRUE(resp.intact()) << resp.verify_message();
+  std::string_view admin_id, secret;
+  auth::ParseToken(tokens_[Caller::kAdmin], &admin_id, &secret);
+  const v1::AuditEntry* deleted = nullptr;
+  const v1::AuditEntry* refused = nullptr;
+  for (const v1::AuditEntry& e : resp.entries()) {
+    if (e.rpc() == "Admin.DeleteRun" && e.outcome() == "ok") deleted = &e;
+    if (e.rpc() == "Admin.DeleteProject") refused = &e;
+  }
+  ASSERT_NE(deleted, nullptr);
+  EXPECT_EQ(deleted->token_id(), admin_id);
+  EXPECT_EQ(deleted->project(), "proj");
+  EXPECT_THAT(deleted->detail(), HasSubstr("run \"r\""));
+  EXPECT_THAT(deleted->detail(), HasSubstr("1 points"));
+  ASSERT_NE(refused, nullptr);
+  EXPECT_EQ(refused->outcome(), "denied");
+  EXPECT_EQ(refused->project(), "other");
+  // "other" is untouched.
+  bool truncated = false;
+  storage::SeriesFilter other{"other", std::nullopt, std::nullopt, {}, {}};
+  EXPECT_EQ(engine_->ListSeries(other, 0, &truncated).size(), 1u);
+  storage::SeriesFilter proj{"proj", std::nullopt, std::nullopt, {}, {}};
+  EXPECT_TRUE(engine_->ListSeries(proj, 0, &truncated).empty());
 }
 
 }  // namespace

@@ -241,6 +241,35 @@ TEST_F(CliTest, RunsAreCreatedFilteredShownAndForked) {
   EXPECT_EQ(lines[3].substr(lines[3].size() - 2), ",7");
 }
 
+TEST_F(CliTest, DeleteRunNeedsConfirmationThenDeletes) {
+  ASSERT_EQ(RunCommand(Stepctl("write --project p --run gone --metric loss "
+                               "--point 1:0.5 --point 2:0.25"))
+                .exit_code,
+            0);
+  ASSERT_EQ(RunCommand(Stepctl("write --project p --run kept --metric loss --point 1:1"))
+                .exit_code,
+            0);
+  // Not a terminal and no --yes: refused, nothing deleted.
+  CommandResult refused =
+      RunCommand(Stepctl("admin delete-run --project p --run gone < /dev/null"));
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(RunCommand(Stepctl("series --project p")).out, HasSubstr("gone"));
+
+  CommandResult deleted = RunCommand(
+      Stepctl("admin delete-run --project p --run gone --yes --format json"));
+  ASSERT_EQ(deleted.exit_code, 0) << deleted.out;
+  EXPECT_THAT(deleted.out, HasSubstr("\"points\": 2"));
+  const std::string series = RunCommand(Stepctl("series --project p")).out;
+  EXPECT_THAT(series, ::testing::Not(HasSubstr("gone")));
+  EXPECT_THAT(series, HasSubstr("kept"));
+  // Again: nothing left to delete.
+  EXPECT_EQ(RunCommand(Stepctl("admin delete-run --project p --run gone --yes")).exit_code, 1);
+
+  EXPECT_EQ(RunCommand(Stepctl("admin delete-project --project p --yes")).exit_code, 0);
+  EXPECT_THAT(RunCommand(Stepctl("series --project p")).out,
+              ::testing::Not(HasSubstr("kept")));
+}
+
 TEST_F(CliTest, TailPrintsPointsAsTheyAreWritten) {
   ASSERT_EQ(RunCommand(Stepctl("write --project p --run r --metric loss "
                                "--point 1:0.5 --point 2:0.25"))

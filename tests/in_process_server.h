@@ -46,13 +46,14 @@ class InProcessServer {
     engine_->AddCommitObserver(tail_.get());
     query_ = std::make_unique<query::QueryService>(
         engine_.get(), query::QueryOptions{}, runs_.get(), tail_.get());
-    admin_ = std::make_unique<query::AdminService>(engine_.get());
     auto watch = storage::WatchEvaluator::Open(engine_.get(), runs_.get(),
                                                watch_options);
     EXPECT_TRUE(watch.ok()) << watch.status();
     if (!watch.ok()) return;
     watch_ = std::move(*watch);
     engine_->AddCommitObserver(watch_.get());
+    admin_ = std::make_unique<query::AdminService>(engine_.get(), nullptr,
+                                                   runs_.get(), watch_.get());
     watch_service_ = std::make_unique<query::WatchService>(watch_.get());
     grpc::ServerBuilder builder;
     int port = 0;
@@ -70,6 +71,7 @@ class InProcessServer {
     ingest_stub = v1::Ingest::NewStub(channel_);
     query_stub = v1::Query::NewStub(channel_);
     watch_stub = v1::Watch::NewStub(channel_);
+    admin_stub = v1::Admin::NewStub(channel_);
   }
 
   ~InProcessServer() {
@@ -82,6 +84,7 @@ class InProcessServer {
     }
     if (tail_ != nullptr) engine_->RemoveCommitObserver(tail_.get());
     if (watch_ != nullptr) engine_->RemoveCommitObserver(watch_.get());
+    admin_.reset();  // joins running deletions, which use watch_ and engine_
     watch_.reset();
     engine_.reset();
   }
@@ -95,6 +98,7 @@ class InProcessServer {
   std::unique_ptr<v1::Ingest::Stub> ingest_stub;
   std::unique_ptr<v1::Query::Stub> query_stub;
   std::unique_ptr<v1::Watch::Stub> watch_stub;
+  std::unique_ptr<v1::Admin::Stub> admin_stub;
 
  private:
   std::unique_ptr<storage::Engine> engine_;
