@@ -143,9 +143,14 @@ BENCHMARK(BM_RawRangeRead_Grpc)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The aggregate's store: a cluster of 64 nodes x 8 GPUs logging gpu/util
 // every step for 100,000 steps (512 series, 51.2 M points), sealed, plus the
-// last 300 steps of each series in the head (a live run).
+// last 300 steps of each series in the head (a live run). A second store
+// has 8 nodes x 8 GPUs over 1,000,000 steps (64 series, 64 M points: the
+// 512-series version would take ~10 minutes to build on the benchmark
+// machine, and its read scales with the series count).
 constexpr uint64_t kAggSteps = 100'000;
 constexpr int kNodes = 64, kGpus = 8;
+constexpr uint64_t kLongSteps = 1'000'000;
+constexpr int kLongNodes = 8;
 
 struct AggStore {
   std::string dir;
@@ -153,10 +158,12 @@ struct AggStore {
   std::unique_ptr<query::QueryService> query;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<v1::Query::Stub> stub;
+  uint64_t series_count = 0;
 
-  AggStore() {
+  AggStore(int nodes, uint64_t steps) {
     dir = (std::filesystem::temp_directory_path() /
-           ("stepdb-agg-bench-" + std::to_string(::getpid())))
+           ("stepdb-agg-bench-" + std::to_string(::getpid()) + "-" +
+            std::to_string(steps)))
               .string();
     std::filesystem::remove_all(dir);
     storage::EngineOptions options;
@@ -164,7 +171,7 @@ struct AggStore {
     options.sync = false;
     engine = std::move(*storage::Engine::Open(options));
     std::vector<storage::SeriesId> ids;
-    for (int n = 0; n < kNodes; ++n) {
+    for (int n = 0; n < nodes; ++n) {
       for (int g = 0; g < kGpus; ++g) {
         ids.push_back(*engine->ResolveSeries(
             {"bench", "run", "gpu/util",
@@ -189,9 +196,10 @@ struct AggStore {
         if (!engine->Append(std::move(batch)).ok()) std::abort();
       }
     };
-    write(0, kAggSteps - 300);
+    write(0, steps - 300);
     if (!engine->Compact().ok()) std::abort();
-    write(kAggSteps - 300, kAggSteps);
+    write(steps - 300, steps);
+    series_count = ids.size();
     query = std::make_unique<query::QueryService>(engine.get(), query::QueryOptions{});
     stub = v1::Query::NewStub(bench::ServeOnLoopback({query.get()}, &server));
   }
@@ -202,40 +210,89 @@ struct AggStore {
   }
 
   static AggStore& Get() {
-    static AggStore* store = new AggStore();  // lives until exit
+    static AggStore* store = new AggStore(kNodes, kAggSteps);  // until exit
+    return *store;
+  }
+  static AggStore& GetLong() {
+    static AggStore* store = new AggStore(kLongNodes, kLongSteps);
     return *store;
   }
 };
 
-v1::AggregateRequest AggRequest(uint32_t buckets) {
+v1::AggregateRequest AggRequest(uint32_t buckets, uint64_t steps = kAggSteps) {
   v1::AggregateRequest request;
   request.set_project("bench");
   request.set_metric("gpu/util");
   request.set_fn(v1::AggregateRequest::MEAN);
   request.mutable_steps()->mutable_from()->set_whole(0);
-  request.mutable_steps()->mutable_to()->set_whole(kAggSteps - 1);
+  request.mutable_steps()->mutable_to()->set_whole(steps - 1);
   request.set_buckets(buckets);
   return request;
 }
 
 // Mean across the 512 series into N buckets, in the engine (query/aggregate,
-// no gRPC). With 1000 buckets a bucket is 128 steps and a sealed chunk 1024,
-// so every chunk is decoded; with 100 buckets (1024 steps) every chunk is
-// merged from its header.
-void BM_Aggregate_Engine(benchmark::State& state) {
-  AggStore& store = AggStore::Get();
-  const v1::AggregateRequest request = AggRequest(static_cast<uint32_t>(state.range(0)));
+// no gRPC). With 1000 buckets a bucket is 128 steps, one rollup piece of a
+// 1024-step chunk; with 100 buckets (1024 steps) a bucket is a whole chunk
+// (8 pieces). Either way no chunk is read but the head.
+void RunAggregate(benchmark::State& state, const AggStore& store,
+                  uint64_t steps) {
+  const v1::AggregateRequest request =
+      AggRequest(static_cast<uint32_t>(state.range(0)), steps);
+  query::AggregateLimits limits;
+  limits.read_threads = static_cast<uint32_t>(state.range(1));
   v1::AggregateResponse response;
   for (auto _ : state) {
-    if (!query::Aggregate(*store.engine, request, {}, &response).ok()) {
+    if (!query::Aggregate(*store.engine, request, limits, &response).ok()) {
       state.SkipWithError("aggregate failed");
     }
   }
   state.counters["buckets"] = response.groups(0).buckets_size();
   state.counters["series"] = static_cast<double>(response.groups(0).series_count());
-  state.SetItemsProcessed(state.iterations() * kNodes * kGpus * kAggSteps);
+  state.SetItemsProcessed(state.iterations() * store.series_count * steps);
 }
-BENCHMARK(BM_Aggregate_Engine)->Arg(1000)->Arg(100)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_Aggregate_Engine(benchmark::State& state) {
+  RunAggregate(state, AggStore::Get(), kAggSteps);
+}
+// Args: buckets, read threads.
+BENCHMARK(BM_Aggregate_Engine)
+    ->Args({1000, 1})
+    ->Args({1000, 2})
+    ->Args({100, 1})
+    ->Args({100, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Mean across 64 series of 1,000,000 steps into 1000 buckets (1024 steps:
+// every piece of every chunk is merged).
+void BM_Aggregate_Engine_1MSteps(benchmark::State& state) {
+  RunAggregate(state, AggStore::GetLong(), kLongSteps);
+}
+BENCHMARK(BM_Aggregate_Engine_1MSteps)
+    ->Args({1000, 1})
+    ->Args({1000, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// A chart of the 1M-point series on the time axis (1000 buckets of ~500 s,
+// each about a chunk wide but not aligned with chunks: pieces serve the
+// inside of each bucket, chunks at bucket edges are decoded).
+void BM_ChartRead_Engine_Time(benchmark::State& state) {
+  Store& store = Store::Get();
+  storage::ReadRange range;
+  range.times = {1'700'000'000'000,
+                 1'700'000'000'000 + 500 * static_cast<int64_t>(kPoints - 1)};
+  storage::BucketReadStats stats;
+  for (auto _ : state) {
+    auto result = storage::ReadBuckets(*store.engine, store.series,
+                                       storage::Axis::kTime, range, 1000,
+                                       &stats);
+    if (!result.ok()) state.SkipWithError("read failed");
+  }
+  state.counters["chunks_decoded"] = static_cast<double>(stats.chunks_decoded);
+  state.counters["pieces_merged"] = static_cast<double>(stats.pieces_merged);
+}
+BENCHMARK(BM_ChartRead_Engine_Time)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The same end to end: a gRPC client on loopback.
 void BM_Aggregate_Grpc(benchmark::State& state) {

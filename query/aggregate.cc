@@ -7,10 +7,12 @@
 #include <set>
 #include <span>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "proto/wire_convert.h"
 #include "storage/downsample.h"
@@ -182,6 +184,53 @@ class CountVisitor : public storage::ChunkVisitor {
  private:
   uint64_t points_ = 0;
 };
+
+// Reads the buckets of each of `series` (ReadBuckets on the request's grid)
+// and hands them to `fold` in series order. Reads of a batch of series run
+// on up to `threads` threads (the calling one included), as they are
+// independent; folding stays on the calling thread and in order, so the
+// answer does not depend on the thread count (floating-point sums are
+// added in the same order). Stops at the first error of a read or fold.
+absl::Status ReadEach(
+    const storage::Engine& engine, std::span<const SeriesRef> series,
+    const RangeSpec& spec, const ReadRange& range, uint32_t buckets,
+    uint32_t threads, storage::BucketReadStats* stats,
+    absl::FunctionRef<absl::Status(const std::vector<storage::Bucket>&)>
+        fold) {
+  // A batch's answers are held at once: 64 series x 1000 buckets is ~6 MB.
+  constexpr size_t kBatch = 64;
+  threads = std::clamp<uint32_t>(threads, 1, 16);
+  std::vector<absl::StatusOr<std::vector<storage::Bucket>>> results(
+      std::min(kBatch, series.size()));
+  std::vector<storage::BucketReadStats> read(results.size());
+  for (size_t base = 0; base < series.size(); base += kBatch) {
+    const size_t n = std::min(kBatch, series.size() - base);
+    // Worker t reads the series t, t + threads, ... of the batch.
+    auto work = [&](size_t t) {
+      for (size_t i = t; i < n; i += threads) {
+        results[i] = storage::ReadBuckets(engine, series[base + i].id,
+                                          spec.axis, range, buckets, &read[i]);
+      }
+    };
+    std::vector<std::thread> workers;
+    for (size_t t = 1; t < std::min<size_t>(threads, n); ++t) {
+      workers.emplace_back(work, t);
+    }
+    work(0);
+    for (std::thread& w : workers) w.join();
+    for (size_t i = 0; i < n; ++i) {
+      if (!results[i].ok()) return results[i].status();
+      if (stats != nullptr) {
+        stats->pieces_merged += read[i].pieces_merged;
+        stats->chunks_merged += read[i].chunks_merged;
+        stats->chunks_decoded += read[i].chunks_decoded;
+        stats->head_points += read[i].head_points;
+      }
+      if (absl::Status s = fold(*results[i]); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ResourceExhausted(std::string_view what, uint64_t limit,
                                std::string_view flag, std::string_view hint) {
@@ -361,30 +410,26 @@ absl::Status Aggregate(const storage::Engine& engine,
     }
     std::fill(cells.begin(), cells.end(), Cell{});
     ranked.clear();
-    for (size_t i = begin; i < end; ++i) {
-      storage::BucketReadStats read;
-      auto buckets = storage::ReadBuckets(engine, series[i].id, spec->axis,
-                                          range, request.buckets(), &read);
-      if (!buckets.ok()) return buckets.status();
-      if (stats != nullptr) {
-        stats->chunks_merged += read.chunks_merged;
-        stats->chunks_decoded += read.chunks_decoded;
-        stats->head_points += read.head_points;
-      }
-      for (const storage::Bucket& b : *buckets) {
-        const size_t index = grid->IndexOf(b);
-        Fold(fn, b, cells[index]);
-        if (IsPercentile(fn) && std::isfinite(b.last)) {
-          ranked.emplace_back(static_cast<uint32_t>(index), b.last);
-        }
-      }
-      if (ranked.size() > limits.max_cells) {
-        return ResourceExhausted(
-            "aggregate: a percentile holds more values (series x buckets)",
-            limits.max_cells, "max_aggregate_cells",
-            "use fewer buckets or group more finely");
-      }
-    }
+    absl::Status folded = ReadEach(
+        engine, std::span(series).subspan(begin, end - begin), *spec, range,
+        request.buckets(), limits.read_threads, stats,
+        [&](const std::vector<storage::Bucket>& buckets) -> absl::Status {
+          for (const storage::Bucket& b : buckets) {
+            const size_t index = grid->IndexOf(b);
+            Fold(fn, b, cells[index]);
+            if (IsPercentile(fn) && std::isfinite(b.last)) {
+              ranked.emplace_back(static_cast<uint32_t>(index), b.last);
+            }
+          }
+          if (ranked.size() > limits.max_cells) {
+            return ResourceExhausted(
+                "aggregate: a percentile holds more values (series x buckets)",
+                limits.max_cells, "max_aggregate_cells",
+                "use fewer buckets or group more finely");
+          }
+          return absl::OkStatus();
+        });
+    if (!folded.ok()) return folded;
     // By bucket, then value: each bucket's values come out ranked.
     std::sort(ranked.begin(), ranked.end());
     size_t r = 0;

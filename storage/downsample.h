@@ -3,13 +3,16 @@
 // the NaN/+Inf/-Inf counts. What a chart of ~1000 pixels needs from a series
 // of a million points, without hiding a spike (min/max) or a NaN (counts).
 //
-// The read merges the header summaries of sealed chunks that lie wholly in
-// one bucket (ChunkSummary: no decoding), and decodes only the chunks that
-// straddle a bucket edge or the range, plus the head. The result equals a
-// point-by-point scan of Engine::Read output, except that `sum` adds a
-// merged chunk's partial sum (itself added in point order) instead of its
-// points one by one, so it may differ from a naive running sum in the last
-// bits (floating-point addition is not associative).
+// The read walks the rollup records of the sealed chunks
+// (Engine::ScanRollups, storage/rollup.h): a piece (1/8 of a chunk window,
+// 128 steps for the usual chunks) that lies wholly in one bucket is merged
+// from its aggregates; only chunks with a piece straddling a bucket edge or
+// the range are read and decoded (and only those pieces' points added),
+// plus the head. The result equals a point-by-point scan of Engine::Read
+// output, except that `sum` adds a merged piece's partial sum (itself added
+// in point order) instead of its points one by one, so it may differ from a
+// naive running sum in the last bits (floating-point addition is not
+// associative).
 //
 // Thread-safety: the functions are thread-safe (Engine is).
 #ifndef STEPDB_STORAGE_DOWNSAMPLE_H_
@@ -133,8 +136,11 @@ class BucketGrid {
 
 // How a read used the chunks it visited (for tests and metrics).
 struct BucketReadStats {
-  uint64_t chunks_merged = 0;   // whole chunks taken from their summary
-  uint64_t chunks_decoded = 0;  // chunks decoded point by point
+  uint64_t pieces_merged = 0;   // rollup pieces taken whole
+  uint64_t chunks_merged = 0;   // chunks whose pieces were all merged (or
+                                // outside the range): no chunk bytes read
+  uint64_t chunks_decoded = 0;  // chunks read and decoded (some piece
+                                // straddled a bucket edge or the range)
   uint64_t head_points = 0;     // head points added
 };
 
@@ -151,10 +157,10 @@ struct BucketReadStats {
 //     (W = floor((to - from) / 1'000'000) + 1 whole steps in [from, to])
 //     for which the grid below needs at most max_buckets buckets. Bucket i
 //     is [o + i*w, o + (i+1)*w - 1] clipped to [from, to], with o = from
-//     rounded down to a multiple of w. The engine cuts sealed chunks at
-//     aligned power-of-two windows, so a chunk lies in one bucket and its
-//     header aggregates serve without decoding (1e6 points into 1000
-//     buckets: 977 buckets of 1024 steps).
+//     rounded down to a multiple of w. The engine cuts sealed chunks and
+//     their rollup pieces at aligned power-of-two windows, so a piece lies
+//     in one bucket and its aggregates serve without decoding (1e6 points
+//     into 1000 buckets: 977 buckets of 1024 steps, 8 pieces each).
 //   - kTime: w = ceil((to - from + 1) / max_buckets) milliseconds, and
 //     kStep otherwise (a fractional `from`, or less than one step):
 //     w = ceil((to - from + 1) / max_buckets) micro-steps; bucket i is
@@ -162,9 +168,11 @@ struct BucketReadStats {
 // Empty buckets are omitted: the result holds the non-empty buckets in
 // axis order (empty if no point is in range).
 //
-// Sealed chunks lying wholly inside one bucket and inside `range` whose
-// header carries value statistics are merged from their summary without
-// being decoded; all others are decoded. `stats`, if not null, receives how.
+// Rollup pieces lying wholly inside one bucket and inside `range` are
+// merged from their aggregates; chunks holding any other piece that
+// overlaps the range are decoded. On the step axis, buckets of at least 1/8
+// of the chunk window (whole steps, aligned as above) decode only the
+// chunks at the range's edges. `stats`, if not null, receives how.
 //
 // Returns InvalidArgumentError if max_buckets is 0 or above kMaxBuckets, or
 // the axis interval has from > to; NotFoundError for an unknown series;

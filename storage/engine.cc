@@ -174,6 +174,46 @@ void EncodeFragment(std::span<const uint64_t> steps,
   internal::EncodeChunkV1(steps, times_ms, values, out);
 }
 
+// The aligned step window that chunks of these points are cut at: a power
+// of two (in whole steps when the points are at least a step apart) of
+// about `chunk_points` points. Aligned chunks are what lets a chart read
+// take a bucket's aggregates from a chunk's rollup pieces instead of
+// decoding.
+uint64_t ChunkWindow(std::span<const uint64_t> steps, size_t chunk_points) {
+  const uint64_t n = steps.size();
+  const uint64_t span = n < 2 ? 0 : steps.back() - steps.front();
+  const uint64_t delta = n < 2 ? kMicrosPerStep : std::max<uint64_t>(1, span / (n - 1));
+  constexpr uint64_t kMaxWindow = uint64_t{1} << 62;
+  if (delta >= kMicrosPerStep) {
+    const uint64_t whole = (delta + kMicrosPerStep - 1) / kMicrosPerStep;
+    const uint64_t window_steps = std::bit_ceil(std::min<uint64_t>(
+        whole * chunk_points, kMaxWindow / kMicrosPerStep));
+    return window_steps * kMicrosPerStep;
+  }
+  return std::bit_ceil(std::min<uint64_t>(delta * chunk_points, kMaxWindow));
+}
+
+// Rollup pieces are cut at 1/8 of the chunk window: 128 steps for the usual
+// 1024-step chunks, so that a 1000-bucket chart of 100,000 steps (buckets of
+// 128 steps) is served from pieces.
+constexpr uint64_t kPiecesPerWindow = 8;
+
+// Appends to *batch the rollup record of the chunk of `points` keyed at
+// their first step.
+void PutRollup(rocksdb::WriteBatch* batch, rocksdb::ColumnFamilyHandle* cf,
+               std::string_view series_prefix, std::span<const uint64_t> steps,
+               std::span<const int64_t> times_ms,
+               std::span<const double> values, uint64_t window,
+               std::vector<RollupPiece>* pieces, std::string* encoded) {
+  pieces->clear();
+  BuildRollupPieces(steps, times_ms, values,
+                    std::max<uint64_t>(1, window / kPiecesPerWindow), pieces);
+  encoded->clear();
+  EncodeRollup(*pieces, steps.front(), encoded);
+  batch->Put(cf, RollupKey(series_prefix, kChunkPiecesTier, steps.front()),
+             *encoded);
+}
+
 PointSpan AsSpan(const PointColumns& p) {
   return {p.steps, p.times_ms, p.values};
 }
@@ -335,6 +375,17 @@ class Engine::Impl {
         options_.rocksdb_memtable_bytes / 3, 1 << 20));
     rocksdb::ColumnFamilyOptions chunk_options = family_options;
     rocksdb::ColumnFamilyOptions meta_options = family_options;
+    // Rollups keep their own cache (EngineOptions::rollup_cache_bytes),
+    // so that chart reads do not evict the index and chunk blocks.
+    rocksdb::ColumnFamilyOptions rollup_options = family_options;
+    // Rollup records are floats and varints that zstd shrinks by a third;
+    // reads hit the block cache, which holds blocks uncompressed.
+    rollup_options.compression = rocksdb::kZSTD;
+    rocksdb::BlockBasedTableOptions rollup_table;
+    rollup_table.block_cache =
+        rocksdb::NewLRUCache(options_.rollup_cache_bytes);
+    rollup_options.table_factory.reset(
+        rocksdb::NewBlockBasedTableFactory(rollup_table));
     // Chunks are compressed by our codecs; a second compression pass would
     // cost CPU and win little.
     chunk_options.compression = rocksdb::kNoCompression;
@@ -345,6 +396,7 @@ class Engine::Impl {
         {kHeadLogFamily, head_options},
         {kChunksFamily, chunk_options},
         {kMetaFamily, meta_options},
+        {kRollupsFamily, rollup_options},
     };
     std::error_code ec;
     std::filesystem::create_directories(options_.data_dir, ec);
@@ -357,6 +409,7 @@ class Engine::Impl {
     head_log_cf_ = families_[2];
     chunks_cf_ = families_[3];
     meta_cf_ = families_[4];
+    rollups_cf_ = families_[5];
     if (auto st = Recover(); !st.ok()) return st;
     committer_ = std::thread([this] { CommitLoop(); });
     sealer_ = std::thread([this] { SealLoop(); });
@@ -582,6 +635,10 @@ class Engine::Impl {
         if (!summary.ok()) return summary.status();
         if (summary->max_time_ms < cutoff_ms) {
           batch.Delete(chunks_cf_, it->key());
+          batch.Delete(rollups_cf_,
+                       RollupKey(prefix_bytes, kChunkPiecesTier,
+                                 ReadBigEndian64(it->key().data() +
+                                                 kSeriesPrefixSize)));
           points += summary->count;
           ++chunks;
         } else if (!first_kept) {
@@ -942,6 +999,7 @@ class Engine::Impl {
       }
     }
     if (auto s = FromRocks(it->status(), "read index"); !s.ok()) return s;
+    if (auto s = BuildMissingRollups(); !s.ok()) return s;
 
     absl::MutexLock lock(&states_mu_);
     for (SeriesId id = 1; id <= index_.max_series_id(); ++id) {
@@ -1091,30 +1149,173 @@ class Engine::Impl {
  public:
   absl::Status Scan(SeriesId id, const ReadRange& range,
                     ChunkVisitor& visitor) const {
+    return AtOneMoment(
+        id, range,
+        [&](const SeriesState& state, const rocksdb::Snapshot* snapshot) {
+          return VisitChunks(
+              state, snapshot, range.steps.from, range.steps.to, &range.times,
+              [&](const ChunkSummary& summary,
+                  std::string_view chunk) -> absl::StatusOr<bool> {
+                return visitor.OnChunk(summary, chunk);
+              });
+        },
+        [&](const PointColumns& head) { visitor.OnHead(head); });
+  }
+
+  // Implements Engine::ScanRollups: as Scan, over the rollup records, with
+  // a chunk read (same snapshot) only when the visitor asks for it.
+  absl::Status ScanRollups(SeriesId id, const ReadRange& range,
+                           RollupVisitor& visitor) const {
+    return AtOneMoment(
+        id, range,
+        [&](const SeriesState& state, const rocksdb::Snapshot* snapshot) {
+          return VisitRollups(state, snapshot, range, visitor);
+        },
+        [&](const PointColumns& head) { visitor.OnHead(head); });
+  }
+
+ private:
+  // Runs `sealed` over the series' sealed data at a snapshot, then (if it
+  // succeeded) `head` with the head's points in range, both as of one
+  // moment: the snapshot is taken and the head copied under the series
+  // mutex, which a seal holds while it moves points from head to chunk, so
+  // a reader sees each point exactly once.
+  absl::Status AtOneMoment(
+      SeriesId id, const ReadRange& range,
+      absl::FunctionRef<absl::Status(const SeriesState&,
+                                     const rocksdb::Snapshot*)>
+          sealed,
+      absl::FunctionRef<void(const PointColumns&)> head_visitor) const {
     const SeriesState* state = State(id);
     if (state == nullptr) return absl::NotFoundError("unknown series");
     PointColumns head, all;
     const rocksdb::Snapshot* snapshot;
     {
-      // As in Read: one consistent moment for the chunks and the head.
       absl::ReaderMutexLock lock(&state->mu);
       if (auto s = state->head.Decode(&all); !s.ok()) return s;
       snapshot = db_->GetSnapshot();
     }
     AppendInRange(all, range, &head);
-    absl::Status status = VisitChunks(
-        *state, snapshot, range.steps.from, range.steps.to, &range.times,
-        [&](const ChunkSummary& summary,
-            std::string_view chunk) -> absl::StatusOr<bool> {
-          return visitor.OnChunk(summary, chunk);
-        });
+    absl::Status status = sealed(*state, snapshot);
     db_->ReleaseSnapshot(snapshot);
     if (!status.ok()) return status;
-    visitor.OnHead(head);
+    head_visitor(head);
     return absl::OkStatus();
   }
 
- private:
+  // ScanRollups' walk over the sealed chunks' records.
+  absl::Status VisitRollups(const SeriesState& state,
+                            const rocksdb::Snapshot* snapshot,
+                            const ReadRange& range,
+                            RollupVisitor& visitor) const {
+    rocksdb::ReadOptions read_options;
+    read_options.snapshot = snapshot;
+    const std::string data_prefix = state.DataPrefix();
+    const std::string lower = RollupKey(data_prefix, kChunkPiecesTier, 0);
+    // Just past the record of a chunk starting at `to`.
+    const std::string upper =
+        RollupKey(data_prefix, kChunkPiecesTier, range.steps.to) +
+        '\0';
+    rocksdb::Slice upper_slice(upper), lower_slice(lower);
+    read_options.iterate_upper_bound = &upper_slice;
+    read_options.iterate_lower_bound = &lower_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(read_options, rollups_cf_));
+    const std::string start =
+        RollupKey(data_prefix, kChunkPiecesTier, range.steps.from);
+    // The chunk that starts at or before `from` may hold it.
+    it->SeekForPrev(start);
+    if (!it->Valid()) it->Seek(start);
+    std::vector<RollupPiece> pieces;
+    PointColumns points;
+    std::string chunk;
+    for (; it->Valid(); it->Next()) {
+      if (it->key().size() != kRollupKeySize) {
+        return absl::DataLossError("bad rollup key");
+      }
+      const uint64_t first_step =
+          ReadBigEndian64(it->key().data() + kSeriesPrefixSize + 1);
+      if (absl::Status s =
+              DecodeRollup(it->value().ToStringView(), first_step, &pieces);
+          !s.ok()) {
+        return s;
+      }
+      if (pieces.back().last_step < range.steps.from) continue;
+      auto load = [&]() -> absl::StatusOr<const PointColumns*> {
+        std::string key = data_prefix;
+        AppendBigEndian64(first_step, &key);
+        rocksdb::ReadOptions get_options;
+        get_options.snapshot = snapshot;
+        auto s = db_->Get(get_options, chunks_cf_, key, &chunk);
+        if (s.IsNotFound()) {
+          return absl::DataLossError(absl::StrCat(
+              "rollup record of series ", state.id, " at step ", first_step,
+              " has no chunk"));
+        }
+        if (!s.ok()) return FromRocks(s, "read chunk");
+        points.clear();
+        if (auto st = DecodeChunk(chunk, &points); !st.ok()) return st;
+        return &points;
+      };
+      auto more = visitor.OnChunkPieces(pieces, load);
+      if (!more.ok()) return more.status();
+      if (!*more) return absl::OkStatus();
+    }
+    return FromRocks(it->status(), "read rollups");
+  }
+
+  // Builds the rollup record of every chunk, unless the marker says they
+  // exist: a data directory written before rollups existed has chunks and
+  // no records. Runs at open, before any seal; idempotent (records are
+  // rewritten whole), so a crash part way through just starts over.
+  absl::Status BuildMissingRollups() {
+    std::string marker;
+    auto s = db_->Get(rocksdb::ReadOptions(), rollups_cf_,
+                      rocksdb::Slice(kRollupsBuiltKey, sizeof(kRollupsBuiltKey)),
+                      &marker);
+    if (s.ok()) return absl::OkStatus();
+    if (!s.IsNotFound()) return FromRocks(s, "read rollups marker");
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), chunks_cf_));
+    rocksdb::WriteBatch batch;
+    PointColumns points;
+    std::vector<RollupPiece> pieces;
+    std::string encoded;
+    auto flush = [&]() -> absl::Status {
+      if (batch.Count() == 0) return absl::OkStatus();
+      auto st = db_->Write(rocksdb::WriteOptions(), &batch);
+      batch.Clear();
+      return FromRocks(st, "build rollups");
+    };
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      if (it->key().size() != kDataKeySize) {
+        return absl::DataLossError("bad chunk key");
+      }
+      points.clear();
+      if (auto st = DecodeChunk(it->value().ToStringView(), &points); !st.ok()) {
+        return st;
+      }
+      // The window the seal used is not stored; the chunk's own points give
+      // the same one for a full chunk, and any power of two is correct.
+      PutRollup(&batch, rollups_cf_,
+                it->key().ToStringView().substr(0, kSeriesPrefixSize),
+                points.steps, points.times_ms, points.values,
+                ChunkWindow(points.steps, options_.chunk_points), &pieces,
+                &encoded);
+      if (batch.Count() >= 4096) {
+        if (auto st = flush(); !st.ok()) return st;
+      }
+    }
+    if (auto st = FromRocks(it->status(), "build rollups"); !st.ok()) return st;
+    if (auto st = flush(); !st.ok()) return st;
+    // The marker last, durably: until it is there, the next open rebuilds.
+    batch.Put(rollups_cf_,
+              rocksdb::Slice(kRollupsBuiltKey, sizeof(kRollupsBuiltKey)),
+              std::string(1, '\1'));
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    return FromRocks(db_->Write(sync, &batch), "build rollups");
+  }
 
   // Looks for a stored point at `step` (step <= the series' last step).
   // Returns its value bits, or nullopt if no point has that step.
@@ -1488,24 +1689,6 @@ class Engine::Impl {
     }
   }
 
-  // The aligned step window that chunks of this head are cut at: a power
-  // of two (in whole steps when the points are at least a step apart) of
-  // about chunk_points points. Aligned chunks are what lets a chart read
-  // take a bucket's aggregates from chunk headers instead of decoding.
-  uint64_t ChunkWindow(const PointColumns& head) const {
-    const uint64_t n = head.size();
-    const uint64_t span = n < 2 ? 0 : head.steps.back() - head.steps.front();
-    const uint64_t delta = n < 2 ? kMicrosPerStep : std::max<uint64_t>(1, span / (n - 1));
-    constexpr uint64_t kMaxWindow = uint64_t{1} << 62;
-    if (delta >= kMicrosPerStep) {
-      const uint64_t whole = (delta + kMicrosPerStep - 1) / kMicrosPerStep;
-      const uint64_t steps = std::bit_ceil(std::min<uint64_t>(
-          whole * options_.chunk_points, kMaxWindow / kMicrosPerStep));
-      return steps * kMicrosPerStep;
-    }
-    return std::bit_ceil(std::min<uint64_t>(delta * options_.chunk_points, kMaxWindow));
-  }
-
   // Seals the head of `state` into chunks cut at aligned step windows (see
   // ChunkWindow; at most 2 * chunk_points points each) and releases the
   // head-log records no longer needed, atomically. Unless `all`, only whole
@@ -1529,7 +1712,7 @@ class Engine::Impl {
       sealed = state->sealed;
     }
     if (head.empty()) return 0;
-    const uint64_t window = ChunkWindow(head);
+    const uint64_t window = ChunkWindow(head.steps, options_.chunk_points);
     size_t k = head.size();
     if (!all) {
       k = LowerBound(head.steps, head.steps.back() / window * window);
@@ -1541,6 +1724,7 @@ class Engine::Impl {
     rocksdb::WriteBatch batch;
     std::string encoded;
     const std::string data_prefix = state->DataPrefix();
+    std::vector<RollupPiece> pieces;
     uint64_t chunks = 0;
     const size_t max_points =
         std::min(2 * options_.chunk_points, kMaxChunkPoints);
@@ -1558,6 +1742,14 @@ class Engine::Impl {
       std::string key = data_prefix;
       AppendBigEndian64(head.steps[begin], &key);
       batch.Put(chunks_cf_, key, encoded);
+      // The chunk's rollup rides in the same atomic batch: after any crash
+      // a chunk has its rollup record and vice versa.
+      const size_t n = end - begin;
+      PutRollup(&batch, rollups_cf_, data_prefix,
+                std::span(head.steps).subspan(begin, n),
+                std::span(head.times_ms).subspan(begin, n),
+                std::span(head.values).subspan(begin, n), window, &pieces,
+                &encoded);
       ++chunks;
       begin = end;
     }
@@ -1706,6 +1898,7 @@ class Engine::Impl {
   rocksdb::ColumnFamilyHandle* head_log_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* rollups_cf_ = nullptr;
   std::thread committer_;
   std::thread sealer_;
 
@@ -1839,6 +2032,11 @@ absl::StatusOr<std::vector<SeriesAppendResult>> Engine::Append(
               });
   done.WaitForNotification();
   return out;
+}
+
+absl::Status Engine::ScanRollups(SeriesId series, const ReadRange& range,
+                                 RollupVisitor& visitor) const {
+  return impl_->ScanRollups(series, range, visitor);
 }
 
 absl::Status Engine::Scan(SeriesId series, const ReadRange& range,

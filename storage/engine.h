@@ -7,9 +7,10 @@
 // ONE head-log record (a fragment per series) in one RocksDB WriteBatch with
 // one fsync (group commit). Only then are the points published to the
 // in-memory heads and the callbacks run. A head that reaches `chunk_points`
-// is sealed by a background thread: its points become one compressed chunk,
-// atomically with the deletion of the head-log records no series needs any
-// more. After a crash the heads are rebuilt by replaying the head log.
+// is sealed by a background thread: its points become one compressed chunk
+// plus its rollup record (storage/rollup.h), atomically with the deletion of
+// the head-log records no series needs any more. After a crash the heads
+// are rebuilt by replaying the head log; chunks and rollups never disagree.
 //
 // Thread-safety: every public method is thread-safe.
 #ifndef STEPDB_STORAGE_ENGINE_H_
@@ -31,6 +32,7 @@
 #include "storage/chunk_codec.h"
 #include "storage/keys.h"
 #include "storage/label_matcher.h"
+#include "storage/rollup.h"
 #include "storage/series_key.h"
 
 namespace stepdb::storage {
@@ -66,6 +68,11 @@ struct EngineOptions {
   // work in; they are taken again as soon as space is freed. 0: no reserve
   // (writes then fail only when the disk is really full).
   uint64_t min_free_disk_bytes = 0;
+  // RocksDB block cache of the rollups column family, in bytes. Chart and
+  // aggregate reads walk rollup records, ~0.3 bytes per stored point (512
+  // series x 100,000 steps: ~15 MB); a cache that holds the records read
+  // often saves a pread and a copy per block.
+  uint64_t rollup_cache_bytes = 256 << 20;
 };
 
 // How close the engine is to its memory budget.
@@ -86,6 +93,10 @@ struct PointSpan {
   // The points from index `from` on.
   PointSpan Suffix(size_t from) const {
     return {steps.subspan(from), times_ms.subspan(from), values.subspan(from)};
+  }
+  // The first `n` points.
+  PointSpan Prefix(size_t n) const {
+    return {steps.first(n), times_ms.first(n), values.first(n)};
   }
 };
 
@@ -182,6 +193,26 @@ class ChunkVisitor {
   // called), or an error to fail it.
   virtual absl::StatusOr<bool> OnChunk(const ChunkSummary& summary,
                                        std::string_view chunk) = 0;
+  // The head's points within the range, in step order (maybe none).
+  virtual void OnHead(const PointColumns& points) = 0;
+};
+
+// Receives what Engine::ScanRollups finds in a range: first each sealed
+// chunk's rollup pieces (storage/rollup.h; chunks in step order), then the
+// head. A reader takes the pieces that serve it whole and calls
+// `load_chunk` only when it needs the points of some piece (the call reads
+// and decodes the chunk; its result stays valid until OnChunkPieces
+// returns).
+class RollupVisitor {
+ public:
+  using ChunkLoader = absl::FunctionRef<absl::StatusOr<const PointColumns*>()>;
+  virtual ~RollupVisitor() = default;
+  // The pieces of a sealed chunk that may overlap the range (some pieces
+  // may lie outside it), in step order; pieces[k] holds the chunk's points
+  // from index (count of pieces[0..k)) on. Returns false to stop the scan
+  // (OnHead is then not called), or an error to fail it.
+  virtual absl::StatusOr<bool> OnChunkPieces(
+      std::span<const RollupPiece> pieces, ChunkLoader load_chunk) = 0;
   // The head's points within the range, in step order (maybe none).
   virtual void OnHead(const PointColumns& points) = 0;
 };
@@ -286,6 +317,8 @@ class Engine {
       absl::Status, std::vector<SeriesAppendResult>) &&>;
 
   // Opens (creating if missing) the data directory and recovers the heads.
+  // A directory written before rollups existed gets the rollup record of
+  // every chunk built first (one pass decoding every chunk, once).
   // Returns the RocksDB error if the directory cannot be opened (another
   // process holds its lock, permissions, corruption).
   static absl::StatusOr<std::unique_ptr<Engine>> Open(EngineOptions options);
@@ -331,6 +364,14 @@ class Engine {
   absl::Status Scan(SeriesId series, const ReadRange& range,
                     ChunkVisitor& visitor) const;
 
+  // As Scan, through the chunks' rollup records (see RollupVisitor): a
+  // reader that can use a chunk's piece aggregates reads ~1/10 of the
+  // chunk's bytes and decodes nothing. Returns NotFoundError for an unknown
+  // series id, DataLossError for a corrupt record or chunk (or a record
+  // whose chunk is missing), or the visitor's error.
+  absl::Status ScanRollups(SeriesId series, const ReadRange& range,
+                           RollupVisitor& visitor) const;
+
   // Series matching the filter, in id order, at most `limit` (0 = all);
   // *truncated says whether more matched.
   std::vector<SeriesInfo> ListSeries(const SeriesFilter& filter, size_t limit,
@@ -347,9 +388,9 @@ class Engine {
   // Seals every head and compacts the database fully.
   absl::StatusOr<CompactResult> Compact();
 
-  // Retention: deletes the sealed chunks of every series of `project` whose
-  // points are all older than `cutoff_ms` (a chunk's max time, from its
-  // header), and updates the series' statistics. Head points and chunks
+  // Retention: deletes the sealed chunks (and their rollup records) of every
+  // series of `project` whose points are all older than `cutoff_ms` (a
+  // chunk's max time, from its header), and updates the series' statistics. Head points and chunks
   // holding any newer point stay. Costs a walk over the project's chunk
   // headers; the space is reclaimed by RocksDB compaction. Returns
   // DataLossError for a corrupt chunk header, or the RocksDB error.

@@ -103,6 +103,16 @@ std::string DataKey(ProjectId project, RunId run, SeriesId series,
   return key;
 }
 
+std::string RollupKey(std::string_view series_prefix, char tier,
+                      uint64_t first_step) {
+  std::string key;
+  key.reserve(kRollupKeySize);
+  key.append(series_prefix);
+  key.push_back(tier);
+  AppendBigEndian64(first_step, &key);
+  return key;
+}
+
 bool ParseDataKey(std::string_view key, DataKeyParts* out) {
   if (key.size() != kDataKeySize) return false;
   out->project = ReadBigEndian32(key.data());

@@ -21,6 +21,17 @@ inline constexpr char kIndexFamily[] = "index";
 // (8 bytes, big-endian), value = the group's fragments (see docs/FORMAT.md).
 inline constexpr char kHeadLogFamily[] = "headlog";
 inline constexpr char kChunksFamily[] = "chunks";
+// Rollups (storage/rollup.h): pre-aggregated pieces of each sealed chunk,
+// key = RollupKey, written in the same batch as the chunk. Keys begin like
+// the chunks' (project, run, series), so a range deletion of a run or a
+// project covers both families with the same bounds.
+inline constexpr char kRollupsFamily[] = "rollups";
+// Tier byte of a rollup key: the pieces of one chunk (1/8 of its window).
+inline constexpr char kChunkPiecesTier = 0;
+// Key of the record that says the rollups of every chunk exist (written
+// when a data directory made before rollups has had them built). Project
+// id 0 is never allocated, so no series' key can be this one.
+inline constexpr char kRollupsBuiltKey[] = {0, 0, 0, 0};
 // Small records beside the points (run metadata, watch rules and events,
 // tokens, audit entries, retention policies): Engine::WriteMeta/ScanMeta.
 // The first key byte names the kind of record (below); keys of one
@@ -80,6 +91,12 @@ std::string SeriesDataPrefix(ProjectId project, RunId run, SeriesId series);
 inline constexpr size_t kDataKeySize = kSeriesPrefixSize + 8;
 std::string DataKey(ProjectId project, RunId run, SeriesId series,
                     uint64_t first_step);
+
+// SeriesDataPrefix + tier(1) + first step of the chunk (8, big-endian): key
+// of the rollup record of the chunk under DataKey(..., first_step).
+inline constexpr size_t kRollupKeySize = kSeriesPrefixSize + 1 + 8;
+std::string RollupKey(std::string_view series_prefix, char tier,
+                      uint64_t first_step);
 
 struct DataKeyParts {
   ProjectId project;

@@ -5,8 +5,8 @@
 // The brute force takes each bucket's bounds from the answer (the grid is
 // ReadBuckets', tested in downsample_test) and checks that every point in
 // range lands in a returned bucket and every returned bucket holds a point.
-// Sums and means are compared with a tolerance (stored chunk partial sums
-// are added, not points); everything else exactly.
+// Sums and means are compared with a tolerance (stored rollup piece partial
+// sums are added, not points); everything else exactly.
 #include "query/aggregate.h"
 
 #include <grpcpp/grpcpp.h>
@@ -379,6 +379,33 @@ TEST_F(AggregateTest, EveryFunctionMatchesBruteForce) {
   }
 }
 
+// Series are read on several threads but folded in order: the answer is
+// the same, bit for bit, for any thread count (sums included).
+TEST_F(AggregateTest, ReadThreadsDoNotChangeTheAnswer) {
+  Populate();
+  for (Fn fn : kAllFns) {
+    for (uint32_t buckets : {7u, 1000u}) {
+      v1::AggregateRequest req = Request(fn, buckets);
+      req.add_group_by("gpu");
+      std::string want;
+      for (uint32_t threads : {1u, 2u, 3u, 16u}) {
+        query::AggregateLimits limits;
+        limits.read_threads = threads;
+        v1::AggregateResponse resp;
+        ASSERT_TRUE(query::Aggregate(*engine_, req, limits, &resp).ok());
+        ASSERT_GT(resp.groups_size(), 0);
+        std::string got;
+        ASSERT_TRUE(resp.SerializeToString(&got));
+        if (threads == 1) {
+          want = got;
+        } else {
+          EXPECT_EQ(got, want) << "threads " << threads;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(AggregateTest, MatchersAndRuns) {
   Populate();
   using Op = v1::LabelMatcher;
@@ -444,7 +471,7 @@ TEST_F(AggregateTest, LiveHeadOnly) {
 }
 
 // Buckets on the chunk windows: every sealed chunk is merged from its
-// header, none decoded; the head is added point by point.
+// rollup pieces, none decoded; the head is added point by point.
 TEST_F(AggregateTest, WholeChunksAreNotDecoded) {
   for (int gpu = 0; gpu < 4; ++gpu) {
     const SeriesId id =
@@ -470,6 +497,39 @@ TEST_F(AggregateTest, WholeChunksAreNotDecoded) {
     EXPECT_EQ(stats.chunks_decoded, 0u);
     EXPECT_EQ(stats.chunks_merged, 4u * 256 / 16);
     EXPECT_EQ(stats.head_points, 4u);
+    Check(req, [](const SeriesKey&) { return true; });
+  }
+}
+
+// Buckets finer than a chunk but as wide as its rollup pieces (1/8 of the
+// 16-step window: 2 steps): still no chunk decoded, the pieces merged.
+TEST_F(AggregateTest, BucketsFinerThanChunksUseRollupPieces) {
+  for (int gpu = 0; gpu < 3; ++gpu) {
+    const SeriesId id =
+        Resolve({"proj", "r", "gpu/util", {{"gpu", std::to_string(gpu)}}});
+    PointColumns p;
+    for (uint64_t s = 0; s < 256; ++s) {
+      const double v = s % 29 == 3 ? std::numeric_limits<double>::quiet_NaN()
+                                   : gpu + 0.25 * (s % 11);
+      p.push_back(s * S, static_cast<int64_t>(s), v);
+    }
+    Append(id, p);
+  }
+  ASSERT_TRUE(engine_->Compact().ok());
+  for (Fn fn : kAllFns) {
+    v1::AggregateRequest req = Request(fn, 128);  // 2-step buckets
+    req.mutable_steps()->mutable_from()->set_whole(0);
+    req.mutable_steps()->mutable_to()->set_whole(255);
+    v1::AggregateResponse resp;
+    storage::BucketReadStats stats;
+    ASSERT_TRUE(query::Aggregate(*engine_, req, {}, &resp, &stats).ok());
+    EXPECT_EQ(stats.chunks_decoded, 0u);
+    EXPECT_EQ(stats.pieces_merged, 3u * 128);
+    Check(req, [](const SeriesKey&) { return true; });
+    // Off the piece grid (from step 1): the edge chunk is decoded.
+    req.mutable_steps()->mutable_from()->set_whole(1);
+    ASSERT_TRUE(query::Aggregate(*engine_, req, {}, &resp, &stats).ok());
+    EXPECT_EQ(stats.chunks_decoded, 3u);
     Check(req, [](const SeriesKey&) { return true; });
   }
 }

@@ -16,9 +16,12 @@
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "query/query_service.h"
+#include "rocksdb/db.h"
+#include "storage/keys.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
 #include "tests/test_util.h"
@@ -422,8 +425,8 @@ TEST_F(DownsampleTest, Boundaries) {
   EXPECT_EQ(b[0].first, -101.0);
 
   // Sealed chunks are cut at aligned windows (here 16 steps): 10..15,
-  // 16..31, 32..41. Exactly the window 16..31 in one bucket: merged from its
-  // summary, nothing decoded.
+  // 16..31, 32..41, and their rollup pieces at 2 steps. Exactly the window
+  // 16..31 in one bucket: merged from its 8 pieces, nothing decoded.
   BucketReadStats stats;
   range = {};
   range.steps = {16 * S, 31 * S};
@@ -435,12 +438,28 @@ TEST_F(DownsampleTest, Boundaries) {
   EXPECT_EQ(b[0].first, 8.0);
   EXPECT_EQ(b[0].last, 15.5);
   EXPECT_EQ(b[0].sum, 0.5 * (16 + 31) * 16 / 2);
-  // The same chunk cut in two buckets of 8 steps: decoded.
+  EXPECT_EQ(stats.pieces_merged, 8u);
+  // The same chunk cut in two buckets of 8 steps: still whole pieces.
   b = Buckets(id, Axis::kStep, range, 2, &stats);
   ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(stats.chunks_merged, 1u);
+  EXPECT_EQ(stats.chunks_decoded, 0u);
+  Check(id, Axis::kStep, range, 2);
+  // Buckets of one step are finer than a piece: the chunk is decoded.
+  b = Buckets(id, Axis::kStep, range, 16, &stats);
+  ASSERT_EQ(b.size(), 16u);
   EXPECT_EQ(stats.chunks_merged, 0u);
   EXPECT_EQ(stats.chunks_decoded, 1u);
-  Check(id, Axis::kStep, range, 2);
+  EXPECT_EQ(stats.pieces_merged, 0u);
+  Check(id, Axis::kStep, range, 16);
+  // A range starting inside a piece: that piece's points come from the
+  // decoded chunk, the other pieces whole.
+  range.steps = {17 * S, 31 * S};
+  b = Buckets(id, Axis::kStep, range, 1, &stats);
+  EXPECT_EQ(stats.chunks_decoded, 1u);
+  EXPECT_EQ(stats.pieces_merged, 7u);
+  Check(id, Axis::kStep, range, 1);
+  range.steps = {16 * S, 31 * S};
 
   // Empty buckets are omitted: over 10..109 at most 10 buckets means a
   // width of 16 steps on the grid 0, 16, 32, ...: 10-15, 16-31, 32-47 and
@@ -574,10 +593,11 @@ TEST_F(DownsampleTest, MillionPointsIntoThousandBucketsLogsTime) {
     std::sort(ms.begin(), ms.end());
     std::printf(
         "ReadBuckets %s axis, 1e6 points, chunk_points 1024, 1000 buckets: "
-        "p50 %.3f ms, min %.3f ms, max %.3f ms (chunks merged %llu, decoded "
-        "%llu)\n",
+        "p50 %.3f ms, min %.3f ms, max %.3f ms (pieces merged %llu, chunks "
+        "merged %llu, decoded %llu)\n",
         axis == Axis::kStep ? "step" : "time", ms[ms.size() / 2], ms.front(),
-        ms.back(), static_cast<unsigned long long>(stats.chunks_merged),
+        ms.back(), static_cast<unsigned long long>(stats.pieces_merged),
+        static_cast<unsigned long long>(stats.chunks_merged),
         static_cast<unsigned long long>(stats.chunks_decoded));
   }
   // For comparison: a full decoding scan of the same points.
@@ -748,6 +768,182 @@ TEST_F(ReadDownsampledServiceTest, Errors) {
   resp.Clear();
   EXPECT_TRUE(Call(Request("m", 10), &resp).ok());
   EXPECT_EQ(resp.buckets_size(), 0);
+}
+
+// Every sealed chunk of `id` has exactly one rollup record, and each piece's
+// aggregates are those of its points, recomputed here point by point (bit
+// for bit: a piece's sum is added in point order too).
+void ExpectRollupsMatchChunks(const Engine& engine, SeriesId id) {
+  class Chunks : public ChunkVisitor {
+   public:
+    absl::StatusOr<bool> OnChunk(const ChunkSummary& s,
+                                 std::string_view) override {
+      first_steps.push_back(s.min_step);
+      points += s.count;
+      return true;
+    }
+    void OnHead(const PointColumns&) override {}
+    std::vector<uint64_t> first_steps;
+    uint64_t points = 0;
+  } chunks;
+  ASSERT_TRUE(engine.Scan(id, ReadRange{}, chunks).ok());
+
+  class Records : public RollupVisitor {
+   public:
+    absl::StatusOr<bool> OnChunkPieces(std::span<const RollupPiece> pieces,
+                                       ChunkLoader load_chunk) override {
+      auto loaded = load_chunk();
+      if (!loaded.ok()) return loaded.status();
+      const PointColumns& p = **loaded;
+      first_steps.push_back(p.steps.front());
+      size_t i = 0;
+      for (const RollupPiece& piece : pieces) {
+        SCOPED_TRACE("piece at step " + std::to_string(piece.first_step));
+        EXPECT_EQ(piece.first_step, p.steps[i]);
+        EXPECT_EQ(Bits(piece.first), Bits(p.values[i]));
+        RollupPiece want;
+        want.min_time_ms = p.times_ms[i];
+        want.max_time_ms = p.times_ms[i];
+        bool any_finite = false;
+        for (uint32_t k = 0; k < piece.count; ++k, ++i) {
+          if (i >= p.size()) {
+            ADD_FAILURE() << "piece counts more points than the chunk";
+            return false;
+          }
+          const double v = p.values[i];
+          want.last = v;
+          want.last_step = p.steps[i];
+          want.min_time_ms = std::min(want.min_time_ms, p.times_ms[i]);
+          want.max_time_ms = std::max(want.max_time_ms, p.times_ms[i]);
+          if (std::isnan(v)) {
+            ++want.nan_count;
+          } else if (v == kInf) {
+            ++want.pos_inf_count;
+          } else if (v == -kInf) {
+            ++want.neg_inf_count;
+          } else {
+            if (!any_finite || v < want.min) want.min = v;
+            if (!any_finite || v > want.max) want.max = v;
+            want.sum += v;
+            any_finite = true;
+          }
+        }
+        EXPECT_EQ(Bits(piece.last), Bits(want.last));
+        EXPECT_EQ(piece.last_step, want.last_step);
+        EXPECT_EQ(piece.min_time_ms, want.min_time_ms);
+        EXPECT_EQ(piece.max_time_ms, want.max_time_ms);
+        EXPECT_EQ(piece.nan_count, want.nan_count);
+        EXPECT_EQ(piece.pos_inf_count, want.pos_inf_count);
+        EXPECT_EQ(piece.neg_inf_count, want.neg_inf_count);
+        EXPECT_EQ(Bits(piece.min), Bits(want.min));
+        EXPECT_EQ(Bits(piece.max), Bits(want.max));
+        EXPECT_EQ(Bits(piece.sum), Bits(want.sum));
+      }
+      EXPECT_EQ(i, p.size()) << "pieces do not cover the chunk";
+      points += p.size();
+      return true;
+    }
+    void OnHead(const PointColumns&) override {}
+    std::vector<uint64_t> first_steps;
+    uint64_t points = 0;
+  } records;
+  ASSERT_TRUE(engine.ScanRollups(id, ReadRange{}, records).ok());
+  EXPECT_EQ(records.first_steps, chunks.first_steps);
+  EXPECT_EQ(records.points, chunks.points);
+}
+
+// Random data through writes, restart, compaction and retention: after
+// each, the rollup records match their chunks and reads equal brute force.
+TEST_F(DownsampleTest, RollupsMatchChunksAfterRestartCompactionAndExpiry) {
+  Open(16);
+  std::mt19937_64 rng(7);
+  const SeriesId id = Resolve("train/loss");
+  uint64_t step = 0;
+  int64_t time = 1'000'000;
+  auto check_all = [&](const std::string& when) {
+    SCOPED_TRACE(when);
+    ExpectRollupsMatchChunks(*engine_, id);
+    for (uint32_t buckets : {1u, 5u, 64u, 300u, 5000u}) {
+      ReadRange all;
+      all.steps = {0, step};
+      Check(id, Axis::kStep, all, buckets);
+      ReadRange times;
+      times.times = {0, time + 10'000};
+      Check(id, Axis::kTime, times, buckets);
+    }
+  };
+  // Sealed by the background sealer as heads fill (not only by Compact).
+  for (int i = 0; i < 6; ++i) Append(id, RandomPoints(rng, 150, &step, &time));
+  for (int i = 0; i < 100 && engine_->Stats().head_points > 40; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  check_all("after writes");
+  Open(16);
+  check_all("after restart");
+  Append(id, RandomPoints(rng, 333, &step, &time));
+  Compact();
+  check_all("after compaction");
+  const uint64_t chunks_before = engine_->Stats().sealed_chunks;
+  auto expired = engine_->ExpireChunks("proj", 1'000'000 + 200'000);
+  ASSERT_TRUE(expired.ok()) << expired.status();
+  ASSERT_GT(expired->chunks, 0u);
+  EXPECT_EQ(engine_->Stats().sealed_chunks, chunks_before - expired->chunks);
+  check_all("after expiry");
+  Compact();
+  Open(16);
+  check_all("after expiry, compaction and restart");
+}
+
+// A data directory written before rollups existed has chunks and no
+// rollups column family: opening it builds every chunk's record.
+TEST_F(DownsampleTest, OpeningAnOldDirectoryBuildsRollups) {
+  Open(16);
+  std::mt19937_64 rng(11);
+  const SeriesId a = Resolve("a");
+  const SeriesId b = Resolve("b");
+  uint64_t step_a = 0, step_b = 0;
+  int64_t time_a = 0, time_b = 0;
+  Append(a, RandomPoints(rng, 500, &step_a, &time_a));
+  Append(b, RandomPoints(rng, 300, &step_b, &time_b));
+  Compact();
+  Append(a, RandomPoints(rng, 7, &step_a, &time_a));  // and a head
+  engine_.reset();
+
+  // Make it an old directory: drop the rollups family.
+  {
+    rocksdb::DBOptions db_options;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const char* name : {rocksdb::kDefaultColumnFamilyName.c_str(),
+                             kIndexFamily, kHeadLogFamily, kChunksFamily,
+                             kMetaFamily, kRollupsFamily}) {
+      families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(
+        rocksdb::DB::Open(db_options, dir_.path(), families, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->DropColumnFamily(handles.back()).ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+  }
+
+  Open(16);
+  for (SeriesId id : {a, b}) {
+    ExpectRollupsMatchChunks(*engine_, id);
+    ReadRange all;
+    all.steps = {0, std::max(step_a, step_b)};
+    for (uint32_t buckets : {1u, 37u, 512u}) Check(id, Axis::kStep, all, buckets);
+  }
+  // Whole-piece buckets are merged, not decoded.
+  ReadRange window;
+  window.steps = {0, 255 * S};
+  BucketReadStats stats;
+  Buckets(a, Axis::kStep, window, 8, &stats);
+  EXPECT_GT(stats.pieces_merged, 0u);
+  // Built once: a second open finds the marker and still reads the same.
+  Open(16);
+  ExpectRollupsMatchChunks(*engine_, a);
 }
 
 }  // namespace

@@ -129,6 +129,16 @@ v1::ReadRangeResponse ReadSeries(const std::string& address, int writer, int ser
   return all;
 }
 
+// A chart read of one writer's series (buckets and range still to set).
+v1::ReadDownsampledRequest ChartRequest(int writer, int series) {
+  v1::ReadDownsampledRequest req;
+  req.mutable_series()->set_project("e2e");
+  req.mutable_series()->set_run("run-1");
+  req.mutable_series()->set_metric(Metric(series));
+  (*req.mutable_series()->mutable_labels())["rank"] = std::to_string(writer);
+  return req;
+}
+
 // A chart read of the whole series must equal buckets computed from its raw
 // points: every stored point counted once, whatever mix of chunk
 // summaries, decoded chunks and head served it.
@@ -137,11 +147,7 @@ void VerifyChart(const std::string& address, int writer, int series,
   if (raw.steps_size() == 0) return;
   auto stub = v1::Query::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  v1::ReadDownsampledRequest req;
-  req.mutable_series()->set_project("e2e");
-  req.mutable_series()->set_run("run-1");
-  req.mutable_series()->set_metric(Metric(series));
-  (*req.mutable_series()->mutable_labels())["rank"] = std::to_string(writer);
+  v1::ReadDownsampledRequest req = ChartRequest(writer, series);
   req.set_buckets(37);  // odd widths: buckets straddle chunk windows
   grpc::ClientContext ctx;
   v1::ReadDownsampledResponse chart;
@@ -181,6 +187,58 @@ void VerifyChart(const std::string& address, int writer, int series,
   EXPECT_EQ(counted, static_cast<uint64_t>(raw.steps_size()));
 }
 
+// Checks a chart read of the whole series in 8-step buckets (served from
+// rollup pieces and the head) against the raw points `raw`, exactly: 8
+// steps are one piece of the 64-point chunks the servers here seal, so this
+// compares the rollup records a crash left against the chunks it left.
+void VerifyPieceChart(const std::string& address, int writer, int series,
+                      const v1::ReadRangeResponse& raw) {
+  if (raw.steps_size() == 0) return;
+  auto stub = v1::Query::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  v1::ReadDownsampledRequest req = ChartRequest(writer, series);
+  const int64_t last = raw.steps(raw.steps_size() - 1);
+  req.mutable_steps()->mutable_from()->set_whole(0);
+  req.mutable_steps()->mutable_to()->set_whole(static_cast<uint64_t>(last));
+  req.set_buckets(static_cast<uint32_t>(last / 8 + 1));  // 8-step buckets
+  grpc::ClientContext ctx;
+  v1::ReadDownsampledResponse got;
+  const grpc::Status status = stub->ReadDownsampled(&ctx, req, &got);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(got.buckets_size(), (last + 8) / 8);
+  for (int b = 0; b < got.buckets_size(); ++b) {
+    const v1::DownsampledBucket& bucket = got.buckets(b);
+    SCOPED_TRACE("writer " + std::to_string(writer) + " series " +
+                 std::to_string(series) + " bucket " + std::to_string(b));
+    // Brute force over the raw points of steps [8b, 8b + 7]; the values
+    // are multiples of 0.25, so every sum is exact.
+    uint64_t count = 0, nan = 0;
+    double sum = 0, min = 0, max = 0, first = 0, lastv = 0;
+    for (int i = 8 * b; i < raw.steps_size() && i < 8 * b + 8; ++i) {
+      const double v = raw.values(i);
+      if (count++ == 0) first = v;
+      lastv = v;
+      if (std::isnan(v)) {
+        ++nan;
+        continue;
+      }
+      if (count - nan == 1 || v < min) min = v;
+      if (count - nan == 1 || v > max) max = v;
+      sum += v;
+    }
+    EXPECT_EQ(bucket.start_step().whole(), static_cast<uint64_t>(8 * b));
+    EXPECT_EQ(bucket.count(), count);
+    EXPECT_EQ(bucket.nan_count(), nan);
+    EXPECT_EQ(std::bit_cast<uint64_t>(bucket.first()), std::bit_cast<uint64_t>(first));
+    EXPECT_EQ(std::bit_cast<uint64_t>(bucket.last()), std::bit_cast<uint64_t>(lastv));
+    EXPECT_EQ(bucket.sum(), sum);
+    if (count > nan) {
+      EXPECT_EQ(bucket.min(), min);
+      EXPECT_EQ(bucket.max(), max);
+    }
+  }
+}
+
 // Checks that the stored points of every series of `w` are exactly the
 // requests [0, n) for some n with acked < n <= sent + 1: every acked point,
 // once, in order, with its value, and nothing torn.
@@ -202,6 +260,7 @@ void VerifyWriter(const std::string& address, const Writer& w) {
       ASSERT_EQ(std::bit_cast<uint64_t>(got.values(i)), std::bit_cast<uint64_t>(want));
     }
     VerifyChart(address, w.id(), s, got);
+    VerifyPieceChart(address, w.id(), s, got);
   }
 }
 
