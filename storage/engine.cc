@@ -1049,17 +1049,16 @@ class Engine::Impl {
           in.remove_prefix(size);
           continue;
         }
-        fragment.clear();
-        if (auto st = DecodeChunk(in.substr(0, size), &fragment); !st.ok()) {
-          return st;
-        }
+        // The entry's fragment; a head that takes all of it keeps it as is.
+        const std::string_view bytes = in.substr(0, size);
         in.remove_prefix(size);
+        fragment.clear();
+        if (auto st = DecodeChunk(bytes, &fragment); !st.ok()) return st;
         SeriesState& state = *states_[id - 1];
         absl::MutexLock series_lock(&state.mu);
         // Points up to the sealed last step were sealed before the crash
         // (a seal may have cut this fragment).
         const uint64_t sealed_to = state.has_last ? state.last_step : 0;
-        const std::string_view bytes = in.substr(0, size);
         if (state.has_last && fragment.steps.back() <= sealed_to) continue;
         size_t keep = 0;
         if (state.has_last) keep = LowerBound(fragment.steps, sealed_to + 1);

@@ -345,6 +345,38 @@ TEST_F(EngineTest, SeriesAreFoundByEveryPartOfTheirKeyAcrossRestarts) {
   EXPECT_GT(Resolve("fresh"), static_cast<SeriesId>(made.size()));
 }
 
+// A head-log record with entries of several series (one group) comes back
+// into each series' compressed head, whichever entry it is in the record.
+TEST_F(EngineTest, RestartRecoversHeadsFromRecordsOfManySeries) {
+  Open(1024);
+  std::vector<SeriesId> ids;
+  for (int m = 0; m < 5; ++m) ids.push_back(Resolve(absl::StrCat("m", m)));
+  for (uint64_t first = 0; first < 12; first += 4) {
+    AppendBatch batch;
+    for (size_t k = 0; k < ids.size(); ++k) {
+      batch.StartSeries(ids[k]);
+      for (uint64_t s = first; s < first + 4; ++s) {
+        batch.AddPoint(s * S, static_cast<int64_t>(s * 1000 + k), s + 0.25 * k);
+      }
+    }
+    if (first != 4) batch.Prepare();  // both kinds of fragments
+    auto results = engine_->Append(std::move(batch));
+    ASSERT_TRUE(results.ok()) << results.status();
+  }
+  for (int reopen = 0; reopen < 2; ++reopen) {
+    Open(1024);
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const PointColumns got = ReadAll(ids[k]);
+      ASSERT_EQ(got.size(), 12u);
+      for (uint64_t s = 0; s < 12; ++s) {
+        EXPECT_EQ(got.steps[s], s * S);
+        EXPECT_EQ(got.times_ms[s], static_cast<int64_t>(s * 1000 + k));
+        EXPECT_EQ(got.values[s], s + 0.25 * k);
+      }
+    }
+  }
+}
+
 TEST_F(EngineTest, RestartRecoversHeadsSealedChunksAndIds) {
   Open(8);
   const SeriesId loss = Resolve("train/loss", {{"node", "n1"}});
