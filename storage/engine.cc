@@ -823,7 +823,7 @@ class Engine::Impl {
 
     rocksdb::WriteOptions write_options;
     write_options.sync = options_.sync;
-    if (auto st = FromRocks(db_->Write(write_options, &batch), "delete");
+    if (auto st = Write(write_options, &batch, "delete");
         !st.ok()) {
       return st;
     }
@@ -967,10 +967,10 @@ class Engine::Impl {
   }
 
   // The column families whose keys begin project(4) run(4): a run's or a
-  // project's range there is deleted with it. A new family of run data
-  // (e.g. rollups) is added here.
+  // project's range there is deleted with it. A new family of run data is
+  // added here.
   std::vector<rocksdb::ColumnFamilyHandle*> RunDataFamilies() const {
-    return {chunks_cf_};
+    return {chunks_cf_, rollups_cf_};
   }
 
   SeriesState* State(SeriesId id) const {

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "gmock/gmock.h"
+#include "rocksdb/db.h"
 #include "gtest/gtest.h"
 #include "storage/engine.h"
 #include "storage/keys.h"
@@ -148,9 +149,115 @@ class ErasureTest : public ::testing::Test {
     return engine_->ListSeries(Filter(project, std::move(run)), 0, &truncated).size();
   }
 
+  // Keys of `project` (or of its `run`) in the column family `family`,
+  // read with RocksDB directly while the engine is closed: what a deletion
+  // leaves behind at the storage level, whatever the engine's API shows.
+  // The ids come from RememberPrefixes, since a deletion removes the names.
+  size_t RawKeys(const char* family, const std::string& project,
+                 std::optional<std::string> run) {
+    const std::string prefix = run ? run_prefixes_[project + "/" + *run]
+                                   : project_prefixes_[project];
+    engine_.reset();
+    size_t count = 0;
+    {
+      RawDb raw(dir_.path());
+      std::unique_ptr<rocksdb::Iterator> it(
+          raw.db->NewIterator(rocksdb::ReadOptions(), raw.family(family)));
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        ++count;
+      }
+    }
+    Open();
+    return count;
+  }
+
+  // Records the data-key prefixes of a project and its runs, from the
+  // index, for RawKeys after they are deleted.
+  void RememberPrefixes(const std::string& project, const std::vector<std::string>& runs) {
+    engine_.reset();
+    {
+      RawDb raw(dir_.path());
+      const uint32_t pid = raw.Id(ProjectIndexKey(project));
+      project_prefixes_[project] = ProjectDataPrefix(pid);
+      for (const std::string& run : runs) {
+        run_prefixes_[project + "/" + run] =
+            RunDataPrefix(pid, raw.Id(RunIndexKey(pid, run)));
+      }
+    }
+    Open();
+  }
+
+  // A read-only RocksDB handle on the data directory, every column family
+  // open.
+  struct RawDb {
+    explicit RawDb(const std::string& dir) {
+      EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names).ok());
+      std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+      for (const std::string& name : names) {
+        descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
+      }
+      rocksdb::DB* raw = nullptr;
+      EXPECT_TRUE(rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir,
+                                               descriptors, &handles, &raw)
+                      .ok());
+      db.reset(raw);
+    }
+    ~RawDb() {
+      for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    }
+    rocksdb::ColumnFamilyHandle* family(std::string_view name) const {
+      for (size_t i = 0; i < names.size(); ++i) {
+        if (names[i] == name) return handles[i];
+      }
+      ADD_FAILURE() << "no column family " << name;
+      return nullptr;
+    }
+    // A big-endian uint32 id stored in the index under `key`.
+    uint32_t Id(const std::string& key) const {
+      std::string v;
+      EXPECT_TRUE(db->Get(rocksdb::ReadOptions(), family(kIndexFamily), key, &v).ok());
+      if (v.size() != 4) return 0;
+      return (uint32_t{uint8_t(v[0])} << 24) | (uint32_t{uint8_t(v[1])} << 16) |
+             (uint32_t{uint8_t(v[2])} << 8) | uint8_t(v[3]);
+    }
+    std::vector<std::string> names;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    std::unique_ptr<rocksdb::DB> db;
+  };
+
   testing::TempDir dir_;
   std::unique_ptr<Engine> engine_;
+  std::map<std::string, std::string> project_prefixes_, run_prefixes_;
 };
+
+// At the storage level: no key of a deleted run is left in any column
+// family of run data (chunks and their rollup records), and the kept run's
+// keys are all there.
+TEST_F(ErasureTest, NoKeyOfADeletedRunIsLeftInAnyRunDataFamily) {
+  const SeriesId gone = Resolve("p", "gone", "loss");
+  const SeriesId kept = Resolve("p", "kept", "loss");
+  Append({gone, kept}, 1, 500);  // several sealed chunks each
+  ASSERT_TRUE(engine_->Compact().ok());
+  RememberPrefixes("p", {"gone", "kept"});
+  for (const char* family : {kChunksFamily, kRollupsFamily}) {
+    SCOPED_TRACE(family);
+    EXPECT_GT(RawKeys(family, "p", "gone"), 0u);
+  }
+  const size_t kept_chunks = RawKeys(kChunksFamily, "p", "kept");
+  const size_t kept_rollups = RawKeys(kRollupsFamily, "p", "kept");
+  ASSERT_TRUE(engine_->DeleteRun("p", "gone").ok());
+  for (const char* family : {kChunksFamily, kRollupsFamily}) {
+    SCOPED_TRACE(family);
+    EXPECT_EQ(RawKeys(family, "p", "gone"), 0u);
+  }
+  EXPECT_EQ(RawKeys(kChunksFamily, "p", "kept"), kept_chunks);
+  EXPECT_EQ(RawKeys(kRollupsFamily, "p", "kept"), kept_rollups);
+  ASSERT_TRUE(engine_->DeleteProject("p").ok());
+  for (const char* family : {kChunksFamily, kRollupsFamily}) {
+    SCOPED_TRACE(family);
+    EXPECT_EQ(RawKeys(family, "p", std::nullopt), 0u);
+  }
+}
 
 TEST_F(ErasureTest, DeleteRunRemovesThatRunAndLeavesTheRestExactly) {
   const SeriesId a1 = Resolve("p1", "a", "loss");
