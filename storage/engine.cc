@@ -351,8 +351,14 @@ class Engine::Impl {
     rocksdb::ColumnFamilyOptions meta_options;
     rocksdb::ColumnFamilyOptions rollup_options;
     // Rollup records are floats and varints that zstd shrinks by a third;
-    // reads hit the block cache, which holds blocks uncompressed.
+    // reads hit the block cache, which holds blocks uncompressed. The
+    // bottommost level, where nearly all records end up, gets zstd's level
+    // 19: 4% smaller on training telemetry (0.185 -> 0.177 bytes/point),
+    // for compaction CPU on ~0.3 bytes a point, once.
     rollup_options.compression = rocksdb::kZSTD;
+    rollup_options.bottommost_compression = rocksdb::kZSTD;
+    rollup_options.bottommost_compression_opts.level = 19;
+    rollup_options.bottommost_compression_opts.enabled = true;
     rocksdb::BlockBasedTableOptions rollup_table;
     rollup_table.block_cache =
         rocksdb::NewLRUCache(options_.rollup_cache_bytes);
