@@ -175,9 +175,12 @@ grpc::ServerUnaryReactor* AuthService::SetRetention(
       !s.ok()) {
     return Done(context, s);
   }
-  const absl::Status set = retention_->Set(request->project(), request->raw_days());
+  const absl::Status set = retention_->Set(
+      request->project(), {request->raw_days(), request->rollup_days()});
   AuditAction(authorizer_, *context, Rpc::kAuthSetRetention, request->project(),
-              set, absl::StrCat("raw_days ", request->raw_days()));
+              set,
+              absl::StrCat("raw_days ", request->raw_days(), " rollup_days ",
+                           request->rollup_days()));
   if (set.ok()) *response = *request;
   return Done(context, set);
 }
@@ -191,10 +194,13 @@ grpc::ServerUnaryReactor* AuthService::GetRetention(
       !s.ok()) {
     return Done(context, s);
   }
-  auto days = retention_->Get(request->project());
-  if (!days.ok()) return Done(context, days.status());
+  auto policy = retention_->Get(request->project());
+  if (!policy.ok()) return Done(context, policy.status());
   response->set_project(request->project());
-  response->set_raw_days(days->value_or(0));
+  if (policy->has_value()) {
+    response->set_raw_days((*policy)->raw_days);
+    response->set_rollup_days((*policy)->rollup_days);
+  }
   return Done(context, absl::OkStatus());
 }
 
@@ -216,6 +222,8 @@ grpc::ServerUnaryReactor* AuthService::EnforceRetention(
   if (!result.ok()) return Done(context, result.status());
   response->set_chunks_deleted(result->chunks);
   response->set_points_deleted(result->points);
+  response->set_rollup_records_deleted(result->rollup_records);
+  response->set_rollup_points_deleted(result->rollup_points);
   return Done(context, absl::OkStatus());
 }
 

@@ -14,39 +14,62 @@ std::string PolicyKey(std::string_view project) {
   return key;
 }
 
+// Record: raw_days(4) rollup_days(4), big-endian; records written before
+// rollup periods existed hold raw_days(4) only.
+std::optional<ProjectRetention> DecodePolicy(std::string_view value) {
+  if (value.size() != 4 && value.size() != 8) return std::nullopt;
+  ProjectRetention policy;
+  policy.raw_days = storage::ReadBigEndian32(value.data());
+  if (value.size() == 8) {
+    policy.rollup_days = storage::ReadBigEndian32(value.data() + 4);
+  }
+  return policy;
+}
+
 }  // namespace
 
 absl::Status RetentionPolicies::Set(std::string_view project,
-                                    uint32_t raw_days) {
+                                    ProjectRetention policy) {
   if (project.empty()) return absl::InvalidArgumentError("project: empty");
+  if (policy.raw_days == 0 && policy.rollup_days != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rollup_days: ", policy.rollup_days,
+        " needs raw_days (raw_days 0 keeps raw points forever, and rollups "
+        "are kept at least as long as raw points)"));
+  }
+  if (policy.rollup_days != 0 && policy.rollup_days < policy.raw_days) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rollup_days: ", policy.rollup_days, " is less than raw_days ",
+        policy.raw_days,
+        "; rollups are kept at least as long as raw points (0: as long)"));
+  }
   storage::MetaWrite write{PolicyKey(project), std::nullopt};
-  if (raw_days > 0) {
+  if (policy.raw_days > 0) {
     write.value.emplace();
-    storage::AppendBigEndian32(raw_days, &*write.value);
+    storage::AppendBigEndian32(policy.raw_days, &*write.value);
+    storage::AppendBigEndian32(policy.rollup_days, &*write.value);
   }
   return engine_->WriteMeta({&write, 1});
 }
 
-absl::StatusOr<std::optional<uint32_t>> RetentionPolicies::Get(
+absl::StatusOr<std::optional<ProjectRetention>> RetentionPolicies::Get(
     std::string_view project) const {
   auto value = engine_->GetMeta(PolicyKey(project));
   if (!value.ok()) return value.status();
   if (!value->has_value()) return std::nullopt;
-  if ((*value)->size() != 4) {
-    return absl::DataLossError("retention policy record: corrupt");
-  }
-  return storage::ReadBigEndian32((*value)->data());
+  std::optional<ProjectRetention> policy = DecodePolicy(**value);
+  if (!policy) return absl::DataLossError("retention policy record: corrupt");
+  return policy;
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, uint32_t>>>
+absl::StatusOr<std::vector<std::pair<std::string, ProjectRetention>>>
 RetentionPolicies::List() const {
-  std::vector<std::pair<std::string, uint32_t>> out;
+  std::vector<std::pair<std::string, ProjectRetention>> out;
   absl::Status scan = engine_->ScanMeta(
       std::string(1, storage::kRetentionTag),
       [&](std::string_view key, std::string_view value) {
-        if (value.size() == 4) {
-          out.emplace_back(std::string(key.substr(1)),
-                           storage::ReadBigEndian32(value.data()));
+        if (std::optional<ProjectRetention> policy = DecodePolicy(value)) {
+          out.emplace_back(std::string(key.substr(1)), *policy);
         }
         return true;
       });
@@ -59,11 +82,15 @@ absl::StatusOr<storage::ExpireResult> RetentionPolicies::Enforce() {
   if (!policies.ok()) return policies.status();
   storage::ExpireResult total;
   const int64_t now = clock_();
-  for (const auto& [project, days] : *policies) {
-    auto r = engine_->ExpireChunks(project, now - int64_t{days} * kMillisPerDay);
+  for (const auto& [project, policy] : *policies) {
+    auto r = engine_->ExpireChunks(
+        project, now - int64_t{policy.raw_days} * kMillisPerDay,
+        now - int64_t{policy.effective_rollup_days()} * kMillisPerDay);
     if (!r.ok()) return r.status();
     total.chunks += r->chunks;
     total.points += r->points;
+    total.rollup_records += r->rollup_records;
+    total.rollup_points += r->rollup_points;
   }
   return total;
 }
@@ -92,9 +119,11 @@ void RetentionEnforcer::Loop() {
     auto result = policies_->Enforce();
     if (!result.ok()) {
       std::cerr << "stepdb: retention: " << result.status() << std::endl;
-    } else if (result->chunks > 0) {
+    } else if (result->chunks > 0 || result->rollup_records > 0) {
       std::cerr << "stepdb: retention: expired " << result->chunks
-                << " chunks (" << result->points << " points)" << std::endl;
+                << " chunks (" << result->points << " points), "
+                << result->rollup_records << " rollup records ("
+                << result->rollup_points << " points)" << std::endl;
     }
   }
 }

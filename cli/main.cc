@@ -813,6 +813,15 @@ int RunQueryBuckets(const GlobalOptions& g,
                     UintCell(b.pos_inf_count()), UintCell(b.neg_inf_count())});
   }
   writer->Finish();
+  // On stderr, so that the columns scripts parse stay the same.
+  const auto coarse = std::count_if(
+      resp.buckets().begin(), resp.buckets().end(),
+      [](const v1::DownsampledBucket& b) { return b.coarse(); });
+  if (coarse > 0) {
+    std::cerr << "note: " << coarse
+              << " bucket(s) are coarse: their raw points expired and whole "
+                 "rollup pieces were placed at their last point\n";
+  }
   return kExitOk;
 }
 
@@ -1847,21 +1856,29 @@ int RunAudit(const GlobalOptions& g, const AuditOptions& o) {
 struct RetentionOptions {
   std::string project;
   uint32_t raw_days = 0;
+  uint32_t rollup_days = 0;
 };
+
+// "N days", or what 0 means.
+std::string RetentionDays(uint32_t days, std::string_view zero) {
+  return days == 0 ? std::string(zero) : absl::StrCat(days, " days");
+}
 
 int RunRetentionSet(const GlobalOptions& g, const RetentionOptions& o) {
   constexpr std::string_view kVerb = "admin retention set";
   v1::RetentionPolicy req, resp;
   req.set_project(o.project);
   req.set_raw_days(o.raw_days);
+  req.set_rollup_days(o.rollup_days);
   auto stub = v1::Auth::NewStub(MakeChannel(g));
   grpc::ClientContext ctx;
   SetDeadline(&ctx, g.timeout_s);
   const grpc::Status status = stub->SetRetention(&ctx, req, &resp);
   if (!status.ok()) return RpcError(kVerb, status);
   std::cout << "project " << o.project << ": raw points kept "
-            << (o.raw_days == 0 ? std::string("forever")
-                                : std::to_string(o.raw_days) + " days")
+            << RetentionDays(o.raw_days, "forever") << ", rollups kept "
+            << RetentionDays(o.rollup_days == 0 ? o.raw_days : o.rollup_days,
+                             "forever")
             << "\n";
   return kExitOk;
 }
@@ -1877,7 +1894,13 @@ int RunRetentionShow(const GlobalOptions& g, const RetentionOptions& o) {
   const grpc::Status status = stub->GetRetention(&ctx, req, &resp);
   if (!status.ok()) return RpcError(kVerb, status);
   std::cout << "raw_days " << resp.raw_days()
-            << (resp.raw_days() == 0 ? " (keep forever)" : "") << "\n";
+            << (resp.raw_days() == 0 ? " (keep forever)" : "") << "\n"
+            << "rollup_days "
+            << (resp.rollup_days() == 0 ? resp.raw_days() : resp.rollup_days())
+            << (resp.raw_days() == 0       ? " (keep forever)"
+                : resp.rollup_days() == 0 ? " (as raw_days)"
+                                           : "")
+            << "\n";
   return kExitOk;
 }
 
@@ -1890,7 +1913,9 @@ int RunRetentionEnforce(const GlobalOptions& g) {
   const grpc::Status status = stub->EnforceRetention(&ctx, {}, &resp);
   if (!status.ok()) return RpcError(kVerb, status);
   std::cout << "expired " << resp.chunks_deleted() << " chunks ("
-            << resp.points_deleted() << " points)\n";
+            << resp.points_deleted() << " points), "
+            << resp.rollup_records_deleted() << " rollup records ("
+            << resp.rollup_points_deleted() << " points)\n";
   return kExitOk;
 }
 
@@ -2241,12 +2266,16 @@ int Main(int argc, char** argv) {
 
   RetentionOptions rto;
   CLI::App* retention_cmd = admin_cmd->add_subcommand(
-      "retention", "per-project retention of raw points");
+      "retention", "per-project retention of raw points and rollups");
   retention_cmd->require_subcommand(1);
   CLI::App* retention_set_cmd = retention_cmd->add_subcommand(
-      "set", "keep raw points N days (0: forever)");
+      "set",
+      "keep raw points N days (0: forever) and their rollups M >= N days");
   retention_set_cmd->add_option("--project", rto.project, "project")->required();
   retention_set_cmd->add_option("--raw_days", rto.raw_days, "days")->required();
+  retention_set_cmd->add_option(
+      "--rollup_days", rto.rollup_days,
+      "days rollups (chart data) are kept, >= raw_days (0: as raw_days)");
   CLI::App* retention_show_cmd =
       retention_cmd->add_subcommand("show", "show a project's policy");
   retention_show_cmd->add_option("--project", rto.project, "project")->required();

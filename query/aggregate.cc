@@ -79,6 +79,7 @@ struct Cell {
   uint64_t nan_count = 0;
   uint64_t pos_inf_count = 0;
   uint64_t neg_inf_count = 0;
+  bool coarse = false;  // some series' bucket was (storage::Bucket::coarse)
 };
 
 bool IsPercentile(Fn fn) {
@@ -110,6 +111,7 @@ double Percentile(std::span<const double> sorted, double q) {
 // semantics in stepdb.proto). Percentile values go to the caller.
 void Fold(Fn fn, const storage::Bucket& b, Cell& c) {
   c.any = true;
+  c.coarse |= b.coarse;
   c.nan_count += b.nan_count;
   c.pos_inf_count += b.pos_inf_count;
   c.neg_inf_count += b.neg_inf_count;
@@ -462,6 +464,7 @@ absl::Status Aggregate(const storage::Engine& engine,
       out->set_nan_count(c.nan_count);
       out->set_pos_inf_count(c.pos_inf_count);
       out->set_neg_inf_count(c.neg_inf_count);
+      out->set_coarse(c.coarse);
     }
     begin = end;
   }

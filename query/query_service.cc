@@ -415,6 +415,7 @@ grpc::ServerUnaryReactor* QueryService::ReadDownsampled(
     out->set_nan_count(b.nan_count);
     out->set_pos_inf_count(b.pos_inf_count);
     out->set_neg_inf_count(b.neg_inf_count);
+    out->set_coarse(b.coarse);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

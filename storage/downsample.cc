@@ -81,6 +81,7 @@ struct Accumulator {
   double max = -std::numeric_limits<double>::infinity();
   double sum = 0.0;
   uint64_t last_step = 0;
+  bool coarse = false;  // see Bucket::coarse
 };
 
 inline void AddValue(uint64_t step, double v, Accumulator& a) {
@@ -172,6 +173,8 @@ class BucketVisitor : public RollupVisitor {
   absl::StatusOr<bool> OnChunkPieces(std::span<const RollupPiece> pieces,
                                      ChunkLoader load_chunk) override {
     const PointColumns* points = nullptr;
+    bool raw_expired = false;  // load_chunk said so
+    bool decoded = false;
     bool all_merged = true;
     size_t offset = 0;
     for (const RollupPiece& p : pieces) {
@@ -184,14 +187,22 @@ class BucketVisitor : public RollupVisitor {
         continue;
       }
       all_merged = false;
-      if (points == nullptr) {
+      if (points == nullptr && !raw_expired) {
         auto loaded = load_chunk();
         if (!loaded.ok()) return loaded.status();
         points = *loaded;
+        raw_expired = points == nullptr;
+      }
+      if (raw_expired) {
+        AddCoarsePiece(p);
+        continue;
+      }
+      if (!decoded) {
+        decoded = true;
         ++stats_.chunks_decoded;
-        if (points->size() < offset) {
-          return absl::DataLossError("rollup record counts more points than its chunk");
-        }
+      }
+      if (points->size() < offset) {
+        return absl::DataLossError("rollup record counts more points than its chunk");
       }
       AddPoints(PointSpan{points->steps, points->times_ms, points->values}
                     .Suffix(begin)
@@ -207,6 +218,22 @@ class BucketVisitor : public RollupVisitor {
   }
 
  private:
+  // A piece whose points are gone (retention kept only its chunk's rollup
+  // record) and that does not lie in one bucket inside the range: taken
+  // whole, as if all its points sat at its last point (step last_step,
+  // time max_time_ms), like a downsampled sample stamped at the end of its
+  // window; the bucket is marked coarse.
+  void AddCoarsePiece(const RollupPiece& p) {
+    if (!InRange(range_, p.last_step, p.max_time_ms)) return;
+    Accumulator& a =
+        buckets_[axis_ == Axis::kStep
+                     ? StepBucket(p.last_step)
+                     : layout_.Index(BucketGrid::TimeCoord(p.max_time_ms))];
+    AddPiece(p, a);
+    a.coarse = true;
+    ++stats_.pieces_coarse;
+  }
+
   // Whether no point of the piece can be in range.
   bool Outside(const RollupPiece& p) const {
     return p.last_step < range_.steps.from || p.first_step > range_.steps.to ||
@@ -297,12 +324,15 @@ class BucketVisitor : public RollupVisitor {
   uint64_t cursor_end_ = 0;
 };
 
-class ExtentVisitor : public ChunkVisitor {
+// Over the rollup records rather than the chunk headers: they also cover
+// spans whose chunks retention deleted, and are ~1/10 of the chunk bytes.
+class ExtentVisitor : public RollupVisitor {
  public:
-  absl::StatusOr<bool> OnChunk(const ChunkSummary& s,
-                               ChunkLoader) override {
-    if (s.count == 0) return true;
-    Add(s.min_step, s.max_step, s.min_time_ms, s.max_time_ms);
+  absl::StatusOr<bool> OnChunkPieces(std::span<const RollupPiece> pieces,
+                                     ChunkLoader) override {
+    for (const RollupPiece& p : pieces) {
+      Add(p.first_step, p.last_step, p.min_time_ms, p.max_time_ms);
+    }
     return true;
   }
   void OnHead(const PointColumns& p) override {
@@ -383,6 +413,7 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(
     Bucket& b = out.emplace_back();
     layout.SetBounds(i, &b);
     b.last_step = a.last_step;
+    b.coarse = a.coarse;
     b.count = a.count;
     b.nan_count = a.nan_count;
     b.pos_inf_count = a.pos_inf_count;
@@ -403,7 +434,8 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(
 absl::StatusOr<std::optional<SeriesExtent>> ReadSeriesExtent(
     const Engine& engine, SeriesId series) {
   ExtentVisitor visitor;
-  if (absl::Status s = engine.Scan(series, ReadRange{}, visitor); !s.ok()) {
+  if (absl::Status s = engine.ScanRollups(series, ReadRange{}, visitor);
+      !s.ok()) {
     return s;
   }
   return visitor.extent();

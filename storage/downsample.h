@@ -74,6 +74,14 @@ struct Bucket {
   // The step of the bucket's last point (the one `last` is the value of).
   uint64_t last_step = 0;
 
+  // Some of the bucket's points come from a rollup piece whose raw points
+  // retention has deleted and that did not lie wholly in this bucket and
+  // the range: the piece was taken whole, placed at its last point (see
+  // "Expired raw points" at ReadBuckets). The bucket's aggregates are then
+  // those of whole pieces, and some of its points may lie outside its
+  // bounds (never outside the piece's own bounds).
+  bool coarse = false;
+
   uint64_t finite_count() const {
     return count - nan_count - pos_inf_count - neg_inf_count;
   }
@@ -142,6 +150,8 @@ struct BucketReadStats {
   uint64_t chunks_decoded = 0;  // chunks read and decoded (some piece
                                 // straddled a bucket edge or the range)
   uint64_t head_points = 0;     // head points added
+  uint64_t pieces_coarse = 0;   // pieces of expired raw points taken whole
+                                // where decoding was needed (Bucket::coarse)
 };
 
 // Reads the points of `series` within `range` and aggregates them into
@@ -173,6 +183,23 @@ struct BucketReadStats {
 // overlaps the range are decoded. On the step axis, buckets of at least 1/8
 // of the chunk window (whole steps, aligned as above) decode only the
 // chunks at the range's edges. `stats`, if not null, receives how.
+//
+// Expired raw points. Retention may delete a chunk and keep its rollup
+// record for longer (auth/retention.h, Engine::ExpireChunks); over such a
+// span the answer comes from the pieces alone, as a downsampling TSDB
+// (Thanos, VictoriaMetrics) answers from its downsampled data:
+//   - a piece that lies in one bucket and inside `range` is merged as
+//     always: the bucket is exact;
+//   - a piece that would have needed decoding (it straddles a bucket edge,
+//     or an edge of either interval of `range`) is taken whole, as if all
+//     of its points sat at its last point (step last_step, time
+//     max_time_ms), like a downsampled sample stamped at the end of its
+//     window: it counts iff that point is in `range`, in that point's
+//     bucket, and the bucket is marked `coarse`. So no piece is split or
+//     counted twice, a chart whose buckets are at least as wide as the
+//     pieces (128 steps for the usual chunks; whole steps, aligned) is
+//     exact, and a finer one shows one non-empty bucket per piece.
+// Raw reads (Engine::Read) return only the surviving raw points.
 //
 // Returns InvalidArgumentError if max_buckets is 0 or above kMaxBuckets, or
 // the axis interval has from > to; NotFoundError for an unknown series;
@@ -208,10 +235,10 @@ struct SeriesExtent {
 };
 
 // The extent of every stored point of `series` (nullopt if it has none),
-// from chunk headers and the head, without decoding any chunk. Used to give
-// a read with an open range end concrete bucket bounds. Costs one pass over
-// the series' chunk headers. Returns NotFoundError for an unknown series,
-// DataLossError for a corrupt chunk header.
+// from rollup records (so spans kept only as rollups count) and the head,
+// without decoding any chunk. Used to give a read with an open range end
+// concrete bucket bounds. Costs one pass over the series' rollup records. Returns NotFoundError for an unknown series,
+// DataLossError for a corrupt rollup record.
 absl::StatusOr<std::optional<SeriesExtent>> ReadSeriesExtent(
     const Engine& engine, SeriesId series);
 

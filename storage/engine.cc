@@ -610,8 +610,14 @@ class Engine::Impl {
   // See Engine::ExpireChunks. Holds seal_mu_ throughout: a seal works on a
   // copy of the sealed statistics and must not overwrite these updates.
   absl::StatusOr<ExpireResult> ExpireChunks(std::string_view project,
-                                            int64_t cutoff_ms)
+                                            int64_t raw_cutoff_ms,
+                                            int64_t rollup_cutoff_ms)
       ABSL_LOCKS_EXCLUDED(seal_mu_) {
+    if (rollup_cutoff_ms > raw_cutoff_ms) {
+      return absl::InvalidArgumentError(
+          "expire: the rollup cut-off is after the raw cut-off (rollups are "
+          "kept at least as long as raw points)");
+    }
     SeriesFilter filter;
     filter.project = std::string(project);
     bool truncated = false;
@@ -631,51 +637,135 @@ class Engine::Impl {
         if (state->deleted) continue;  // deleted since ListSeries
         sealed = state->sealed;
       }
-      if (sealed.chunks == 0) continue;
+      if (sealed.points == 0) continue;
       rocksdb::WriteBatch batch;
-      uint64_t points = 0, chunks = 0;
-      std::optional<uint64_t> first_kept;
-      std::unique_ptr<rocksdb::Iterator> it(
-          db_->NewIterator(rocksdb::ReadOptions(), chunks_cf_));
-      const std::string prefix_bytes = state->DataPrefix();
-      const rocksdb::Slice prefix(prefix_bytes);
-      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
-           it->Next()) {
-        auto summary = ReadChunkSummary(
-            std::string_view(it->value().data(), it->value().size()));
-        if (!summary.ok()) return summary.status();
-        if (summary->max_time_ms < cutoff_ms) {
-          batch.Delete(chunks_cf_, it->key());
-          batch.Delete(rollups_cf_,
-                       RollupKey(prefix_bytes, kChunkPiecesTier,
-                                 ReadBigEndian64(it->key().data() +
-                                                 kSeriesPrefixSize)));
-          points += summary->count;
-          ++chunks;
-        } else if (!first_kept) {
-          first_kept = summary->min_step;
-        }
-      }
-      if (!it->status().ok()) return FromRocks(it->status(), "expire");
-      if (chunks == 0) continue;
-      sealed.points -= std::min(points, sealed.points);
-      sealed.chunks -= std::min(chunks, sealed.chunks);
-      // With no chunk left, points == 0 marks first_step unused; last_step
+      auto expired = ExpireSeries(*state, raw_cutoff_ms, rollup_cutoff_ms,
+                                  &batch);
+      if (!expired.ok()) return expired.status();
+      if (batch.Count() == 0) continue;
+      // Rollup-only points still count (charts read them); a series' first
+      // step is that of its first chunk or rollup record left.
+      sealed.points -= std::min(expired->rollup_points, sealed.points);
+      sealed.chunks -= std::min(expired->chunks, sealed.chunks);
+      // With nothing left, points == 0 marks first_step unused; last_step
       // stays, as recovery and step ordering need it.
-      if (first_kept) sealed.first_step = *first_kept;
+      if (expired->first_kept) sealed.first_step = *expired->first_kept;
       batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
       absl::MutexLock lock(&state->mu);
-      // No fsync: chunks a crash brings back are expired by the next pass.
+      // One batch per series: its chunks, rollup records and statistics
+      // change together. No fsync: what a crash brings back is expired
+      // again by the next pass (every step is idempotent).
       if (auto s = Write(rocksdb::WriteOptions(), &batch, "expire"); !s.ok()) {
         return s;
       }
       state->sealed = sealed;
-      result.chunks += chunks;
-      result.points += points;
+      result.chunks += expired->chunks;
+      result.points += expired->points;
+      result.rollup_records += expired->rollup_records;
+      result.rollup_points += expired->rollup_points;
     }
     return result;
   }
 
+ private:
+  struct SeriesExpiry : ExpireResult {
+    // First step of the first chunk or rollup record that stays.
+    std::optional<uint64_t> first_kept;
+  };
+
+  // Adds to *batch the expiry of one series: chunks whose points are all
+  // older than `raw_cutoff_ms` are deleted, their rollup records with them
+  // if also older than `rollup_cutoff_ms`, else flagged (the record alone
+  // stays); records left by earlier passes (flagged) older than
+  // `rollup_cutoff_ms` are deleted. Two walks, over the series' chunk
+  // headers and over its rollup records; only flagged records are decoded.
+  absl::StatusOr<SeriesExpiry> ExpireSeries(const SeriesState& state,
+                                            int64_t raw_cutoff_ms,
+                                            int64_t rollup_cutoff_ms,
+                                            rocksdb::WriteBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_mu_) {
+    SeriesExpiry out;
+    // The chunks expiring now (first step, whether the record goes too), in
+    // step order.
+    struct Expiring {
+      uint64_t first_step;
+      bool delete_record;
+    };
+    std::vector<Expiring> expiring;
+    const std::string data_prefix = state.DataPrefix();
+    const rocksdb::Slice prefix(data_prefix);
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), chunks_cf_));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+      auto summary = ReadChunkSummary(it->value().ToStringView());
+      if (!summary.ok()) return summary.status();
+      if (summary->max_time_ms >= raw_cutoff_ms) continue;
+      batch->Delete(chunks_cf_, it->key());
+      const bool delete_record = summary->max_time_ms < rollup_cutoff_ms;
+      expiring.push_back(
+          {ReadBigEndian64(it->key().data() + kSeriesPrefixSize), delete_record});
+      out.points += summary->count;
+      ++out.chunks;
+      if (delete_record) out.rollup_points += summary->count;
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "expire");
+
+    const std::string lower = RollupKey(data_prefix, kChunkPiecesTier, 0);
+    const std::string upper = PrefixEnd(
+        std::string_view(lower).substr(0, kSeriesPrefixSize + 1));
+    rocksdb::Slice lower_slice(lower), upper_slice(upper);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_lower_bound = &lower_slice;
+    read_options.iterate_upper_bound = &upper_slice;
+    it.reset(db_->NewIterator(read_options, rollups_cf_));
+    auto next = expiring.begin();
+    std::vector<RollupPiece> pieces;
+    std::string record;
+    for (it->Seek(lower_slice); it->Valid(); it->Next()) {
+      if (it->key().size() != kRollupKeySize) {
+        return absl::DataLossError("bad rollup key");
+      }
+      const uint64_t first_step =
+          ReadBigEndian64(it->key().data() + kSeriesPrefixSize + 1);
+      while (next != expiring.end() && next->first_step < first_step) ++next;
+      bool keep = true;
+      if (next != expiring.end() && next->first_step == first_step) {
+        // Its chunk goes in this batch.
+        if (next->delete_record) {
+          batch->Delete(rollups_cf_, it->key());
+          ++out.rollup_records;
+          keep = false;
+        } else {
+          record.assign(it->value().data(), it->value().size());
+          if (auto s = MarkRollupRawExpired(&record); !s.ok()) return s;
+          batch->Put(rollups_cf_, it->key(), record);
+        }
+      } else if (RollupRawExpired(it->value().ToStringView())) {
+        if (auto s = DecodeRollup(it->value().ToStringView(), first_step, &pieces);
+            !s.ok()) {
+          return s;
+        }
+        int64_t max_time = std::numeric_limits<int64_t>::min();
+        uint64_t points = 0;
+        for (const RollupPiece& p : pieces) {
+          max_time = std::max(max_time, p.max_time_ms);
+          points += p.count;
+        }
+        if (max_time < rollup_cutoff_ms) {
+          batch->Delete(rollups_cf_, it->key());
+          ++out.rollup_records;
+          out.rollup_points += points;
+          keep = false;
+        }
+      }
+      if (keep && !out.first_kept) out.first_kept = first_step;
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "expire rollups");
+    return out;
+  }
+
+ public:
   absl::StatusOr<CompactResult> Compact() {
     CompactResult result;
     result.bytes_before = DirectoryBytes(options_.data_dir);
@@ -1290,7 +1380,9 @@ class Engine::Impl {
         return s;
       }
       if (pieces.back().last_step < range.steps.from) continue;
+      const bool raw_expired = RollupRawExpired(it->value().ToStringView());
       auto load = [&]() -> absl::StatusOr<const PointColumns*> {
+        if (raw_expired) return nullptr;  // retention deleted the chunk
         std::string key = data_prefix;
         AppendBigEndian64(first_step, &key);
         rocksdb::ReadOptions get_options;
@@ -2175,9 +2267,16 @@ MemoryPressure Engine::Pressure() const { return impl_->Pressure(); }
 uint64_t Engine::MemoryUsage() const { return impl_->MemoryUsage(); }
 absl::StatusOr<CompactResult> Engine::Compact() { return impl_->Compact(); }
 absl::StatusOr<ExpireResult> Engine::ExpireChunks(std::string_view project,
-                                                  int64_t cutoff_ms) {
-  return impl_->ExpireChunks(project, cutoff_ms);
+                                                  int64_t raw_cutoff_ms,
+                                                  int64_t rollup_cutoff_ms) {
+  return impl_->ExpireChunks(project, raw_cutoff_ms, rollup_cutoff_ms);
 }
+
+absl::StatusOr<ExpireResult> Engine::ExpireChunks(std::string_view project,
+                                                  int64_t cutoff_ms) {
+  return impl_->ExpireChunks(project, cutoff_ms, cutoff_ms);
+}
+
 absl::StatusOr<DeleteResult> Engine::DeleteRun(std::string_view project,
                                                std::string_view run) {
   return impl_->Delete(project, run);

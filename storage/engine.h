@@ -209,7 +209,9 @@ class ChunkVisitor {
 // head. A reader takes the pieces that serve it whole and calls
 // `load_chunk` only when it needs the points of some piece (the call reads
 // and decodes the chunk; its result stays valid until OnChunkPieces
-// returns).
+// returns). `load_chunk` returns nullptr when retention has deleted the
+// chunk and kept only its record (Engine::ExpireChunks): the pieces are
+// then all there is.
 class RollupVisitor {
  public:
   using ChunkLoader = storage::ChunkLoader;
@@ -279,7 +281,9 @@ struct CompactResult {
 
 struct ExpireResult {
   uint64_t chunks = 0;  // sealed chunks deleted
-  uint64_t points = 0;  // points they held
+  uint64_t points = 0;  // raw points they held
+  uint64_t rollup_records = 0;  // rollup records deleted
+  uint64_t rollup_points = 0;   // points those records counted
 };
 
 // What a deletion removed (Engine::DeleteRun, DeleteProject).
@@ -395,12 +399,32 @@ class Engine {
   // Seals every head and compacts the database fully.
   absl::StatusOr<CompactResult> Compact();
 
-  // Retention: deletes the sealed chunks (and their rollup records) of every
-  // series of `project` whose points are all older than `cutoff_ms` (a
-  // chunk's max time, from its header), and updates the series' statistics. Head points and chunks
-  // holding any newer point stay. Costs a walk over the project's chunk
-  // headers; the space is reclaimed by RocksDB compaction. Returns
-  // DataLossError for a corrupt chunk header, or the RocksDB error.
+  // Retention, with rollups kept at least as long as raw points
+  // (auth/retention.h). For every series of `project`:
+  //   - a sealed chunk whose points are all older than `raw_cutoff_ms` (its
+  //     max time, from its header) is deleted;
+  //   - its rollup record is deleted with it if also older than
+  //     `rollup_cutoff_ms`, else kept and flagged raw-expired
+  //     (MarkRollupRawExpired): reads then serve the chunk's span from the
+  //     record's pieces alone (storage/downsample.h);
+  //   - a flagged record older than `rollup_cutoff_ms` is deleted.
+  // Head points, chunks holding any newer point, and records of chunks
+  // that stay, are kept. Each series' changes and its statistics are one
+  // atomic RocksDB write, and the pass is idempotent: after a crash, the
+  // next pass finishes the work. Statistics afterwards (ListSeries,
+  // Stats): `points` counts raw points plus the points of flagged records
+  // (what a chart over the whole series counts; Read returns the raw
+  // ones), `first_step` is that of the first chunk or record left,
+  // `sealed_chunks` counts chunks. Costs a walk over the project's chunk
+  // headers and rollup records (flagged records are decoded); the space is
+  // reclaimed by RocksDB compaction. Returns InvalidArgumentError if
+  // rollup_cutoff_ms > raw_cutoff_ms, DataLossError for a corrupt chunk
+  // header or rollup record, or the RocksDB error (series written before
+  // it keep their expiry).
+  absl::StatusOr<ExpireResult> ExpireChunks(std::string_view project,
+                                            int64_t raw_cutoff_ms,
+                                            int64_t rollup_cutoff_ms);
+  // Both periods equal: chunks and their records expire together.
   absl::StatusOr<ExpireResult> ExpireChunks(std::string_view project,
                                             int64_t cutoff_ms);
 

@@ -21,6 +21,9 @@ constexpr uint8_t kRollupVersion = 1;
 
 // Record flags.
 constexpr uint8_t kWholeSteps = 1;  // step gaps and spans in whole steps
+// The chunk's raw points were deleted by retention; only this record is
+// left (set by MarkRollupRawExpired, never by EncodeRollup).
+constexpr uint8_t kRawExpired = 1 << 1;
 
 // Piece flags.
 constexpr uint8_t kNonFinite = 1 << 0;  // NaN/+Inf/-Inf counts follow
@@ -207,7 +210,9 @@ absl::Status DecodeRollup(std::string_view in, uint64_t base_step,
         "rollup record version ", static_cast<int>(static_cast<uint8_t>(in[0]))));
   }
   const uint8_t record_flags = static_cast<uint8_t>(in[1]);
-  if ((record_flags & ~kWholeSteps) != 0) return Corrupt("unknown flags");
+  if ((record_flags & ~(kWholeSteps | kRawExpired)) != 0) {
+    return Corrupt("unknown flags");
+  }
   const uint64_t unit = (record_flags & kWholeSteps) ? kMicrosPerStep : 1;
   in.remove_prefix(2);
   uint64_t base_time_zz, n;
@@ -275,6 +280,22 @@ absl::Status DecodeRollup(std::string_view in, uint64_t base_step,
     prev = p.last_step;
   }
   if (!in.empty()) return Corrupt("trailing bytes");
+  return absl::OkStatus();
+}
+
+bool RollupRawExpired(std::string_view record) {
+  return record.size() >= 2 &&
+         (static_cast<uint8_t>(record[1]) & kRawExpired) != 0;
+}
+
+absl::Status MarkRollupRawExpired(std::string* record) {
+  if (record->size() < 2) return Corrupt("truncated");
+  if (static_cast<uint8_t>((*record)[0]) != kRollupVersion) {
+    return absl::UnimplementedError(absl::StrCat(
+        "rollup record version ",
+        static_cast<int>(static_cast<uint8_t>((*record)[0]))));
+  }
+  (*record)[1] = static_cast<char>(static_cast<uint8_t>((*record)[1]) | kRawExpired);
   return absl::OkStatus();
 }
 

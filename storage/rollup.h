@@ -77,6 +77,19 @@ void EncodeRollup(std::span<const RollupPiece> pieces, uint64_t base_step,
 absl::Status DecodeRollup(std::string_view in, uint64_t base_step,
                           std::vector<RollupPiece>* pieces);
 
+// Retention with a longer rollup period (auth/retention.h) deletes a chunk
+// but keeps its record, flagged so that readers know the record's points
+// can no longer be decoded and take its pieces whole (storage/downsample.h).
+//
+// Whether `record` carries that flag; false for a record too short to
+// tell (DecodeRollup reports those). Reads two bytes: cheap enough for a
+// retention pass to test every record.
+bool RollupRawExpired(std::string_view record);
+// Sets the flag in place (the rest of the record is unchanged, so it still
+// decodes to the same pieces). Returns DataLossError for a truncated
+// record, UnimplementedError for an unknown version byte.
+absl::Status MarkRollupRawExpired(std::string* record);
+
 }  // namespace stepdb::storage
 
 #endif  // STEPDB_STORAGE_ROLLUP_H_

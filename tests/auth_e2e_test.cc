@@ -197,7 +197,22 @@ TEST(AuthE2eTest, StepctlManagesTokensRetentionAndTheAudit) {
   EXPECT_EQ(testing::RunCommand(admin + "admin retention set --project p --raw_days 30").exit_code, 0);
   EXPECT_NE(testing::RunCommand(admin + "admin retention show --project p").out.find("raw_days 30"),
             std::string::npos);
-  EXPECT_EQ(testing::RunCommand(admin + "admin retention enforce").exit_code, 0);
+  // Rollups kept longer than raw points; shorter is refused, clearly, and
+  // changes nothing.
+  auto expect_admin = [&](const std::string& args, int exit_code,
+                          const std::string& text) {
+    testing::CommandResult r = testing::RunCommand(admin + args + " 2>&1");
+    EXPECT_EQ(r.exit_code, exit_code) << args;
+    EXPECT_NE(r.out.find(text), std::string::npos) << args << ": " << r.out;
+  };
+  expect_admin("admin retention set --project p --raw_days 30 --rollup_days 90",
+               0, "raw points kept 30 days, rollups kept 90 days");
+  expect_admin("admin retention set --project p --raw_days 30 --rollup_days 7",
+               1, "rollup_days: 7 is less than raw_days 30");
+  expect_admin("admin retention show --project p", 0,
+               "raw_days 30\nrollup_days 90\n");
+  expect_admin("admin retention enforce", 0,
+               "expired 0 chunks (0 points), 0 rollup records");
 
   EXPECT_EQ(testing::RunCommand(admin + "admin token revoke " + id).exit_code, 0);
   EXPECT_EQ(testing::RunCommand(writer + "write --project p --run r --metric m --step 2 --value 2")

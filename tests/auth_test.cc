@@ -251,7 +251,7 @@ TEST(RetentionTest, ExpiresExactlyTheChunksOlderThanThePolicy) {
   int64_t now = 0;
   auth::RetentionPolicies policies(engine.get(), [&] { return now; });
   ASSERT_TRUE(policies.Set("old", 1).ok());
-  EXPECT_EQ(policies.Get("old")->value_or(0), 1u);
+  EXPECT_EQ(policies.Get("old")->value_or(auth::ProjectRetention{}).raw_days, 1u);
   EXPECT_FALSE(policies.Get("keep")->has_value());
   // Cut-off at 32 s: the chunks of steps 0-15 and 16-31 (times up to 31 s)
   // go; the chunk of 32-47 starts exactly at the cut-off and stays.
