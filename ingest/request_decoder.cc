@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 
 namespace stepdb::ingest {
@@ -21,37 +22,39 @@ storage::SeriesKey KeyFromWire(const v1::SeriesKey& wire) {
   return key;
 }
 
-// Checks the columns of one series. `where` prefixes messages.
-absl::Status CheckColumns(const v1::SeriesPoints& s, const std::string& where) {
+// Checks the columns of one series. `where` makes the prefix of messages;
+// it is called only on an error, so that a valid request builds no names.
+absl::Status CheckColumns(const v1::SeriesPoints& s,
+                          absl::FunctionRef<std::string()> where) {
   const int n = s.values_size();
   if (s.steps_size() == 0 && s.times_ms_size() == 0 && n > 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ": steps and times_ms are both empty; a point needs one"));
+        where(), ": steps and times_ms are both empty; a point needs one"));
   }
   if (s.steps_size() != 0 && s.steps_size() != n) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ": steps has ", s.steps_size(), " entries but values has ", n));
+        where(), ": steps has ", s.steps_size(), " entries but values has ", n));
   }
   if (s.times_ms_size() != 0 && s.times_ms_size() != n) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ": times_ms has ", s.times_ms_size(), " entries but values has ", n));
+        where(), ": times_ms has ", s.times_ms_size(), " entries but values has ", n));
   }
   if (s.step_micros_size() != 0 && s.step_micros_size() != s.steps_size()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": step_micros has ", s.step_micros_size(),
+        absl::StrCat(where(), ": step_micros has ", s.step_micros_size(),
                      " entries but steps has ", s.steps_size()));
   }
   for (int i = 0; i < s.steps_size(); ++i) {
     if (s.steps(i) < 0 || s.steps(i) > kMaxWholeStep) {
       return absl::InvalidArgumentError(absl::StrCat(
-          where, ": steps[", i, "] = ", s.steps(i), " is out of range [0, ",
+          where(), ": steps[", i, "] = ", s.steps(i), " is out of range [0, ",
           kMaxWholeStep, "]"));
     }
   }
   for (int i = 0; i < s.step_micros_size(); ++i) {
     if (s.step_micros(i) >= kMicrosPerStep) {
       return absl::InvalidArgumentError(absl::StrCat(
-          where, ": step_micros[", i, "] = ", s.step_micros(i),
+          where(), ": step_micros[", i, "] = ", s.step_micros(i),
           " is not below 1000000"));
     }
   }
@@ -60,7 +63,7 @@ absl::Status CheckColumns(const v1::SeriesPoints& s, const std::string& where) {
     for (int i = 0; i < s.times_ms_size(); ++i) {
       if (s.times_ms(i) < 0 || s.times_ms(i) > kMaxWholeStep) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where, ": times_ms[", i, "] = ", s.times_ms(i),
+            where(), ": times_ms[", i, "] = ", s.times_ms(i),
             " cannot be the step of a time-indexed series"));
       }
     }
@@ -87,14 +90,14 @@ void AddColumns(storage::SeriesId id, const v1::SeriesPoints& s, int64_t now_ms,
 
 }  // namespace
 
-const StreamRefs::Entry* StreamRefs::Find(uint32_t ref) const {
+std::optional<storage::SeriesId> StreamRefs::Find(uint32_t ref) const {
   auto it = refs_.find(ref);
-  return it == refs_.end() ? nullptr : &it->second;
+  if (it == refs_.end()) return std::nullopt;
+  return it->second;
 }
 
-void StreamRefs::Register(uint32_t ref, storage::SeriesId id,
-                          storage::SeriesKey key) {
-  refs_[ref] = Entry{id, std::move(key)};
+void StreamRefs::Register(uint32_t ref, storage::SeriesId id) {
+  refs_[ref] = id;
 }
 
 absl::StatusOr<DecodedRequest> DecodeWriteRequest(
@@ -107,51 +110,64 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
                      limits.max_series));
   }
   // Pass 1: structure only, so that a malformed request registers nothing.
+  // The hot path (a bare ref) copies no key and builds no string: names are
+  // made only for error messages. Keys are parsed only for series that
+  // carry one (empty SeriesKeys allocate nothing).
   std::vector<storage::SeriesKey> keys(request.series_size());
-  // A ref registered earlier in this same request.
+  // A ref registered earlier in this same request: the index of its series.
   absl::flat_hash_map<uint32_t, int> new_refs;
   size_t total_points = 0;
   for (int i = 0; i < request.series_size(); ++i) {
     const v1::SeriesPoints& s = request.series(i);
-    std::string where = absl::StrCat("series[", i, "]");
+    // The series' name for messages: its key, or the key its ref names.
+    auto name = [&]() -> std::string {
+      if (s.has_key()) return storage::SeriesDisplayName(keys[i]);
+      if (auto it = new_refs.find(s.ref()); it != new_refs.end()) {
+        return storage::SeriesDisplayName(keys[it->second]);
+      }
+      const std::optional<storage::SeriesId> id =
+          refs != nullptr ? refs->Find(s.ref()) : std::nullopt;
+      const storage::SeriesKey* key = id ? engine.KeyOf(*id) : nullptr;
+      return key != nullptr ? storage::SeriesDisplayName(*key)
+                            : absl::StrCat("ref ", s.ref());
+    };
+    auto where = [&]() {
+      return absl::StrCat("series[", i, "] \"", name(), "\"");
+    };
     if (s.has_key()) {
       keys[i] = KeyFromWire(s.key());
       absl::Status valid = storage::CanonicalizeLabels(&keys[i].labels);
       if (valid.ok()) valid = storage::ValidateSeriesKey(keys[i]);
       if (!valid.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, " \"", storage::SeriesDisplayName(keys[i]), "\": ",
-            valid.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where(), ": ", valid.message()));
       }
       if (s.ref() != 0) {
         if (refs == nullptr) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(where, ": ref: refs need the streaming Write"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "series[", i, "]: ref: refs need the streaming Write"));
         }
-        const StreamRefs::Entry* old = refs->Find(s.ref());
+        // The index keeps keys canonical, as keys[i] now is.
+        const std::optional<storage::SeriesId> old = refs->Find(s.ref());
+        const storage::SeriesKey* old_key =
+            old ? engine.KeyOf(*old) : nullptr;
         auto in_request = new_refs.find(s.ref());
-        if ((old != nullptr && old->key != keys[i]) ||
+        if ((old_key != nullptr && *old_key != keys[i]) ||
             (in_request != new_refs.end() && keys[in_request->second] != keys[i])) {
           return absl::InvalidArgumentError(absl::StrCat(
-              where, ": ref ", s.ref(), " already names another series"));
+              "series[", i, "]: ref ", s.ref(), " already names another series"));
         }
         new_refs.emplace(s.ref(), i);
       }
-      where = absl::StrCat(where, " \"", storage::SeriesDisplayName(keys[i]), "\"");
     } else {
       if (refs == nullptr || s.ref() == 0) {
         return absl::InvalidArgumentError(
-            absl::StrCat(where, ": key: missing (and no ref)"));
+            absl::StrCat("series[", i, "]: key: missing (and no ref)"));
       }
-      if (auto it = new_refs.find(s.ref()); it != new_refs.end()) {
-        keys[i] = keys[it->second];
-      } else if (const StreamRefs::Entry* e = refs->Find(s.ref())) {
-        keys[i] = e->key;
-      } else {
+      if (!new_refs.contains(s.ref()) && !refs->Find(s.ref())) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where, ": ref ", s.ref(), " is not registered in this stream"));
+            "series[", i, "]: ref ", s.ref(), " is not registered in this stream"));
       }
-      where = absl::StrCat(where, " \"", storage::SeriesDisplayName(keys[i]), "\"");
     }
     if (auto st = CheckColumns(s, where); !st.ok()) return st;
     total_points += s.values_size();
@@ -165,20 +181,21 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
   // Pass 2: resolve and convert.
   DecodedRequest out;
   out.batch.Reserve(request.series_size(), total_points);
+  // The id of each series of the request so far (for refs registered in it).
+  std::vector<storage::SeriesId> ids(request.series_size());
   for (int i = 0; i < request.series_size(); ++i) {
     const v1::SeriesPoints& s = request.series(i);
-    storage::SeriesId id;
-    const StreamRefs::Entry* known =
-        (!s.has_key() && refs != nullptr) ? refs->Find(s.ref()) : nullptr;
-    if (known != nullptr && new_refs.find(s.ref()) == new_refs.end()) {
-      id = known->id;
-    } else {
+    if (s.has_key()) {
       auto resolved = engine.ResolveSeries(keys[i]);
       if (!resolved.ok()) return resolved.status();
-      id = *resolved;
-      if (s.has_key() && s.ref() != 0) refs->Register(s.ref(), id, keys[i]);
+      ids[i] = *resolved;
+      if (s.ref() != 0) refs->Register(s.ref(), ids[i]);
+    } else if (auto it = new_refs.find(s.ref()); it != new_refs.end()) {
+      ids[i] = ids[it->second];
+    } else {
+      ids[i] = *refs->Find(s.ref());  // checked in pass 1
     }
-    AddColumns(id, s, now_ms, &out.batch);
+    AddColumns(ids[i], s, now_ms, &out.batch);
   }
   // Encoding here, on the gRPC threads, takes it off the commit thread.
   out.batch.Prepare();

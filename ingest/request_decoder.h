@@ -4,6 +4,7 @@
 #define STEPDB_INGEST_REQUEST_DECODER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,18 +21,20 @@ struct RequestLimits {
   size_t max_points = 4'000'000;
 };
 
-// The refs one stream has registered. Not thread-safe (one per stream).
+// The refs one stream has registered: ref -> series id. Only the id is
+// kept (8 bytes a ref in the table); the series' name, needed only for
+// error messages and to check a re-registration, is the engine's
+// (Engine::KeyOf). With a million series spread over a stream's refs, a
+// copy of each key here cost more memory than the series' head.
+// Not thread-safe (one per stream).
 class StreamRefs {
  public:
-  struct Entry {
-    storage::SeriesId id;
-    storage::SeriesKey key;
-  };
-  const Entry* Find(uint32_t ref) const;
-  void Register(uint32_t ref, storage::SeriesId id, storage::SeriesKey key);
+  // Returns the series id registered under `ref`, nullopt if none.
+  std::optional<storage::SeriesId> Find(uint32_t ref) const;
+  void Register(uint32_t ref, storage::SeriesId id);
 
  private:
-  absl::flat_hash_map<uint32_t, Entry> refs_;
+  absl::flat_hash_map<uint32_t, storage::SeriesId> refs_;
 };
 
 struct DecodedRequest {

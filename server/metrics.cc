@@ -47,6 +47,8 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
   Metric(&out, "stepdb_points", "gauge", "Points stored.", e.points);
   Metric(&out, "stepdb_head_points", "gauge",
          "Points in open head chunks.", e.head_points);
+  Metric(&out, "stepdb_head_bytes", "gauge",
+         "Bytes the open heads hold (compressed).", e.head_bytes);
   Metric(&out, "stepdb_sealed_chunks", "gauge", "Sealed chunks.",
          e.sealed_chunks);
   Metric(&out, "stepdb_disk_bytes", "gauge",

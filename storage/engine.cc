@@ -17,16 +17,20 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/statistics.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "rocksdb/write_buffer_manager.h"
 #include "storage/info_log.h"
+#include "storage/series_head.h"
 #include "storage/series_index.h"
 
 namespace stepdb::storage {
@@ -119,13 +123,18 @@ struct SealedStats {
 // sealed chunks. The committer thread is the only writer of the head and
 // of `last`; readers and sealing take `mu`.
 struct SeriesState {
-  // Constant after construction.
+  // Constant after construction. The key prefix of the series' chunks is
+  // built when needed rather than kept: a million series would hold 32
+  // bytes each for it.
   SeriesId id = 0;
-  std::string data_prefix;  // SeriesDataPrefix(project, run, id)
+  ProjectId project = 0;
+  RunId run = 0;
+
+  std::string DataPrefix() const { return SeriesDataPrefix(project, run, id); }
 
   mutable absl::Mutex mu;
-  // Durable points not yet sealed, in step order.
-  PointColumns head ABSL_GUARDED_BY(mu);
+  // Durable points not yet sealed, in step order, compressed.
+  SeriesHead head ABSL_GUARDED_BY(mu);
   // The head-log record of each head fragment and the fragment's last
   // step, in order (a record may repeat when one group holds several
   // fragments of the series). A seal may cut a fragment; its record is
@@ -144,13 +153,12 @@ struct SeriesState {
   int64_t last_time_ms ABSL_GUARDED_BY(mu) = 0;
   double last_value ABSL_GUARDED_BY(mu) = 0;
 
-  void AppendHeadLocked(PointSpan points) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  // `fragment`: the encoding of exactly `points` if there is one at hand
+  // (see SeriesHead::Append), else empty.
+  void AppendHeadLocked(PointSpan points, std::string_view fragment)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (points.empty()) return;
-    head.steps.insert(head.steps.end(), points.steps.begin(), points.steps.end());
-    head.times_ms.insert(head.times_ms.end(), points.times_ms.begin(),
-                         points.times_ms.end());
-    head.values.insert(head.values.end(), points.values.begin(),
-                       points.values.end());
+    head.Append(points.steps, points.times_ms, points.values, fragment);
     has_last = true;
     last_step = points.steps.back();
     last_time_ms = points.times_ms.back();
@@ -344,11 +352,32 @@ class Engine::Impl {
     db_options.listeners.push_back(std::make_shared<ManualRecovery>());
     db_options.info_log = OpenInfoLog(options_.data_dir);
 
-    rocksdb::ColumnFamilyOptions index_options;
-    rocksdb::ColumnFamilyOptions head_options;
-    rocksdb::ColumnFamilyOptions chunk_options;
-    rocksdb::ColumnFamilyOptions meta_options;
-    rocksdb::ColumnFamilyOptions rollup_options;
+    // Memory RocksDB may hold, set deliberately (see EngineOptions): one
+    // budget for every memtable, one block cache for every family.
+    db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(
+        options_.rocksdb_memtable_bytes);
+    rocksdb::BlockBasedTableOptions table_options;
+    table_options.block_cache = rocksdb::NewLRUCache(
+        std::max<uint64_t>(options_.rocksdb_block_cache_bytes, 1 << 20));
+    rocksdb::ColumnFamilyOptions family_options;
+    family_options.table_factory.reset(
+        rocksdb::NewBlockBasedTableFactory(table_options));
+    // A family's memtable is flushed at a sixth of the budget, so that a
+    // burst of series registrations in the index cannot take it all. The
+    // head log gets a third: most of its records are deleted again within
+    // a few seconds (when their series seal), and a put and its delete in
+    // the same memtable never reach an SST.
+    family_options.write_buffer_size = static_cast<size_t>(std::max<uint64_t>(
+        options_.rocksdb_memtable_bytes / 6, 1 << 20));
+    rocksdb::ColumnFamilyOptions index_options = family_options;
+    rocksdb::ColumnFamilyOptions head_options = family_options;
+    head_options.write_buffer_size = static_cast<size_t>(std::max<uint64_t>(
+        options_.rocksdb_memtable_bytes / 3, 1 << 20));
+    rocksdb::ColumnFamilyOptions chunk_options = family_options;
+    rocksdb::ColumnFamilyOptions meta_options = family_options;
+    // Rollups keep their own cache (EngineOptions::rollup_cache_bytes),
+    // so that chart reads do not evict the index and chunk blocks.
+    rocksdb::ColumnFamilyOptions rollup_options = family_options;
     // Rollup records are floats and varints that zstd shrinks by a third;
     // reads hit the block cache, which holds blocks uncompressed.
     rollup_options.compression = rocksdb::kZSTD;
@@ -368,7 +397,7 @@ class Engine::Impl {
     chunk_options.compression = rocksdb::kNoCompression;
     head_options.compression = rocksdb::kNoCompression;
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
-        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {rocksdb::kDefaultColumnFamilyName, family_options},
         {kIndexFamily, index_options},
         {kHeadLogFamily, head_options},
         {kChunksFamily, chunk_options},
@@ -490,7 +519,7 @@ class Engine::Impl {
         info.points = state->sealed.points + state->head.size();
         info.first_step = state->sealed.points > 0 ? state->sealed.first_step
                           : state->head.empty()    ? 0
-                                                   : state->head.steps[0];
+                                                   : state->head.first_step();
         info.last_step = state->last_step;
         info.last_time_ms = state->last_time_ms;
         info.last_value = state->last_value;
@@ -511,6 +540,7 @@ class Engine::Impl {
         if (state == nullptr) continue;
         absl::ReaderMutexLock series_lock(&state->mu);
         stats.head_points += state->head.size();
+        stats.head_bytes += state->head.bytes();
         stats.points += state->sealed.points + state->head.size();
         stats.sealed_chunks += state->sealed.chunks;
       }
@@ -602,7 +632,8 @@ class Engine::Impl {
       std::optional<uint64_t> first_kept;
       std::unique_ptr<rocksdb::Iterator> it(
           db_->NewIterator(rocksdb::ReadOptions(), chunks_cf_));
-      const rocksdb::Slice prefix(state->data_prefix);
+      const std::string prefix_bytes = state->DataPrefix();
+      const rocksdb::Slice prefix(prefix_bytes);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
            it->Next()) {
         auto summary = ReadChunkSummary(
@@ -611,7 +642,7 @@ class Engine::Impl {
         if (summary->max_time_ms < cutoff_ms) {
           batch.Delete(chunks_cf_, it->key());
           batch.Delete(rollups_cf_,
-                       RollupKey(state->data_prefix, kChunkPiecesTier,
+                       RollupKey(prefix_bytes, kChunkPiecesTier,
                                  ReadBigEndian64(it->key().data() +
                                                  kSeriesPrefixSize)));
           points += summary->count;
@@ -817,7 +848,7 @@ class Engine::Impl {
           state->deleted = true;
           head_bytes_.fetch_sub(state->head.size() * kPointBytes,
                                 std::memory_order_relaxed);
-          state->head = PointColumns();
+          state->head = SeriesHead();
           state->log_records.clear();
           state->sealed = SealedStats();
           state->has_last = false;
@@ -906,7 +937,10 @@ class Engine::Impl {
   struct GroupSeries {
     SeriesState* state = nullptr;
     // Points accepted so far in this group, in step order, piece by piece.
-    std::vector<PointSpan> accepted;
+    // Inline: a group touches up to a million series, most of them once,
+    // and a heap vector each was a malloc/free pair per series per group
+    // on the commit thread.
+    absl::InlinedVector<PointSpan, 1> accepted;
     bool has_last = false;
     uint64_t last_step = 0;
     uint64_t last_value_bits = 0;
@@ -933,7 +967,8 @@ class Engine::Impl {
     if (states_[ref.id - 1] != nullptr) return;
     auto state = std::make_unique<SeriesState>();
     state->id = ref.id;
-    state->data_prefix = SeriesDataPrefix(ref.project, ref.run, ref.id);
+    state->project = ref.project;
+    state->run = ref.run;
     states_[ref.id - 1] = std::move(state);
   }
 
@@ -1020,11 +1055,11 @@ class Engine::Impl {
           in.remove_prefix(size);
           continue;
         }
-        fragment.clear();
-        if (auto st = DecodeChunk(in.substr(0, size), &fragment); !st.ok()) {
-          return st;
-        }
+        // The entry's fragment; a head that takes all of it keeps it as is.
+        const std::string_view bytes = in.substr(0, size);
         in.remove_prefix(size);
+        fragment.clear();
+        if (auto st = DecodeChunk(bytes, &fragment); !st.ok()) return st;
         SeriesState& state = *states_[id - 1];
         absl::MutexLock series_lock(&state.mu);
         // Points up to the sealed last step were sealed before the crash
@@ -1034,7 +1069,8 @@ class Engine::Impl {
         size_t keep = 0;
         if (state.has_last) keep = LowerBound(fragment.steps, sealed_to + 1);
         state.log_records.push_back({seq, fragment.steps.back()});
-        state.AppendHeadLocked(AsSpan(fragment).Suffix(keep));
+        state.AppendHeadLocked(AsSpan(fragment).Suffix(keep),
+                               keep == 0 ? bytes : std::string_view());
         head_bytes_.fetch_add((fragment.size() - keep) * kPointBytes,
                               std::memory_order_relaxed);
         ++record.live;
@@ -1069,8 +1105,8 @@ class Engine::Impl {
           visit) const {
     rocksdb::ReadOptions read_options;
     read_options.snapshot = snapshot;
-    std::string lower = state.data_prefix;
-    std::string upper = state.data_prefix;
+    const std::string lower = state.DataPrefix();
+    std::string upper = lower;
     AppendBigEndian64(to, &upper);
     upper.push_back('\0');  // just past the key of a chunk starting at `to`
     rocksdb::Slice upper_slice(upper), lower_slice(lower);
@@ -1078,7 +1114,7 @@ class Engine::Impl {
     read_options.iterate_lower_bound = &lower_slice;
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator(read_options, chunks_cf_));
-    std::string start = state.data_prefix;
+    std::string start = lower;
     AppendBigEndian64(from, &start);
     // The chunk that starts at or before `from` may hold it.
     it->SeekForPrev(start);
@@ -1157,13 +1193,14 @@ class Engine::Impl {
       absl::FunctionRef<void(const PointColumns&)> head_visitor) const {
     const SeriesState* state = State(id);
     if (state == nullptr) return absl::NotFoundError("unknown series");
-    PointColumns head;
+    PointColumns head, all;
     const rocksdb::Snapshot* snapshot;
     {
       absl::ReaderMutexLock lock(&state->mu);
+      if (auto s = state->head.Decode(&all); !s.ok()) return s;
       snapshot = db_->GetSnapshot();
-      AppendInRange(state->head, range, &head);
     }
+    AppendInRange(all, range, &head);
     absl::Status status = sealed(*state, snapshot);
     db_->ReleaseSnapshot(snapshot);
     if (!status.ok()) return status;
@@ -1178,11 +1215,11 @@ class Engine::Impl {
                             RollupVisitor& visitor) const {
     rocksdb::ReadOptions read_options;
     read_options.snapshot = snapshot;
-    const std::string lower =
-        RollupKey(state.data_prefix, kChunkPiecesTier, 0);
+    const std::string data_prefix = state.DataPrefix();
+    const std::string lower = RollupKey(data_prefix, kChunkPiecesTier, 0);
     // Just past the record of a chunk starting at `to`.
     const std::string upper =
-        RollupKey(state.data_prefix, kChunkPiecesTier, range.steps.to) +
+        RollupKey(data_prefix, kChunkPiecesTier, range.steps.to) +
         '\0';
     rocksdb::Slice upper_slice(upper), lower_slice(lower);
     read_options.iterate_upper_bound = &upper_slice;
@@ -1190,7 +1227,7 @@ class Engine::Impl {
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator(read_options, rollups_cf_));
     const std::string start =
-        RollupKey(state.data_prefix, kChunkPiecesTier, range.steps.from);
+        RollupKey(data_prefix, kChunkPiecesTier, range.steps.from);
     // The chunk that starts at or before `from` may hold it.
     it->SeekForPrev(start);
     if (!it->Valid()) it->Seek(start);
@@ -1210,7 +1247,7 @@ class Engine::Impl {
       }
       if (pieces.back().last_step < range.steps.from) continue;
       auto load = [&]() -> absl::StatusOr<const PointColumns*> {
-        std::string key = state.data_prefix;
+        std::string key = data_prefix;
         AppendBigEndian64(first_step, &key);
         rocksdb::ReadOptions get_options;
         get_options.snapshot = snapshot;
@@ -1295,8 +1332,9 @@ class Engine::Impl {
       if (i < mine.size() && mine.steps[i] == step) return Bits(mine.values[i]);
     }
     {
+      PointColumns head;
       absl::ReaderMutexLock lock(&group.state->mu);
-      const PointColumns& head = group.state->head;
+      if (auto s = group.state->head.Decode(&head); !s.ok()) return s;
       i = LowerBound(head.steps, step);
       if (i < head.size() && head.steps[i] == step) return Bits(head.values[i]);
       if (!head.empty() && step > head.steps[0]) return std::nullopt;
@@ -1543,7 +1581,8 @@ class Engine::Impl {
         f.state->log_records.push_back({seq, p.steps[end - 1]});
         if (!f.encoded.empty()) break;
       }
-      f.state->AppendHeadLocked(p);
+      // A prepared fragment is the encoding of all of p; the head keeps it.
+      f.state->AppendHeadLocked(p, f.encoded);
       head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
       if (f.state->head.size() >= options_.chunk_points) full.push_back(f.state);
     }
@@ -1673,7 +1712,7 @@ class Engine::Impl {
     {
       absl::ReaderMutexLock lock(&state->mu);
       if (state->deleted) return 0;  // queued before its deletion
-      head = state->head;
+      if (auto s = state->head.Decode(&head); !s.ok()) return s;
       records = state->log_records;
       sealed = state->sealed;
     }
@@ -1689,6 +1728,7 @@ class Engine::Impl {
     }
     rocksdb::WriteBatch batch;
     std::string encoded;
+    const std::string data_prefix = state->DataPrefix();
     std::vector<RollupPiece> pieces;
     uint64_t chunks = 0;
     const size_t max_points =
@@ -1704,13 +1744,13 @@ class Engine::Impl {
       EncodeChunk(std::span(head.steps).subspan(begin, end - begin),
                   std::span(head.times_ms).subspan(begin, end - begin),
                   std::span(head.values).subspan(begin, end - begin), &encoded);
-      std::string key = state->data_prefix;
+      std::string key = data_prefix;
       AppendBigEndian64(head.steps[begin], &key);
       batch.Put(chunks_cf_, key, encoded);
       // The chunk's rollup rides in the same atomic batch: after any crash
       // a chunk has its rollup record and vice versa.
       const size_t n = end - begin;
-      PutRollup(&batch, rollups_cf_, state->data_prefix,
+      PutRollup(&batch, rollups_cf_, data_prefix,
                 std::span(head.steps).subspan(begin, n),
                 std::span(head.times_ms).subspan(begin, n),
                 std::span(head.values).subspan(begin, n), window, &pieces,
@@ -1751,15 +1791,17 @@ class Engine::Impl {
 
     {
       absl::MutexLock lock(&state->mu);
+      // The head without the sealed points (and with whatever the committer
+      // appended since the copy above), made before the write so that the
+      // chunks are never written while their points stay in the head.
+      SeriesHead rest = state->head;
+      if (auto s = rest.DropFirst(k); !s.ok()) return s;
       // No fsync needed: losing this write in a crash leaves the head log.
       if (auto s = Write(rocksdb::WriteOptions(), &batch, "seal"); !s.ok()) {
         return s;
       }
-      PointColumns& h = state->head;
-      h.steps.erase(h.steps.begin(), h.steps.begin() + k);
+      state->head = std::move(rest);
       head_bytes_.fetch_sub(k * kPointBytes, std::memory_order_relaxed);
-      h.times_ms.erase(h.times_ms.begin(), h.times_ms.begin() + k);
-      h.values.erase(h.values.begin(), h.values.begin() + k);
       state->log_records.erase(state->log_records.begin(),
                                state->log_records.begin() + released_refs);
       state->sealed = sealed;

@@ -55,6 +55,13 @@ struct EngineOptions {
   // Memory budget in bytes for points held in memory (open heads and
   // appends queued for commit); 0 = none. See MemoryPressure().
   uint64_t memory_limit = 0;
+  // RocksDB's own memory, which counts in the process' RSS beside the
+  // heads: all memtables of all column families together (a write buffer
+  // manager flushes the largest when they pass it), and one block cache
+  // shared by every column family. Left to RocksDB's defaults, each
+  // family would get up to 2 x 64 MiB of memtables and its own cache.
+  uint64_t rocksdb_memtable_bytes = 192 << 20;
+  uint64_t rocksdb_block_cache_bytes = 32 << 20;
   // Appends are refused with ResourceExhausted while the data directory's
   // file system has less than this many bytes free, so that RocksDB never
   // runs out of room mid-write and flushes and compactions keep space to
@@ -241,6 +248,7 @@ struct EngineStats {
   uint64_t series = 0;
   uint64_t points = 0;
   uint64_t head_points = 0;
+  uint64_t head_bytes = 0;  // what the open heads hold, compressed
   uint64_t sealed_chunks = 0;
   uint64_t bytes_on_disk = 0;  // whole data directory
   // Since open:

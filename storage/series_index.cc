@@ -4,6 +4,7 @@
 #include <iterator>
 #include <limits>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 
 namespace stepdb::storage {
@@ -16,6 +17,26 @@ std::string IdValue(uint32_t id) {
 }
 
 }  // namespace
+
+size_t SeriesIndex::SeriesHash::operator()(const SeriesProbe& p) const {
+  return absl::HashOf(p.project, p.run, p.key->metric, p.key->labels);
+}
+
+size_t SeriesIndex::SeriesHash::operator()(SeriesId id) const {
+  return (*this)(SeriesEq::Probe(*entries, id));
+}
+
+SeriesIndex::SeriesProbe SeriesIndex::SeriesEq::Probe(const Entries& entries,
+                                                      SeriesId id) {
+  const SeriesEntry& e = *entries[id - 1];
+  return {e.project, e.run, &e.key};
+}
+
+bool SeriesIndex::SeriesEq::operator()(const SeriesProbe& a,
+                                       const SeriesProbe& b) const {
+  return a.project == b.project && a.run == b.run &&
+         a.key->metric == b.key->metric && a.key->labels == b.key->labels;
+}
 
 absl::Status SeriesIndex::LoadRecord(std::string_view key,
                                      std::string_view value) {
@@ -71,9 +92,9 @@ absl::Status SeriesIndex::LoadRecord(std::string_view key,
       if (entries_[id - 1] != nullptr) {
         return absl::DataLossError(absl::StrCat("series id ", id, " repeats"));
       }
-      series_[std::string(key)] = id;
       series_by_project_[entry->project].push_back(id);
       entries_[id - 1] = std::move(entry);
+      series_.insert(id);  // hashes entries_[id - 1]
       return absl::OkStatus();
     }
     default:
@@ -105,11 +126,10 @@ absl::StatusOr<SeriesRef> SeriesIndex::Resolve(const SeriesKey& key) {
   } else {
     ref.run = rit->second;
   }
-  std::string series_key =
-      SeriesIndexKey(ref.project, ref.run, SeriesIdentity(key));
   // Another thread may have created it between Find and the lock.
-  if (auto sit = series_.find(series_key); sit != series_.end()) {
-    ref.id = sit->second;
+  if (auto sit = series_.find(SeriesProbe{ref.project, ref.run, &key});
+      sit != series_.end()) {
+    ref.id = *sit;
     return ref;
   }
   if (entries_.size() >= std::numeric_limits<SeriesId>::max() - 1) {
@@ -119,9 +139,10 @@ absl::StatusOr<SeriesRef> SeriesIndex::Resolve(const SeriesKey& key) {
   ref.created = true;
   entries_.push_back(std::make_unique<SeriesEntry>(
       SeriesEntry{key, ref.project, ref.run}));
-  series_.emplace(series_key, ref.id);
+  series_.insert(ref.id);  // hashes entries_.back()
   series_by_project_[ref.project].push_back(ref.id);
-  pending_.push_back({std::move(series_key), IdValue(ref.id)});
+  pending_.push_back({SeriesIndexKey(ref.project, ref.run, SeriesIdentity(key)),
+                      IdValue(ref.id)});
   return ref;
 }
 
@@ -131,10 +152,9 @@ std::optional<SeriesRef> SeriesIndex::Find(const SeriesKey& key) const {
   if (pit == projects_.end()) return std::nullopt;
   auto rit = runs_.find(RunIndexKey(pit->second, key.run));
   if (rit == runs_.end()) return std::nullopt;
-  auto sit =
-      series_.find(SeriesIndexKey(pit->second, rit->second, SeriesIdentity(key)));
+  auto sit = series_.find(SeriesProbe{pit->second, rit->second, &key});
   if (sit == series_.end()) return std::nullopt;
-  return SeriesRef{sit->second, pit->second, rit->second, false};
+  return SeriesRef{*sit, pit->second, rit->second, false};
 }
 
 void SeriesIndex::TakePendingRecords(std::vector<IndexRecord>* out) {
@@ -196,8 +216,7 @@ std::vector<SeriesId> SeriesIndex::Remove(ProjectId project,
     std::erase_if(it->second, [&](SeriesId id) {
       std::unique_ptr<SeriesEntry>& entry = entries_[id - 1];
       if (run && entry->run != *run) return false;
-      series_.erase(SeriesIndexKey(entry->project, entry->run,
-                                   SeriesIdentity(entry->key)));
+      series_.erase(id);  // hashes the entry: before it moves out
       removed_.push_back(std::move(entry));
       removed.push_back(id);
       return true;

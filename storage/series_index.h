@@ -18,6 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -95,6 +96,36 @@ class SeriesIndex {
     ProjectId project;
     RunId run;
   };
+  using Entries = std::vector<std::unique_ptr<SeriesEntry>>;
+
+  // The series set holds ids only and hashes and compares the keys of their
+  // entries, so that each key is stored once (a map from the encoded index
+  // key kept a second copy: about 100 bytes a series). Lookups go by
+  // SeriesProbe, without building any string.
+  struct SeriesProbe {
+    ProjectId project;
+    RunId run;
+    const SeriesKey* key;  // its metric and (canonical) labels are compared
+  };
+  struct SeriesHash {
+    using is_transparent = void;
+    const Entries* entries;
+    size_t operator()(const SeriesProbe& p) const;
+    size_t operator()(SeriesId id) const;
+  };
+  struct SeriesEq {
+    using is_transparent = void;
+    const Entries* entries;
+    static SeriesProbe Probe(const Entries& entries, SeriesId id);
+    bool operator()(const SeriesProbe& a, const SeriesProbe& b) const;
+    bool operator()(SeriesId a, SeriesId b) const { return a == b; }
+    bool operator()(SeriesId a, const SeriesProbe& b) const {
+      return (*this)(Probe(*entries, a), b);
+    }
+    bool operator()(const SeriesProbe& a, SeriesId b) const {
+      return (*this)(a, Probe(*entries, b));
+    }
+  };
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, ProjectId> projects_ ABSL_GUARDED_BY(mu_);
@@ -104,10 +135,11 @@ class SeriesIndex {
   absl::flat_hash_map<RunId, std::string> run_names_ ABSL_GUARDED_BY(mu_);
   // Key: RunIndexKey(project, run).
   absl::flat_hash_map<std::string, RunId> runs_ ABSL_GUARDED_BY(mu_);
-  // Key: SeriesIndexKey(project, run, identity).
-  absl::flat_hash_map<std::string, SeriesId> series_ ABSL_GUARDED_BY(mu_);
   // Indexed by SeriesId - 1.
-  std::vector<std::unique_ptr<SeriesEntry>> entries_ ABSL_GUARDED_BY(mu_);
+  Entries entries_ ABSL_GUARDED_BY(mu_);
+  // Every series, by (project, run, metric, labels); see SeriesHash.
+  absl::flat_hash_set<SeriesId, SeriesHash, SeriesEq> series_ ABSL_GUARDED_BY(
+      mu_){0, SeriesHash{&entries_}, SeriesEq{&entries_}};
   absl::flat_hash_map<ProjectId, std::vector<SeriesId>> series_by_project_
       ABSL_GUARDED_BY(mu_);
   ProjectId max_project_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,5 +1,6 @@
 #include "storage/engine.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <limits>
@@ -7,6 +8,8 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -298,6 +301,79 @@ TEST_F(EngineTest, NanAndInfinityAreStoredBitExactly) {
     EXPECT_EQ(std::bit_cast<uint64_t>(all.values[i]),
               std::bit_cast<uint64_t>(values[i]))
         << i;
+  }
+}
+
+// The index finds series by (project, run, metric, labels) without keeping
+// a second copy of the key: keys that differ in one part only, labels given
+// in any order, before and after a restart, across runs and projects.
+TEST_F(EngineTest, SeriesAreFoundByEveryPartOfTheirKeyAcrossRestarts) {
+  Open(8);
+  std::vector<std::pair<SeriesKey, SeriesId>> made;
+  for (const std::string project : {"proj", "other"}) {
+    for (const std::string run : {"run-1", "run-2"}) {
+      for (int m = 0; m < 5; ++m) {
+        for (int g = 0; g < 8; ++g) {
+          SeriesKey key{project, run, absl::StrCat("gpu/m", m),
+                        {{"node", absl::StrCat("n", g / 4)},
+                         {"gpu", absl::StrCat(g % 4)}}};
+          auto id = engine_->ResolveSeries(key);
+          ASSERT_TRUE(id.ok()) << id.status();
+          made.emplace_back(std::move(key), *id);
+        }
+      }
+    }
+  }
+  absl::flat_hash_set<SeriesId> distinct;
+  for (const auto& [key, id] : made) distinct.insert(id);
+  ASSERT_EQ(distinct.size(), made.size());
+  for (int reopen = 0; reopen < 2; ++reopen) {
+    for (auto [key, id] : made) {
+      EXPECT_EQ(engine_->FindSeries(key), id);
+      std::reverse(key.labels.begin(), key.labels.end());  // any order
+      EXPECT_EQ(engine_->FindSeries(key), id);
+      EXPECT_EQ(*engine_->ResolveSeries(key), id);
+    }
+    EXPECT_EQ(engine_->FindSeries({"proj", "run-1", "gpu/m0", {{"node", "n0"}}}),
+              std::nullopt);
+    EXPECT_EQ(engine_->FindSeries({"proj", "run-3", "gpu/m0",
+                                   {{"node", "n0"}, {"gpu", "0"}}}),
+              std::nullopt);
+    EXPECT_EQ(engine_->Stats().series, made.size());
+    Open(8);
+  }
+  EXPECT_GT(Resolve("fresh"), static_cast<SeriesId>(made.size()));
+}
+
+// A head-log record with entries of several series (one group) comes back
+// into each series' compressed head, whichever entry it is in the record.
+TEST_F(EngineTest, RestartRecoversHeadsFromRecordsOfManySeries) {
+  Open(1024);
+  std::vector<SeriesId> ids;
+  for (int m = 0; m < 5; ++m) ids.push_back(Resolve(absl::StrCat("m", m)));
+  for (uint64_t first = 0; first < 12; first += 4) {
+    AppendBatch batch;
+    for (size_t k = 0; k < ids.size(); ++k) {
+      batch.StartSeries(ids[k]);
+      for (uint64_t s = first; s < first + 4; ++s) {
+        batch.AddPoint(s * S, static_cast<int64_t>(s * 1000 + k), s + 0.25 * k);
+      }
+    }
+    if (first != 4) batch.Prepare();  // both kinds of fragments
+    auto results = engine_->Append(std::move(batch));
+    ASSERT_TRUE(results.ok()) << results.status();
+  }
+  for (int reopen = 0; reopen < 2; ++reopen) {
+    Open(1024);
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const PointColumns got = ReadAll(ids[k]);
+      ASSERT_EQ(got.size(), 12u);
+      for (uint64_t s = 0; s < 12; ++s) {
+        EXPECT_EQ(got.steps[s], s * S);
+        EXPECT_EQ(got.times_ms[s], static_cast<int64_t>(s * 1000 + k));
+        EXPECT_EQ(got.values[s], s + 0.25 * k);
+      }
+    }
   }
 }
 

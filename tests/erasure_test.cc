@@ -105,6 +105,15 @@ class ErasureTest : public ::testing::Test {
     for (const auto& r : *result) ASSERT_EQ(r.rejected, 0u) << r.first_rejection;
   }
 
+  // Waits (bounded) until the background sealer has written `chunks`
+  // chunks, so a test that means to delete sealed data has some.
+  void WaitForSealedChunks(uint64_t chunks) {
+    for (int i = 0; i < 1000 && engine_->Stats().sealed_chunks < chunks; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_GE(engine_->Stats().sealed_chunks, chunks);
+  }
+
   // Every point of every series of `project`, by series name, for exact
   // before/after comparisons.
   std::map<std::string, std::vector<std::tuple<uint64_t, int64_t, uint64_t>>>
@@ -267,6 +276,7 @@ TEST_F(ErasureTest, DeleteRunRemovesThatRunAndLeavesTheRestExactly) {
   // Sealed chunks and head points in both runs, sharing head-log records.
   Append({a1, a2, b1, c1}, 1, 300);
   Append({a1, b1}, 301, 10);
+  WaitForSealedChunks(16);  // 4 full 64-step windows of each series
   const auto p1_before = Snapshot("p1");
   const auto p2_before = Snapshot("p2");
   const EngineStats stats_before = engine_->Stats();

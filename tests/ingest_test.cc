@@ -153,6 +153,63 @@ TEST_F(ServiceTest, StreamWithRefsIsAckedAndReadable) {
   EXPECT_EQ(pages[1].times_ms(0), 10000);
 }
 
+// A stream keeps only ids for its refs; the names in its errors and the
+// check of a re-registered ref come from the engine's index.
+TEST_F(ServiceTest, RefsAreNamedInErrorsAndCannotBeRebound) {
+  grpc::ClientContext ctx;
+  auto stream = ingest_stub_->Write(&ctx);
+  v1::WriteRequest first;
+  first.set_seq(1);
+  AddPoints(AddSeries(&first, "train/loss", /*ref=*/7), 0, 2);
+  ASSERT_TRUE(stream->Write(first));
+  v1::WriteRequest bad_columns;  // a bare ref with a malformed column
+  bad_columns.set_seq(2);
+  v1::SeriesPoints* bare = bad_columns.add_series();
+  bare->set_ref(7);
+  AddPoints(bare, 2, 2);
+  bare->add_values(1.0);
+  ASSERT_TRUE(stream->Write(bad_columns));
+  v1::WriteRequest rebind;  // ref 7 for another series
+  rebind.set_seq(3);
+  AddPoints(AddSeries(&rebind, "train/other", /*ref=*/7), 0, 1);
+  ASSERT_TRUE(stream->Write(rebind));
+  v1::WriteRequest again;  // the same key under its ref again, and a ref
+  again.set_seq(4);        // registered and used in one request
+  AddPoints(AddSeries(&again, "train/loss", /*ref=*/7), 2, 1);
+  AddPoints(AddSeries(&again, "train/acc", /*ref=*/8), 0, 1);
+  v1::SeriesPoints* acc = again.add_series();
+  acc->set_ref(8);
+  AddPoints(acc, 1, 2);
+  v1::SeriesPoints* loss = again.add_series();
+  loss->set_ref(7);
+  AddPoints(loss, 3, 1);
+  ASSERT_TRUE(stream->Write(again));
+  stream->WritesDone();
+
+  v1::WriteAck ack;
+  ASSERT_TRUE(stream->Read(&ack));
+  EXPECT_EQ(ack.error_code(), 0);
+  ASSERT_TRUE(stream->Read(&ack));
+  EXPECT_EQ(ack.seq(), 2u);
+  EXPECT_EQ(ack.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(ack.error_message(),
+              HasSubstr("series[0] \"proj/run-1/train/loss{node=n1}\""));
+  EXPECT_THAT(ack.error_message(), HasSubstr("steps has 2 entries but values has 3"));
+  ASSERT_TRUE(stream->Read(&ack));
+  EXPECT_EQ(ack.seq(), 3u);
+  EXPECT_THAT(ack.error_message(), HasSubstr("ref 7 already names another series"));
+  ASSERT_TRUE(stream->Read(&ack));
+  EXPECT_EQ(ack.seq(), 4u);
+  EXPECT_EQ(ack.error_code(), 0) << ack.error_message();
+  EXPECT_EQ(ack.points_accepted(), 5u);
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_THAT(Steps(Read("train/loss")), ::testing::ElementsAre(0, 1, 2, 3));
+  EXPECT_THAT(Steps(Read("train/acc")), ::testing::ElementsAre(0, 1, 2));
+  grpc::Status status;
+  Read("train/other", {}, &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 TEST_F(ServiceTest, MalformedRequestGetsErrorAckAndStreamContinues) {
   grpc::ClientContext ctx;
   auto stream = ingest_stub_->Write(&ctx);

@@ -1,0 +1,63 @@
+// The open head of one series: its durable points that are not sealed into
+// a chunk yet, kept compressed.
+//
+// The head holds the encoded fragments the write path already made for the
+// head log (format version 1, docs/FORMAT.md), one after the other, each
+// behind its byte size, rather than three uncompressed columns: a point
+// costs its share of a fragment (about 3-11 bytes, by the batch size)
+// instead of 24 bytes plus the slack of three growing vectors. With a
+// million active series the heads were most of the server's memory.
+// Readers and sealing decode; appends only copy bytes.
+//
+// Thread-compatible: the engine guards each head with its series' mutex.
+#ifndef STEPDB_STORAGE_SERIES_HEAD_H_
+#define STEPDB_STORAGE_SERIES_HEAD_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "storage/chunk_codec.h"
+
+namespace stepdb::storage {
+
+class SeriesHead {
+ public:
+  size_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  // Precondition: !empty().
+  uint64_t first_step() const { return first_step_; }
+  // Bytes held (encoded fragments and their sizes).
+  size_t bytes() const { return bytes_.capacity(); }
+
+  // Appends points whose steps strictly increase and follow the head's
+  // last step. `fragment` is their encoding (EncodeChunkV1 of exactly these
+  // points), or empty to have them encoded here.
+  void Append(std::span<const uint64_t> steps, std::span<const int64_t> times_ms,
+              std::span<const double> values, std::string_view fragment);
+
+  // Appends every point, in step order, to *out. Returns DataLossError if
+  // a fragment does not decode (memory corruption: never in practice).
+  absl::Status Decode(PointColumns* out) const;
+
+  // Removes the first `k` points (k <= size()): the rest is re-encoded as
+  // one fragment. Returns the decoding error, leaving the head unchanged.
+  absl::Status DropFirst(size_t k);
+
+ private:
+  // Appends one fragment: `fragment`, or the encoding of the points.
+  void AppendFragment(std::span<const uint64_t> steps,
+                      std::span<const int64_t> times_ms,
+                      std::span<const double> values, std::string_view fragment);
+
+  std::string bytes_;  // (size: 4 bytes big-endian, fragment)*
+  uint32_t count_ = 0;
+  uint64_t first_step_ = 0;
+};
+
+}  // namespace stepdb::storage
+
+#endif  // STEPDB_STORAGE_SERIES_HEAD_H_
