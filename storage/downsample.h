@@ -185,8 +185,9 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(
 
 // Receives the buckets of StreamBuckets: the bucket's index on the grid and
 // its aggregates, as ReadBuckets would return them except that the bounds
-// are not set (BucketGrid::SetBounds gives them). The Bucket is valid only
-// during the call.
+// are not to be relied on (set on the time axis, not on the step axis;
+// BucketGrid::SetBounds gives them). The Bucket is valid only during the
+// call.
 using BucketSink = absl::FunctionRef<void(size_t index, const Bucket& bucket)>;
 
 // ReadBuckets of one series with the non-empty buckets handed to `sink`, in
