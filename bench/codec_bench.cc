@@ -170,23 +170,51 @@ void BM_Encode(benchmark::State& state, Kind kind) {
   EncodeLoop<EncodeChunk>(state, kind);
 }
 
-void BM_Decode(benchmark::State& state, Kind kind) {
-  const std::vector<std::string> encoded = EncodedChunks(kind, EncodeChunk);
+// Decodes chunk c of `encoded` with decode(c, &out), round robin.
+template <typename Decode>
+void DecodeLoop(benchmark::State& state, size_t chunks, Decode decode) {
   PointColumns out;
   out.reserve(kChunkPoints);
   size_t c = 0;
   for (auto _ : state) {
     out.clear();
-    absl::Status s = DecodeChunk(encoded[c], &out);
+    absl::Status s = decode(c, &out);
     if (!s.ok()) {
       state.SkipWithError(s.ToString().c_str());
       break;
     }
     benchmark::DoNotOptimize(out.values.data());
     benchmark::ClobberMemory();
-    c = (c + 1) % encoded.size();
+    c = (c + 1) % chunks;
   }
+}
+
+void BM_Decode(benchmark::State& state, Kind kind) {
+  const std::vector<std::string> encoded = EncodedChunks(kind, EncodeChunk);
+  DecodeLoop(state, encoded.size(), [&](size_t c, PointColumns* out) {
+    return DecodeChunk(encoded[c], out);
+  });
   SetCounters(state, kind, EncodeChunk);
+}
+
+// Format version 3: the chunk of a series that shares the step and time
+// columns of a sibling's (the leader; here a chunk of the same points).
+void EncodeAsFollower(std::span<const uint64_t> steps,
+                      std::span<const int64_t> times_ms,
+                      std::span<const double> values, std::string* out) {
+  EncodeFollowerChunk(steps, times_ms, values, /*leader_series=*/2, out);
+}
+
+// Decoding a follower decodes its leader's step and time columns (not its
+// values) and its own values; bytes_per_point is the follower alone.
+void BM_DecodeFollower(benchmark::State& state, Kind kind) {
+  const std::vector<std::string> leaders = EncodedChunks(kind, EncodeChunk);
+  const std::vector<std::string> encoded =
+      EncodedChunks(kind, EncodeAsFollower);
+  DecodeLoop(state, encoded.size(), [&](size_t c, PointColumns* out) {
+    return DecodeFollowerChunk(encoded[c], leaders[c], out);
+  });
+  SetCounters(state, kind, EncodeAsFollower);
 }
 
 // Version 1 (Gorilla) on the same data, for comparison.
@@ -224,6 +252,7 @@ void BM_ValueBytes(benchmark::State& state, Kind kind) {
 
 STEPDB_KINDS(BM_Encode);
 STEPDB_KINDS(BM_Decode);
+STEPDB_KINDS(BM_DecodeFollower);
 STEPDB_KINDS(BM_EncodeV1);
 STEPDB_KINDS(BM_ValueBytes);
 

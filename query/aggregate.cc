@@ -173,7 +173,7 @@ uint64_t EstimatePoints(const SeriesRef& s, const RangeSpec& spec) {
 class CountVisitor : public storage::ChunkVisitor {
  public:
   absl::StatusOr<bool> OnChunk(const storage::ChunkSummary& s,
-                               std::string_view) override {
+                               storage::ChunkLoader) override {
     points_ += s.count;
     return true;
   }

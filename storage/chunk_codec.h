@@ -96,6 +96,9 @@ struct ChunkDescription {
   int decimal_exponent = 0;    // kDecimal only: values are ints / 10^e
   uint32_t exceptions = 0;     // values stored raw beside the codec
   bool regular_steps = false;  // all step deltas equal (no step column)
+  // Format version 3: the series whose chunk holds this chunk's step and
+  // time columns (see EncodeFollowerChunk); 0 for versions 1 and 2.
+  uint32_t leader_series = 0;
 };
 
 // Reads the value codec from the header of `chunk` (cheap). Errors as
@@ -107,14 +110,29 @@ absl::StatusOr<ChunkDescription> DescribeChunk(std::string_view chunk);
 // in any direction. Values are stored bit-exactly (NaN payloads, -0.0,
 // denormals, +-Inf). n must not exceed 2^24 (1 << 24): decoders reject
 // larger counts so that a corrupt header cannot make them allocate much.
-// Writes the current format version (2). The byte layout is in
+// Writes format version 2. The byte layout is in
 // docs/FORMAT.md.
 void EncodeChunk(std::span<const uint64_t> steps,
                  std::span<const int64_t> times_ms,
                  std::span<const double> values, std::string* out);
 
+// Format version 3, a "follower" chunk: the same as version 2 without the
+// step and time columns, which are those of another chunk (the leader: a
+// version 2 chunk of series `leader_series` that starts at the same step).
+// Metrics logged together (one call, one step, one time) have identical
+// step and time columns; storing them once per group is most of what their
+// chunks cost besides the values. Preconditions: as EncodeChunk, plus
+// leader_series != 0 and the leader chunk holding exactly these steps and
+// times (the caller checks; the format stores only the reference and the
+// header's ranges, which DecodeFollowerChunk compares).
+void EncodeFollowerChunk(std::span<const uint64_t> steps,
+                         std::span<const int64_t> times_ms,
+                         std::span<const double> values,
+                         uint32_t leader_series, std::string* out);
+
 // Reads the summary of an encoded chunk of any supported format version
-// (cheap: header only, the body is not touched).
+// (cheap: header only, the body is not touched; a follower chunk's header
+// has its own count and step and time ranges).
 // Returns DataLossError if `chunk` is truncated or not a chunk,
 // UnimplementedError for an unknown format version.
 absl::StatusOr<ChunkSummary> ReadChunkSummary(std::string_view chunk);
@@ -122,8 +140,22 @@ absl::StatusOr<ChunkSummary> ReadChunkSummary(std::string_view chunk);
 // Decodes every point of `chunk` and appends them to *out.
 // Returns DataLossError on corrupt or truncated input (never crashes or
 // reads out of bounds, whatever the bytes), UnimplementedError for an
-// unknown format version. On error *out may hold a prefix of the points.
+// unknown format version, FailedPreconditionError for a follower chunk
+// (version 3: use DecodeFollowerChunk). On error *out may hold a prefix of
+// the points.
 absl::Status DecodeChunk(std::string_view chunk, PointColumns* out);
+
+// Decodes the follower chunk `chunk` (format version 3) with the leader
+// chunk it names (DescribeChunk(chunk)->leader_series; the caller finds
+// it), taking steps and times from the leader (whose values are not
+// decoded) and values from the follower. Returns InvalidArgumentError if
+// `chunk` is not a version 3 chunk; DataLossError if either is corrupt, if
+// the leader is not a version 2 chunk, or if its count, step or time
+// ranges differ from the follower's header; UnimplementedError for an
+// unknown version. On error *out is unchanged.
+absl::Status DecodeFollowerChunk(std::string_view chunk,
+                                 std::string_view leader_chunk,
+                                 PointColumns* out);
 
 namespace internal {
 

@@ -46,7 +46,7 @@ absl::Status Corrupt(absl::string_view what) {
 absl::Status CheckVersion(std::string_view chunk) {
   if (chunk.empty()) return Corrupt("empty");
   const uint8_t version = static_cast<uint8_t>(chunk[0]);
-  if (version != kVersion1 && version != kVersion2) {
+  if (version != kVersion1 && version != kVersion2 && version != kVersion3) {
     return absl::UnimplementedError(
         absl::StrCat("unknown chunk format version ", version));
   }

@@ -20,6 +20,9 @@ namespace stepdb::storage::internal {
 
 inline constexpr uint8_t kVersion1 = 1;
 inline constexpr uint8_t kVersion2 = 2;
+// Version 2's layout without the step and time columns, which live in the
+// chunk of another series (the leader; see EncodeFollowerChunk).
+inline constexpr uint8_t kVersion3 = 3;
 
 // Decoders refuse larger counts so that a corrupt header can never make
 // them allocate much; chunks are meant to hold ~1k points.
@@ -56,7 +59,7 @@ bool GetFixed64(std::string_view* in, uint64_t* v);
 // DataLossError("corrupt chunk: <what>").
 absl::Status Corrupt(absl::string_view what);
 
-// OK for the supported versions (1, 2), DataLoss for an empty chunk,
+// OK for the supported versions (1, 2, 3), DataLoss for an empty chunk,
 // Unimplemented for any other version byte.
 absl::Status CheckVersion(std::string_view chunk);
 

@@ -365,7 +365,7 @@ absl::Status CheckReadArgs(Axis axis, const ReadRange& range,
 class ExtentVisitor : public ChunkVisitor {
  public:
   absl::StatusOr<bool> OnChunk(const ChunkSummary& s,
-                               std::string_view) override {
+                               ChunkLoader) override {
     if (s.count == 0) return true;
     Add(s.min_step, s.max_step, s.min_time_ms, s.max_time_ms);
     return true;

@@ -181,10 +181,17 @@ struct ReadResult {
   bool truncated = false;  // more points matched than the limit allowed
 };
 
+// Reads and decodes a sealed chunk on demand, resolving a chunk that shares
+// another series' step and time columns (format version 3) with one more
+// point lookup: the one way sealed chunks are decoded. Returns the points
+// (valid until the visitor's call returns), DataLossError for a corrupt
+// chunk or a missing leader chunk.
+using ChunkLoader = absl::FunctionRef<absl::StatusOr<const PointColumns*>()>;
+
 // Receives the pieces of a series that Engine::Scan finds in a range: first
 // the sealed chunks (in step order), then the head. Lets a reader use a
 // chunk's header summary (count, min, max, sum, NaN/Inf counts, step and
-// time bounds) and decode it (DecodeChunk) only when it must.
+// time bounds) and decode it (`load_chunk`) only when it must.
 class ChunkVisitor {
  public:
   virtual ~ChunkVisitor() = default;
@@ -192,7 +199,7 @@ class ChunkVisitor {
   // outside it). Returns false to stop the scan (OnHead is then not
   // called), or an error to fail it.
   virtual absl::StatusOr<bool> OnChunk(const ChunkSummary& summary,
-                                       std::string_view chunk) = 0;
+                                       ChunkLoader load_chunk) = 0;
   // The head's points within the range, in step order (maybe none).
   virtual void OnHead(const PointColumns& points) = 0;
 };
@@ -205,7 +212,7 @@ class ChunkVisitor {
 // returns).
 class RollupVisitor {
  public:
-  using ChunkLoader = absl::FunctionRef<absl::StatusOr<const PointColumns*>()>;
+  using ChunkLoader = storage::ChunkLoader;
   virtual ~RollupVisitor() = default;
   // The pieces of a sealed chunk that may overlap the range (some pieces
   // may lie outside it), in step order; pieces[k] holds the chunk's points

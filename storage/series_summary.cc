@@ -16,7 +16,7 @@ class Summarizer : public ChunkVisitor {
   explicit Summarizer(const ReadRange& range) : range_(range) {}
 
   absl::StatusOr<bool> OnChunk(const ChunkSummary& chunk,
-                               std::string_view bytes) override {
+                               ChunkLoader load_chunk) override {
     const bool inside =
         chunk.min_step >= range_.steps.from && chunk.max_step <= range_.steps.to &&
         chunk.min_time_ms >= range_.times.from_ms &&
@@ -28,8 +28,8 @@ class Summarizer : public ChunkVisitor {
       s.last_step = chunk.max_step;
       s.last_value = chunk.last_value;
       // The header has no time of the last point (max_time_ms is the
-      // latest, not the last): Finish decodes this chunk if it stays last.
-      last_merged_.assign(bytes);
+      // latest, not the last): SummarizeSeries reads it if this chunk stays
+      // last.
       if (chunk.finite_count() > 0) {
         s.min = chunk.min_value;
         s.max = chunk.max_value;
@@ -38,22 +38,17 @@ class Summarizer : public ChunkVisitor {
       last_is_merged_ = true;
       return true;
     }
-    points_.clear();
-    if (auto st = DecodeChunk(bytes, &points_); !st.ok()) return st;
-    AddPoints(points_);
+    auto points = load_chunk();
+    if (!points.ok()) return points.status();
+    AddPoints(**points);
     return true;
   }
 
   void OnHead(const PointColumns& points) override { AddPoints(points); }
 
-  absl::StatusOr<SeriesSummary> Finish() {
-    if (last_is_merged_) {
-      points_.clear();
-      if (auto st = DecodeChunk(last_merged_, &points_); !st.ok()) return st;
-      summary_.last_time_ms = points_.times_ms.back();
-    }
-    return summary_;
-  }
+  // Whether the last point came from a chunk header, without its time.
+  bool last_is_merged() const { return last_is_merged_; }
+  SeriesSummary& summary() { return summary_; }
 
  private:
   void AddPoints(const PointColumns& points) {
@@ -76,9 +71,7 @@ class Summarizer : public ChunkVisitor {
   }
 
   const ReadRange range_;
-  PointColumns points_;
   SeriesSummary summary_;
-  std::string last_merged_;  // the last chunk taken from its header
   bool last_is_merged_ = false;
 };
 
@@ -99,7 +92,28 @@ absl::StatusOr<SeriesSummary> SummarizeSeries(const Engine& engine,
                                               const ReadRange& range) {
   Summarizer summarizer(range);
   if (auto s = engine.Scan(series, range, summarizer); !s.ok()) return s;
-  return summarizer.Finish();
+  SeriesSummary& summary = summarizer.summary();
+  if (summarizer.last_is_merged()) {
+    // The time of the last point: one more read, of its step only (the
+    // chunk holding it is decoded, through the engine's chunk resolver).
+    ReadRange last;
+    last.steps = {summary.last_step, summary.last_step};
+    bool found = false;
+    auto read = engine.Read(series, last, 1, [&](const PointColumns& p) {
+      if (!p.empty()) {
+        summary.last_time_ms = p.times_ms.back();
+        found = true;
+      }
+      return true;
+    });
+    if (!read.ok()) return read.status();
+    if (!found) {
+      // Deleted since the scan (retention, erasure): not a consistent view.
+      return absl::AbortedError(
+          "series changed while summarizing it; try again");
+    }
+  }
+  return summary;
 }
 
 }  // namespace stepdb::storage

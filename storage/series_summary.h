@@ -27,7 +27,8 @@ struct SeriesSummary {
 };
 
 // Summarizes the points of `series` in `range`. NotFound for an unknown
-// series, DataLoss for a corrupt chunk.
+// series, DataLoss for a corrupt chunk, Aborted if the chunk holding the
+// last point was deleted between the scan and the read of its time.
 absl::StatusOr<SeriesSummary> SummarizeSeries(const Engine& engine,
                                               SeriesId series,
                                               const ReadRange& range);

@@ -19,6 +19,7 @@ namespace stepdb::storage {
 namespace {
 
 using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
 
 constexpr uint64_t kStep = 1'000'000;  // one whole step in micro-steps
 constexpr int64_t kInt64Min = std::numeric_limits<int64_t>::min();
@@ -426,7 +427,7 @@ TEST(ChunkCodecTest, EmptyInputIsDataLoss) {
 
 TEST(ChunkCodecTest, UnknownVersionIsUnimplemented) {
   std::string chunk = Encode(Telemetry(10, 1));
-  for (int version : {0, 3, 0x81, 0xff}) {
+  for (int version : {0, 4, 0x81, 0xff}) {
     chunk[0] = static_cast<char>(version);
     PointColumns out;
     EXPECT_EQ(DecodeChunk(chunk, &out).code(),
@@ -603,8 +604,11 @@ TEST(ChunkCodecTest, RandomCorruptionNeverCrashes) {
         ExpectSummaryEq(*summary, ExpectedSummary(out));
       } else {
         ++failed;
+        // FailedPrecondition: the version byte became 3 (a follower chunk,
+        // which DecodeChunk does not decode).
         EXPECT_TRUE(s.code() == absl::StatusCode::kDataLoss ||
-                    s.code() == absl::StatusCode::kUnimplemented)
+                    s.code() == absl::StatusCode::kUnimplemented ||
+                    s.code() == absl::StatusCode::kFailedPrecondition)
             << s;
         EXPECT_TRUE(out.empty());
       }
@@ -1122,7 +1126,8 @@ TEST(ChunkCodecV2Test, RandomCorruptionNeverCrashes) {
         ExpectSummaryEq(*summary, ExpectedSummary(out));
       } else {
         EXPECT_TRUE(s.code() == absl::StatusCode::kDataLoss ||
-                    s.code() == absl::StatusCode::kUnimplemented)
+                    s.code() == absl::StatusCode::kUnimplemented ||
+                    s.code() == absl::StatusCode::kFailedPrecondition)
             << s;
         EXPECT_TRUE(out.empty());
       }
@@ -1143,6 +1148,186 @@ TEST(ChunkCodecV2Test, HugeCountIsRejectedWithoutAllocating) {
     EXPECT_EQ(out.steps.capacity(), 0u);
   }
 }
+
+
+// ---------------------------------------------------------------------------
+// Format version 3: follower chunks sharing a leader's step and time columns.
+
+namespace follower {
+
+// The points of `p` with other values (a sibling metric of the same call).
+PointColumns Sibling(const PointColumns& p, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  PointColumns q = p;
+  for (double& v : q.values) v = static_cast<double>(rng() % 1000) / 10.0;
+  return q;
+}
+
+std::string EncodeFollower(const PointColumns& p, uint32_t leader) {
+  std::string out;
+  EncodeFollowerChunk(p.steps, p.times_ms, p.values, leader, &out);
+  return out;
+}
+
+// Every shape of columns the v2 tests use, as (leader points, follower
+// points) pairs with identical steps and times.
+std::vector<PointColumns> Shapes() {
+  std::vector<PointColumns> shapes = {Telemetry(1, 1), Telemetry(2, 2),
+                                      Telemetry(1000, 3),
+                                      WithValues(SpecialValues())};
+  PointColumns irregular = Series(Watts(200, 8));
+  for (size_t i = 0; i < irregular.size(); ++i) irregular.steps[i] += i * i;
+  shapes.push_back(irregular);
+  std::mt19937_64 rng(5);
+  for (const std::vector<double>& v :
+       {GpuUtil(300, 1), Watts(300, 2), Float32Loss(300, 3),
+        RandomDoubles(300, 4), MixedValues(300, rng), GpuUtil(9, 5)}) {
+    shapes.push_back(Series(v));
+  }
+  PointColumns backwards = Telemetry(50, 9);  // times going any direction
+  for (size_t i = 0; i < backwards.size(); i += 3) backwards.times_ms[i] -= 7000;
+  shapes.push_back(backwards);
+  return shapes;
+}
+
+TEST(ChunkCodecV3Test, FollowerRoundTripsBitExactly) {
+  uint32_t seed = 1;
+  for (const PointColumns& p : Shapes()) {
+    for (const PointColumns& leader_points : {Sibling(p, seed), p}) {
+      const std::string leader = Encode(leader_points);
+      const std::string chunk = EncodeFollower(p, 42);
+      PointColumns got;
+      got.push_back(1, 2, 3.0);  // appends
+      absl::Status s = DecodeFollowerChunk(chunk, leader, &got);
+      ASSERT_TRUE(s.ok()) << s;
+      ASSERT_EQ(got.size(), p.size() + 1);
+      EXPECT_THAT(std::span(got.steps).subspan(1), ElementsAreArray(p.steps));
+      EXPECT_THAT(std::span(got.times_ms).subspan(1),
+                  ElementsAreArray(p.times_ms));
+      got.values.erase(got.values.begin());
+      EXPECT_THAT(ValueBits(got.values), ElementsAreArray(ValueBits(p.values)));
+      // The header is complete: summaries need no leader.
+      absl::StatusOr<ChunkSummary> follower_summary = ReadChunkSummary(chunk);
+      absl::StatusOr<ChunkSummary> own_summary = ReadChunkSummary(Encode(p));
+      ASSERT_TRUE(follower_summary.ok()) << follower_summary.status();
+      ExpectSummaryEq(*follower_summary, ExpectedSummary(p));
+      EXPECT_EQ(follower_summary->has_value_stats, own_summary->has_value_stats);
+      EXPECT_EQ(Bits(follower_summary->sum), Bits(own_summary->sum));
+      EXPECT_EQ(Bits(follower_summary->last_value),
+                Bits(own_summary->last_value));
+      const ChunkDescription d = Describe(chunk);
+      EXPECT_EQ(d.version, 3);
+      EXPECT_EQ(d.leader_series, 42u);
+      EXPECT_EQ(d.value_codec, Describe(Encode(p)).value_codec);
+      EXPECT_EQ(Describe(leader).leader_series, 0u);
+      // Never larger than storing the columns.
+      EXPECT_LE(chunk.size(), Encode(p).size() + 5);
+    }
+    ++seed;
+  }
+}
+
+TEST(ChunkCodecV3Test, JitteredTimesCostNothingInAFollower) {
+  const PointColumns p = Telemetry(1024, 11);
+  const std::string own = Encode(p);
+  const std::string follower = EncodeFollower(p, 3);
+  // ~6.8 bits a point of time column are left out.
+  EXPECT_LT(follower.size() * 8, own.size() * 8 - 6 * p.size());
+}
+
+TEST(ChunkCodecV3Test, DecodeChunkRefusesAFollower) {
+  const PointColumns p = Telemetry(100, 1);
+  PointColumns out;
+  absl::Status s = DecodeChunk(EncodeFollower(p, 9), &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("series 9"));
+  EXPECT_TRUE(out.empty());
+  // And DecodeFollowerChunk refuses what is not a follower.
+  EXPECT_EQ(DecodeFollowerChunk(Encode(p), Encode(p), &out).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ChunkCodecV3Test, WrongLeaderIsDataLoss) {
+  const PointColumns p = Telemetry(100, 1);
+  const std::string chunk = EncodeFollower(p, 9);
+  PointColumns other_times = p;
+  other_times.times_ms[50] += 1000;  // new max time
+  PointColumns shorter = p;
+  shorter.steps.pop_back();
+  shorter.times_ms.pop_back();
+  shorter.values.pop_back();
+  PointColumns shifted = p;
+  for (uint64_t& step : shifted.steps) step += kStep;
+  std::string v1;
+  internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &v1);
+  for (const std::string& leader :
+       {Encode(other_times), Encode(shorter), Encode(shifted), v1,
+        EncodeFollower(p, 8), std::string()}) {
+    PointColumns out;
+    absl::Status s = DecodeFollowerChunk(chunk, leader, &out);
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+    EXPECT_TRUE(out.empty());
+  }
+}
+
+TEST(ChunkCodecV3Test, EveryTruncationIsAnError) {
+  for (const PointColumns& p : Shapes()) {
+    const std::string leader = Encode(p);
+    const std::string chunk = EncodeFollower(p, 300);
+    for (size_t len = 0; len < chunk.size(); ++len) {
+      PointColumns out;
+      absl::Status s = DecodeFollowerChunk(chunk.substr(0, len), leader, &out);
+      EXPECT_TRUE(s.code() == absl::StatusCode::kDataLoss ||
+                  (len == 0 && s.code() != absl::StatusCode::kOk))
+          << len << " " << s;
+      EXPECT_TRUE(out.empty());
+      (void)ReadChunkSummary(chunk.substr(0, len));
+      (void)DescribeChunk(chunk.substr(0, len));
+    }
+    for (size_t len = 0; len < leader.size(); ++len) {
+      PointColumns out;
+      absl::Status s = DecodeFollowerChunk(chunk, leader.substr(0, len), &out);
+      // A leader cut inside its value column still holds whole step and
+      // time columns, which is all a follower reads of it.
+      if (!s.ok()) {
+        EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << len << " " << s;
+        EXPECT_TRUE(out.empty());
+      }
+    }
+  }
+}
+
+TEST(ChunkCodecV3Test, RandomCorruptionNeverCrashes) {
+  std::mt19937_64 rng(2026);
+  for (const PointColumns& p : Shapes()) {
+    const std::string leader = Encode(p);
+    const std::string chunk = EncodeFollower(p, 77);
+    for (int iter = 0; iter < 500; ++iter) {
+      const bool in_leader = iter % 2 == 0;
+      const std::string bad = Corrupted(in_leader ? leader : chunk, rng);
+      PointColumns out;
+      absl::Status s = in_leader ? DecodeFollowerChunk(chunk, bad, &out)
+                                 : DecodeFollowerChunk(bad, leader, &out);
+      (void)DescribeChunk(bad);
+      (void)ReadChunkSummary(bad);
+      if (s.ok()) {
+        // Whatever decodes is consistent with the follower's header.
+        absl::StatusOr<ChunkSummary> summary =
+            ReadChunkSummary(in_leader ? chunk : bad);
+        ASSERT_TRUE(summary.ok());
+        ExpectSummaryEq(*summary, ExpectedSummary(out));
+      } else {
+        EXPECT_TRUE(s.code() == absl::StatusCode::kDataLoss ||
+                    s.code() == absl::StatusCode::kUnimplemented ||
+                    s.code() == absl::StatusCode::kInvalidArgument)
+            << s;
+        EXPECT_TRUE(out.empty());
+      }
+    }
+  }
+}
+
+}  // namespace follower
 
 }  // namespace
 }  // namespace stepdb::storage

@@ -842,7 +842,7 @@ void ExpectRollupsMatchChunks(const Engine& engine, SeriesId id) {
   class Chunks : public ChunkVisitor {
    public:
     absl::StatusOr<bool> OnChunk(const ChunkSummary& s,
-                                 std::string_view) override {
+                                 ChunkLoader) override {
       first_steps.push_back(s.min_step);
       points += s.count;
       return true;

@@ -178,7 +178,7 @@ TEST_F(EngineTest, ChunksAreCutAtAlignedStepWindows) {
   struct Windows : ChunkVisitor {
     uint64_t window;
     int chunks = 0;
-    absl::StatusOr<bool> OnChunk(const ChunkSummary& c, std::string_view) override {
+    absl::StatusOr<bool> OnChunk(const ChunkSummary& c, ChunkLoader) override {
       EXPECT_EQ(c.min_step / window, c.max_step / window)
           << c.min_step / S << ".." << c.max_step / S;
       ++chunks;

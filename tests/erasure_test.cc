@@ -20,6 +20,7 @@
 #include "storage/run_store.h"
 #include "storage/watch.h"
 #include "tests/in_process_server.h"
+#include "tests/raw_db.h"
 #include "tests/test_util.h"
 
 namespace stepdb::storage {
@@ -196,43 +197,7 @@ class ErasureTest : public ::testing::Test {
     Open();
   }
 
-  // A read-only RocksDB handle on the data directory, every column family
-  // open.
-  struct RawDb {
-    explicit RawDb(const std::string& dir) {
-      EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names).ok());
-      std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-      for (const std::string& name : names) {
-        descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
-      }
-      rocksdb::DB* raw = nullptr;
-      EXPECT_TRUE(rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir,
-                                               descriptors, &handles, &raw)
-                      .ok());
-      db.reset(raw);
-    }
-    ~RawDb() {
-      for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-    }
-    rocksdb::ColumnFamilyHandle* family(std::string_view name) const {
-      for (size_t i = 0; i < names.size(); ++i) {
-        if (names[i] == name) return handles[i];
-      }
-      ADD_FAILURE() << "no column family " << name;
-      return nullptr;
-    }
-    // A big-endian uint32 id stored in the index under `key`.
-    uint32_t Id(const std::string& key) const {
-      std::string v;
-      EXPECT_TRUE(db->Get(rocksdb::ReadOptions(), family(kIndexFamily), key, &v).ok());
-      if (v.size() != 4) return 0;
-      return (uint32_t{uint8_t(v[0])} << 24) | (uint32_t{uint8_t(v[1])} << 16) |
-             (uint32_t{uint8_t(v[2])} << 8) | uint8_t(v[3]);
-    }
-    std::vector<std::string> names;
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    std::unique_ptr<rocksdb::DB> db;
-  };
+  using RawDb = testing::RawDb;
 
   testing::TempDir dir_;
   std::unique_ptr<Engine> engine_;

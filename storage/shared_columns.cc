@@ -1,0 +1,65 @@
+#include "storage/shared_columns.h"
+
+#include <functional>
+
+#include "storage/keys.h"
+
+namespace stepdb::storage {
+
+std::string ColumnGroupKey(std::string_view run_data_prefix,
+                           const Labels& labels) {
+  // Names hold no NUL byte (series_key.h), so NUL separators are
+  // unambiguous, as in the series identity.
+  std::string key(run_data_prefix);
+  for (const auto& [k, v] : labels) {
+    key.append(k);
+    key.push_back('\0');
+    key.append(v);
+    key.push_back('\0');
+  }
+  return key;
+}
+
+uint64_t HashColumns(std::span<const uint64_t> steps,
+                     std::span<const int64_t> times_ms) {
+  const std::hash<std::string_view> hash;
+  const uint64_t a = hash(std::string_view(
+      reinterpret_cast<const char*>(steps.data()), steps.size_bytes()));
+  const uint64_t b = hash(std::string_view(
+      reinterpret_cast<const char*>(times_ms.data()), times_ms.size_bytes()));
+  return a ^ (b * 0x9e3779b97f4a7c15ULL);
+}
+
+std::string LeaderCache::Key(std::string_view group, uint64_t first_step) {
+  std::string key(group);
+  AppendBigEndian64(first_step, &key);
+  return key;
+}
+
+std::optional<SeriesId> LeaderCache::Find(std::string_view group,
+                                          uint64_t first_step, uint64_t hash,
+                                          SeriesId follower) const {
+  auto it = entries_.find(Key(group, first_step));
+  if (it == entries_.end() || it->second.hash != hash ||
+      it->second.series >= follower) {
+    return std::nullopt;
+  }
+  return it->second.series;
+}
+
+void LeaderCache::Add(std::string_view group, uint64_t first_step,
+                      uint64_t hash, SeriesId series) {
+  std::string key = Key(group, first_step);
+  auto [it, inserted] = entries_.try_emplace(key, Entry{hash, series});
+  if (!inserted) {
+    if (series < it->second.series) it->second = Entry{hash, series};
+    return;
+  }
+  order_.push_back(std::move(key));
+  while (order_.size() > capacity_) {
+    entries_.erase(order_.front());
+    order_.pop_front();
+  }
+}
+
+}  // namespace stepdb::storage
