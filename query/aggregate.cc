@@ -12,7 +12,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "proto/wire_convert.h"
 #include "storage/downsample.h"
@@ -187,31 +186,109 @@ class CountVisitor : public storage::ChunkVisitor {
   uint64_t points_ = 0;
 };
 
-// Reads the buckets of each of `series` (ReadBuckets on the request's grid)
-// and hands them to `fold` in series order. Reads of a batch of series run
-// on up to `threads` threads (the calling one included), as they are
-// independent; folding stays on the calling thread and in order, so the
-// answer does not depend on the thread count (floating-point sums are
-// added in the same order). Stops at the first error of a read or fold.
-absl::Status ReadEach(
-    const storage::Engine& engine, std::span<const SeriesRef> series,
-    const RangeSpec& spec, const ReadRange& range, uint32_t buckets,
-    uint32_t threads, storage::BucketReadStats* stats,
-    absl::FunctionRef<absl::Status(const std::vector<storage::Bucket>&)>
-        fold) {
-  // A batch's answers are held at once: 64 series x 1000 buckets is ~6 MB.
-  constexpr size_t kBatch = 64;
+absl::Status ResourceExhausted(std::string_view what, uint64_t limit,
+                               std::string_view flag, std::string_view hint) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat(std::string(what), ", more than the limit of ", limit, " (",
+                   std::string(flag), "); ", std::string(hint)));
+}
+
+// Folds the series of one group, bucket by bucket, into its cells (and,
+// for percentiles, the ranked values).
+class GroupFold {
+ public:
+  GroupFold(Fn fn, const AggregateLimits& limits, std::vector<Cell>& cells,
+            std::vector<std::pair<uint32_t, double>>& ranked)
+      : fn_(fn),
+        percentile_(IsPercentile(fn)),
+        limits_(limits),
+        cells_(cells),
+        ranked_(ranked) {}
+
+  // One bucket of the current series, at `index` on the grid.
+  void Add(size_t index, const storage::Bucket& b) {
+    Fold(fn_, b, cells_[index]);
+    if (percentile_ && std::isfinite(b.last)) {
+      ranked_.emplace_back(static_cast<uint32_t>(index), b.last);
+    }
+  }
+  // After the buckets of each series.
+  absl::Status EndSeries() const {
+    if (ranked_.size() > limits_.max_cells) {
+      return ResourceExhausted(
+          "aggregate: a percentile holds more values (series x buckets)",
+          limits_.max_cells, "max_aggregate_cells",
+          "use fewer buckets or group more finely");
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const Fn fn_;
+  const bool percentile_;
+  const AggregateLimits& limits_;
+  std::vector<Cell>& cells_;
+  std::vector<std::pair<uint32_t, double>>& ranked_;
+};
+
+void AddStats(const storage::BucketReadStats& read,
+              storage::BucketReadStats* stats) {
+  if (stats == nullptr) return;
+  stats->pieces_merged += read.pieces_merged;
+  stats->chunks_merged += read.chunks_merged;
+  stats->chunks_decoded += read.chunks_decoded;
+  stats->head_points += read.head_points;
+}
+
+// Reads the buckets of each of `series` (StreamBuckets on the request's
+// grid) and folds them in series order. On one thread each bucket is folded
+// as it is read, with nothing held per series. On more, the series of a
+// batch are read on up to `threads` threads (the calling one included),
+// each series' buckets kept, and folded on the calling thread in order:
+// either way the answer does not depend on the thread count
+// (floating-point sums are added in the same order). Stops at the first
+// error of a read or fold.
+absl::Status ReadEach(const storage::Engine& engine,
+                      std::span<const SeriesRef> series, const RangeSpec& spec,
+                      const ReadRange& range, uint32_t buckets,
+                      uint32_t threads, storage::BucketReadStats* stats,
+                      GroupFold& fold) {
   threads = std::clamp<uint32_t>(threads, 1, 16);
-  std::vector<absl::StatusOr<std::vector<storage::Bucket>>> results(
-      std::min(kBatch, series.size()));
-  std::vector<storage::BucketReadStats> read(results.size());
+  storage::BucketReadStats read;
+  if (threads == 1 || series.size() == 1) {
+    for (const SeriesRef& ref : series) {
+      absl::Status s = storage::StreamBuckets(
+          engine, ref.id, spec.axis, range, buckets,
+          [&](size_t index, const storage::Bucket& b) { fold.Add(index, b); },
+          &read);
+      if (!s.ok()) return s;
+      AddStats(read, stats);
+      s = fold.EndSeries();
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  // A batch's buckets are held at once: 64 series x 1000 buckets is ~6 MB.
+  constexpr size_t kBatch = 64;
+  struct Read {
+    absl::Status status;
+    std::vector<std::pair<uint32_t, storage::Bucket>> buckets;
+    storage::BucketReadStats stats;
+  };
+  std::vector<Read> results(std::min(kBatch, series.size()));
   for (size_t base = 0; base < series.size(); base += kBatch) {
     const size_t n = std::min(kBatch, series.size() - base);
     // Worker t reads the series t, t + threads, ... of the batch.
     auto work = [&](size_t t) {
       for (size_t i = t; i < n; i += threads) {
-        results[i] = storage::ReadBuckets(engine, series[base + i].id,
-                                          spec.axis, range, buckets, &read[i]);
+        Read& r = results[i];
+        r.buckets.clear();
+        r.status = storage::StreamBuckets(
+            engine, series[base + i].id, spec.axis, range, buckets,
+            [&](size_t index, const storage::Bucket& b) {
+              r.buckets.emplace_back(static_cast<uint32_t>(index), b);
+            },
+            &r.stats);
       }
     };
     std::vector<std::thread> workers;
@@ -221,24 +298,13 @@ absl::Status ReadEach(
     work(0);
     for (std::thread& w : workers) w.join();
     for (size_t i = 0; i < n; ++i) {
-      if (!results[i].ok()) return results[i].status();
-      if (stats != nullptr) {
-        stats->pieces_merged += read[i].pieces_merged;
-        stats->chunks_merged += read[i].chunks_merged;
-        stats->chunks_decoded += read[i].chunks_decoded;
-        stats->head_points += read[i].head_points;
-      }
-      if (absl::Status s = fold(*results[i]); !s.ok()) return s;
+      if (!results[i].status.ok()) return results[i].status;
+      AddStats(results[i].stats, stats);
+      for (const auto& [index, b] : results[i].buckets) fold.Add(index, b);
+      if (absl::Status s = fold.EndSeries(); !s.ok()) return s;
     }
   }
   return absl::OkStatus();
-}
-
-absl::Status ResourceExhausted(std::string_view what, uint64_t limit,
-                               std::string_view flag, std::string_view hint) {
-  return absl::ResourceExhaustedError(
-      absl::StrCat(std::string(what), ", more than the limit of ", limit, " (",
-                   std::string(flag), "); ", std::string(hint)));
 }
 
 }  // namespace
@@ -412,25 +478,10 @@ absl::Status Aggregate(const storage::Engine& engine,
     }
     std::fill(cells.begin(), cells.end(), Cell{});
     ranked.clear();
+    GroupFold fold(fn, limits, cells, ranked);
     absl::Status folded = ReadEach(
         engine, std::span(series).subspan(begin, end - begin), *spec, range,
-        request.buckets(), limits.read_threads, stats,
-        [&](const std::vector<storage::Bucket>& buckets) -> absl::Status {
-          for (const storage::Bucket& b : buckets) {
-            const size_t index = grid->IndexOf(b);
-            Fold(fn, b, cells[index]);
-            if (IsPercentile(fn) && std::isfinite(b.last)) {
-              ranked.emplace_back(static_cast<uint32_t>(index), b.last);
-            }
-          }
-          if (ranked.size() > limits.max_cells) {
-            return ResourceExhausted(
-                "aggregate: a percentile holds more values (series x buckets)",
-                limits.max_cells, "max_aggregate_cells",
-                "use fewer buckets or group more finely");
-          }
-          return absl::OkStatus();
-        });
+        request.buckets(), limits.read_threads, stats, fold);
     if (!folded.ok()) return folded;
     // By bucket, then value: each bucket's values come out ranked.
     std::sort(ranked.begin(), ranked.end());

@@ -4,7 +4,7 @@
 // per series, then across the series of a group. The semantics of each
 // function are documented with AggregateRequest in stepdb.proto.
 //
-// Each series is read with storage::ReadBuckets, so the rollup pieces of
+// Each series is read with storage::StreamBuckets, so the rollup pieces of
 // sealed chunks (1/8 of a chunk window) lying in one bucket are merged from
 // their aggregates and the chunks never read; the head (a live run) is
 // included.
@@ -34,7 +34,7 @@ struct AggregateLimits {
   // Groups x grid buckets (each group is reduced on a dense grid), and, for
   // percentiles, the values one group holds (series x non-empty buckets).
   uint64_t max_cells = 10'000'000;
-  // Threads that read series (each with storage::ReadBuckets) at once, the
+  // Threads that read series (each with storage::StreamBuckets) at once, the
   // calling thread included; the answer is the same for any count.
   // Reading is CPU-bound once the rollup records are in the block cache,
   // so more threads than cores gain nothing.

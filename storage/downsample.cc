@@ -155,10 +155,13 @@ bool InRange(const ReadRange& r, uint64_t step, int64_t time_ms) {
          time_ms >= r.times.from_ms && time_ms <= r.times.to_ms;
 }
 
+// The output of a read, per bucket index: a dense grid of accumulators
+// (std::vector<Accumulator>), or StreamCells.
+template <typename Cells>
 class BucketVisitor : public RollupVisitor {
  public:
   BucketVisitor(Axis axis, const ReadRange& range, const BucketGrid& layout,
-                std::vector<Accumulator>& buckets, BucketReadStats& stats)
+                Cells& buckets, BucketReadStats& stats)
       : axis_(axis),
         range_(range),
         layout_(layout),
@@ -314,7 +317,7 @@ class BucketVisitor : public RollupVisitor {
   const Axis axis_;
   const ReadRange& range_;
   const BucketGrid& layout_;
-  std::vector<Accumulator>& buckets_;
+  Cells& buckets_;
   BucketReadStats& stats_;
   const bool all_times_;
   // StepBucket's last answer and its bounds.
@@ -323,6 +326,69 @@ class BucketVisitor : public RollupVisitor {
   uint64_t cursor_start_ = 0;
   uint64_t cursor_end_ = 0;
 };
+
+// The aggregates of an accumulated bucket, bounds aside.
+void ToBucket(const Accumulator& a, Bucket* b) {
+  b->last_step = a.last_step;
+  b->coarse = a.coarse;
+  b->count = a.count;
+  b->nan_count = a.nan_count;
+  b->pos_inf_count = a.pos_inf_count;
+  b->neg_inf_count = a.neg_inf_count;
+  b->first = a.first;
+  b->last = a.last;
+  if (b->has_finite()) {
+    b->min = a.min;
+    b->max = a.max;
+    b->sum = a.sum;
+  } else {
+    b->min = b->max = b->sum = 0.0;
+  }
+}
+
+// The cells of a step-axis read, handed to a sink one bucket at a time:
+// pieces and points arrive in step order, so the index asked for never
+// decreases, and a bucket is complete once a later one is asked for.
+class StreamCells {
+ public:
+  explicit StreamCells(BucketSink sink) : sink_(sink) {}
+
+  Accumulator& operator[](size_t index) {
+    if (index != open_) {
+      Flush();
+      open_ = index;
+    }
+    return acc_;
+  }
+  // Hands over the open bucket, if it holds a point.
+  void Flush() {
+    if (acc_.count == 0) return;
+    ToBucket(acc_, &bucket_);
+    sink_(open_, bucket_);
+    acc_ = Accumulator{};
+  }
+
+ private:
+  BucketSink sink_;
+  size_t open_ = 0;
+  Accumulator acc_;
+  Bucket bucket_;
+};
+
+absl::Status CheckReadArgs(Axis axis, const ReadRange& range,
+                           uint32_t max_buckets) {
+  if (max_buckets == 0 || max_buckets > kMaxBuckets) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "buckets: ", max_buckets, " is not in [1, ", kMaxBuckets, "]"));
+  }
+  if (axis == Axis::kStep && range.steps.from > range.steps.to) {
+    return absl::InvalidArgumentError("steps: from is after to");
+  }
+  if (axis == Axis::kTime && range.times.from_ms > range.times.to_ms) {
+    return absl::InvalidArgumentError("time: from is after to");
+  }
+  return absl::OkStatus();
+}
 
 // Over the rollup records rather than the chunk headers: they also cover
 // spans whose chunks retention deleted, and are ~1/10 of the chunk bytes.
@@ -373,15 +439,8 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(const Engine& engine,
 absl::StatusOr<std::vector<Bucket>> ReadBuckets(
     const Engine& engine, std::span<const SeriesSlice> slices, Axis axis,
     const ReadRange& range, uint32_t max_buckets, BucketReadStats* stats) {
-  if (max_buckets == 0 || max_buckets > kMaxBuckets) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "buckets: ", max_buckets, " is not in [1, ", kMaxBuckets, "]"));
-  }
-  if (axis == Axis::kStep && range.steps.from > range.steps.to) {
-    return absl::InvalidArgumentError("steps: from is after to");
-  }
-  if (axis == Axis::kTime && range.times.from_ms > range.times.to_ms) {
-    return absl::InvalidArgumentError("time: from is after to");
+  if (absl::Status s = CheckReadArgs(axis, range, max_buckets); !s.ok()) {
+    return s;
   }
   if (stats != nullptr) *stats = {};
   const BucketGrid layout(axis, range, max_buckets);
@@ -396,7 +455,7 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(
     clipped.steps.from = std::max(range.steps.from, slice.from_step);
     clipped.steps.to = std::min(range.steps.to, slice.to_step);
     if (clipped.steps.from > clipped.steps.to) continue;
-    BucketVisitor visitor(axis, clipped, layout, acc,
+    BucketVisitor<std::vector<Accumulator>> visitor(axis, clipped, layout, acc,
                           stats != nullptr ? *stats : local_stats);
     if (absl::Status s = engine.ScanRollups(slice.series, clipped, visitor);
         !s.ok()) {
@@ -412,23 +471,39 @@ absl::StatusOr<std::vector<Bucket>> ReadBuckets(
     if (a.count == 0) continue;
     Bucket& b = out.emplace_back();
     layout.SetBounds(i, &b);
-    b.last_step = a.last_step;
-    b.coarse = a.coarse;
-    b.count = a.count;
-    b.nan_count = a.nan_count;
-    b.pos_inf_count = a.pos_inf_count;
-    b.neg_inf_count = a.neg_inf_count;
-    b.first = a.first;
-    b.last = a.last;
-    if (b.has_finite()) {
-      b.min = a.min;
-      b.max = a.max;
-      b.sum = a.sum;
-    }
+    ToBucket(a, &b);
   }
   // Large grids (up to kMaxBuckets) are not kept alive per thread.
   if (acc.size() > 4096) std::vector<Accumulator>().swap(acc);
   return out;
+}
+
+absl::Status StreamBuckets(const Engine& engine, SeriesId series, Axis axis,
+                           const ReadRange& range, uint32_t max_buckets,
+                           BucketSink sink, BucketReadStats* stats) {
+  if (axis == Axis::kTime) {
+    // Times need not be monotonic: a bucket is complete only at the end, so
+    // the grid of ReadBuckets is needed anyway.
+    auto buckets = ReadBuckets(engine, series, axis, range, max_buckets, stats);
+    if (!buckets.ok()) return buckets.status();
+    const BucketGrid grid(axis, range, max_buckets);
+    for (const Bucket& b : *buckets) sink(grid.IndexOf(b), b);
+    return absl::OkStatus();
+  }
+  if (absl::Status s = CheckReadArgs(axis, range, max_buckets); !s.ok()) {
+    return s;
+  }
+  BucketReadStats local_stats;
+  BucketReadStats& read_stats = stats != nullptr ? *stats : local_stats;
+  read_stats = {};
+  const BucketGrid grid(axis, range, max_buckets);
+  StreamCells cells(sink);
+  BucketVisitor<StreamCells> visitor(axis, range, grid, cells, read_stats);
+  if (absl::Status s = engine.ScanRollups(series, range, visitor); !s.ok()) {
+    return s;
+  }
+  cells.Flush();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<SeriesExtent>> ReadSeriesExtent(

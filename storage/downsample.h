@@ -25,6 +25,8 @@
 #include <span>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "storage/engine.h"
 
@@ -207,6 +209,28 @@ struct BucketReadStats {
 absl::StatusOr<std::vector<Bucket>> ReadBuckets(
     const Engine& engine, SeriesId series, Axis axis, const ReadRange& range,
     uint32_t max_buckets, BucketReadStats* stats = nullptr);
+
+// Receives the buckets of StreamBuckets: the bucket's index on the grid and
+// its aggregates, as ReadBuckets would return them except that the bounds
+// are not to be relied on (set on the time axis, not on the step axis;
+// BucketGrid::SetBounds gives them). The Bucket is valid only during the
+// call.
+using BucketSink = absl::FunctionRef<void(size_t index, const Bucket& bucket)>;
+
+// ReadBuckets of one series with the non-empty buckets handed to `sink`, in
+// axis order, with their index on BucketGrid(axis, range, max_buckets),
+// instead of returned: for a reader that folds many series into one grid
+// (query/aggregate.h), to which a vector of buckets and their bounds per
+// series costs more than the read itself. Every bucket equals, bit for bit,
+// the one ReadBuckets returns at that index. On the step axis pieces and
+// points arrive in step order, so one bucket is open at a time and no
+// per-series grid is built.
+//
+// Errors as ReadBuckets; after an error the sink may have received some of
+// the buckets.
+absl::Status StreamBuckets(const Engine& engine, SeriesId series, Axis axis,
+                           const ReadRange& range, uint32_t max_buckets,
+                           BucketSink sink, BucketReadStats* stats = nullptr);
 
 // A piece of a read spread over several stored series: the points of
 // `series` with steps in [from_step, to_step]. A forked run's series reads

@@ -391,6 +391,12 @@ class Engine::Impl {
     rocksdb::BlockBasedTableOptions rollup_table;
     rollup_table.block_cache =
         rocksdb::NewLRUCache(options_.rollup_cache_bytes);
+    // Records are read in long runs (a chart or an aggregate walks every
+    // record of a series in range), and each data block costs a block-cache
+    // lookup, pin and release when the iterator enters it (~12 % of a
+    // 512-series aggregate with 4 KB blocks of ~16 records): 32 KB blocks
+    // cut that 8-fold. A short read pays at most one larger block.
+    rollup_table.block_size = 32 << 10;
     rollup_options.table_factory.reset(
         rocksdb::NewBlockBasedTableFactory(rollup_table));
     // Chunks are compressed by our codecs; a second compression pass would

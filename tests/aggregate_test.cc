@@ -20,9 +20,11 @@
 #include <map>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "query/query_service.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
+#include "storage/downsample.h"
 #include "storage/engine.h"
 #include "tests/test_util.h"
 
@@ -400,6 +402,112 @@ TEST_F(AggregateTest, ReadThreadsDoNotChangeTheAnswer) {
           want = got;
         } else {
           EXPECT_EQ(got, want) << "threads " << threads;
+        }
+      }
+    }
+  }
+}
+
+// The aggregate folds each series' buckets as StreamBuckets hands them over;
+// the answer equals, bit for bit (sums and means included), the fold of
+// each series' ReadBuckets answer in series order.
+TEST_F(AggregateTest, EqualsFoldOfReadBucketsBitForBit) {
+  Populate();
+  bool truncated;
+  std::vector<SeriesId> ids;  // gpu/util, in id order (the aggregate's)
+  for (const storage::SeriesInfo& info :
+       engine_->ListSeries({"proj", {}, {}, {}, {}}, 0, &truncated)) {
+    if (info.key.metric == "gpu/util") ids.push_back(info.id);
+  }
+  std::sort(ids.begin(), ids.end());
+  ASSERT_EQ(ids.size(), 27u);
+  for (Fn fn : {v1::AggregateRequest::MEAN, v1::AggregateRequest::SUM,
+                v1::AggregateRequest::MIN, v1::AggregateRequest::MAX,
+                v1::AggregateRequest::COUNT, v1::AggregateRequest::LAST}) {
+    for (uint32_t buckets : {7u, 64u, 1000u}) {
+      for (bool by_time : {false, true}) {
+        SCOPED_TRACE(absl::StrCat("fn ", fn, " buckets ", buckets,
+                                  by_time ? " by time" : " by step"));
+        v1::AggregateRequest req = Request(fn, buckets);
+        storage::ReadRange range;
+        storage::Axis axis = storage::Axis::kStep;
+        if (by_time) {
+          axis = storage::Axis::kTime;
+          range.times = {1'700'000'010'000, 1'700'000'100'000};
+          req.mutable_time()->set_from_ms(range.times.from_ms);
+          req.mutable_time()->set_to_ms(range.times.to_ms);
+        } else {
+          range.steps = {16 * S, 300 * S};
+          req.mutable_steps()->mutable_from()->set_whole(16);
+          req.mutable_steps()->mutable_to()->set_whole(300);
+        }
+        for (uint32_t threads : {1u, 2u}) {
+          query::AggregateLimits limits;
+          limits.read_threads = threads;
+          v1::AggregateResponse resp;
+          ASSERT_TRUE(query::Aggregate(*engine_, req, limits, &resp).ok());
+          ASSERT_EQ(resp.groups_size(), 1);
+          // The reference: ReadBuckets per series, folded in id order.
+          struct Ref {
+            uint64_t series = 0;
+            double value = 0;
+            uint64_t last_step = 0;
+          };
+          std::map<uint64_t, Ref> want;  // by bucket start
+          for (SeriesId id : ids) {
+            auto got = storage::ReadBuckets(*engine_, id, axis, range, buckets);
+            ASSERT_TRUE(got.ok()) << got.status();
+            for (const storage::Bucket& b : *got) {
+              Ref& r = want[by_time ? static_cast<uint64_t>(b.start_ms)
+                                    : b.start_step];
+              const bool finite = b.has_finite();
+              switch (fn) {
+                case v1::AggregateRequest::MEAN:
+                  if (!finite) continue;
+                  r.value += b.sum / static_cast<double>(b.finite_count());
+                  break;
+                case v1::AggregateRequest::SUM:
+                  if (!finite) continue;
+                  r.value += b.sum;
+                  break;
+                case v1::AggregateRequest::MIN:
+                  if (!finite) continue;
+                  if (r.series == 0 || b.min < r.value) r.value = b.min;
+                  break;
+                case v1::AggregateRequest::MAX:
+                  if (!finite) continue;
+                  if (r.series == 0 || b.max > r.value) r.value = b.max;
+                  break;
+                case v1::AggregateRequest::COUNT:
+                  r.value += static_cast<double>(b.count);
+                  break;
+                default:  // LAST
+                  if (r.series == 0 || b.last_step > r.last_step) {
+                    r.value = b.last;
+                    r.last_step = b.last_step;
+                  }
+                  break;
+              }
+              ++r.series;
+            }
+          }
+          const v1::AggregateGroup& group = resp.groups(0);
+          ASSERT_EQ(group.buckets_size(), static_cast<int>(want.size()));
+          int i = 0;
+          for (const auto& [start, r] : want) {
+            const v1::AggregateBucket& got = group.buckets(i++);
+            EXPECT_EQ(by_time ? static_cast<uint64_t>(got.start_ms())
+                              : storage::MicroStep(got.start_step().whole(),
+                                                   got.start_step().micros()),
+                      start);
+            EXPECT_EQ(got.series(), r.series);
+            if (r.series == 0) continue;
+            const double value = fn == v1::AggregateRequest::MEAN
+                                     ? r.value / static_cast<double>(r.series)
+                                     : r.value;
+            EXPECT_EQ(Bits(got.value()), Bits(value))
+                << got.value() << " vs " << value;
+          }
         }
       }
     }

@@ -190,8 +190,55 @@ class DownsampleTest : public ::testing::Test {
         std::to_string(range.times.from_ms) + "," +
         std::to_string(range.times.to_ms) + "] buckets " +
         std::to_string(max_buckets);
-    ExpectSameBuckets(Buckets(id, axis, range, max_buckets, stats),
-                      BruteForce(*engine_, id, axis, range, max_buckets), what);
+    const std::vector<Bucket> got = Buckets(id, axis, range, max_buckets, stats);
+    ExpectSameBuckets(got, BruteForce(*engine_, id, axis, range, max_buckets),
+                      what);
+    ExpectStreamedSame(id, axis, range, max_buckets, got, what);
+  }
+
+  // StreamBuckets hands over exactly ReadBuckets' buckets, bit for bit, in
+  // order, at their index on the grid, with the same read statistics.
+  void ExpectStreamedSame(SeriesId id, Axis axis, const ReadRange& range,
+                          uint32_t max_buckets, const std::vector<Bucket>& want,
+                          const std::string& what) {
+    SCOPED_TRACE("StreamBuckets " + what);
+    BucketReadStats want_stats, got_stats;
+    ASSERT_TRUE(
+        ReadBuckets(*engine_, id, axis, range, max_buckets, &want_stats).ok());
+    const BucketGrid grid(axis, range, max_buckets);
+    std::vector<Bucket> got;
+    size_t last_index = 0;
+    absl::Status status = StreamBuckets(
+        *engine_, id, axis, range, max_buckets,
+        [&](size_t index, const Bucket& b) {
+          EXPECT_LT(index, grid.count());
+          if (!got.empty()) {
+            EXPECT_GT(index, last_index);
+          }
+          last_index = index;
+          Bucket& copy = got.emplace_back(b);
+          grid.SetBounds(index, &copy);
+        },
+        &got_stats);
+    ASSERT_TRUE(status.ok()) << status;
+    ASSERT_EQ(got.size(), want.size());
+    // Every field, values as bits.
+    auto fields = [](const Bucket& b) {
+      auto bits = [](double v) { return std::bit_cast<uint64_t>(v); };
+      return std::vector<uint64_t>{
+          b.start_step,     b.end_step,  static_cast<uint64_t>(b.start_ms),
+          static_cast<uint64_t>(b.end_ms), b.count,   b.nan_count,
+          b.pos_inf_count,  b.neg_inf_count, b.last_step,
+          bits(b.first),    bits(b.last),    bits(b.min),
+          bits(b.max),      bits(b.sum)};
+    };
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(fields(got[i]), fields(want[i])) << "bucket " << i;
+    }
+    EXPECT_EQ(got_stats.pieces_merged, want_stats.pieces_merged);
+    EXPECT_EQ(got_stats.chunks_merged, want_stats.chunks_merged);
+    EXPECT_EQ(got_stats.chunks_decoded, want_stats.chunks_decoded);
+    EXPECT_EQ(got_stats.head_points, want_stats.head_points);
   }
 
   stepdb::testing::TempDir dir_;
@@ -550,6 +597,24 @@ TEST_F(DownsampleTest, InvalidArgumentsAndUnknownSeries) {
       absl::StatusCode::kNotFound);
   EXPECT_EQ(ReadSeriesExtent(*engine_, id + 1000).status().code(),
             absl::StatusCode::kNotFound);
+  // StreamBuckets refuses the same, and hands nothing over.
+  size_t handed = 0;
+  auto sink = [&](size_t, const Bucket&) { ++handed; };
+  EXPECT_EQ(StreamBuckets(*engine_, id, Axis::kStep, {}, 0, sink).code(),
+            absl::StatusCode::kInvalidArgument);
+  range = {};
+  range.steps = {5, 4};
+  EXPECT_EQ(StreamBuckets(*engine_, id, Axis::kStep, range, 10, sink).code(),
+            absl::StatusCode::kInvalidArgument);
+  range = {};
+  range.times = {5, 4};
+  EXPECT_EQ(StreamBuckets(*engine_, id, Axis::kTime, range, 10, sink).code(),
+            absl::StatusCode::kInvalidArgument);
+  for (Axis axis : {Axis::kStep, Axis::kTime}) {
+    EXPECT_EQ(StreamBuckets(*engine_, id + 1000, axis, {}, 10, sink).code(),
+              absl::StatusCode::kNotFound);
+  }
+  EXPECT_EQ(handed, 0u);
 }
 
 // Not a benchmark: logs how long a 1000-bucket read of 1,000,000 points in
