@@ -190,10 +190,13 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
       if (!resolved.ok()) return resolved.status();
       ids[i] = *resolved;
       if (s.ref() != 0) refs->Register(s.ref(), ids[i]);
-    } else if (auto it = new_refs.find(s.ref()); it != new_refs.end()) {
+    } else if (auto it = new_refs.find(s.ref());
+               it != new_refs.end() && it->second < i) {
       ids[i] = ids[it->second];
     } else {
-      ids[i] = *refs->Find(s.ref());  // checked in pass 1
+      // Registered by an earlier request (a later entry of this one may
+      // register the same key again; pass 1 checked it is the same).
+      ids[i] = *refs->Find(s.ref());
     }
     AddColumns(ids[i], s, now_ms, &out.batch);
   }

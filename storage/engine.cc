@@ -627,9 +627,12 @@ class Engine::Impl {
     SeriesFilter filter;
     filter.project = std::string(project);
     bool truncated = false;
-    const std::vector<SeriesInfo> series = ListSeries(filter, 0, &truncated);
     ExpireResult result;
     absl::MutexLock seal_lock(&seal_mu_);
+    // Listed under seal_mu_: a series registered before it is taken may
+    // already have sealed a follower of a listed leader, and must be walked
+    // (and its chunk deleted) before that leader's.
+    const std::vector<SeriesInfo> series = ListSeries(filter, 0, &truncated);
     // Descending ids: a follower chunk (shared columns) has a higher id than
     // its leader and the same max time, so it goes in an earlier write, and
     // a crash part way never leaves a follower without its leader.

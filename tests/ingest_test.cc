@@ -131,6 +131,15 @@ TEST_F(ServiceTest, StreamWithRefsIsAckedAndReadable) {
   by_ref->set_ref(7);  // no key: the registered series
   AddPoints(by_ref, 25, 10);
   ASSERT_TRUE(stream->Write(second));
+  // The ref used first, then registered again with the same key (a client
+  // re-sending its keys): both entries are the registered series.
+  v1::WriteRequest third;
+  third.set_seq(3);
+  v1::SeriesPoints* ref_first = third.add_series();
+  ref_first->set_ref(7);
+  AddPoints(ref_first, 35, 5);
+  AddPoints(AddSeries(&third, "train/loss", /*ref=*/7), 40, 5);
+  ASSERT_TRUE(stream->Write(third));
   v1::WriteAck ack;
   ASSERT_TRUE(stream->Read(&ack));
   EXPECT_EQ(ack.seq(), 1u);
@@ -140,15 +149,19 @@ TEST_F(ServiceTest, StreamWithRefsIsAckedAndReadable) {
   EXPECT_EQ(ack.seq(), 2u);
   EXPECT_EQ(ack.durable_seq(), 2u);
   EXPECT_EQ(ack.points_accepted(), 10u);
+  ASSERT_TRUE(stream->Read(&ack));
+  EXPECT_EQ(ack.seq(), 3u);
+  EXPECT_EQ(ack.points_accepted(), 10u);
+  EXPECT_EQ(ack.points_rejected(), 0u);
   stream->WritesDone();
   EXPECT_FALSE(stream->Read(&ack));
   EXPECT_TRUE(stream->Finish().ok());
 
   auto pages = Read("train/loss");
-  EXPECT_EQ(pages.size(), 4u);  // 35 points in pages of 10
+  EXPECT_EQ(pages.size(), 5u);  // 45 points in pages of 10
   const auto steps = Steps(pages);
-  ASSERT_EQ(steps.size(), 35u);
-  for (int i = 0; i < 35; ++i) EXPECT_EQ(steps[i], i);
+  ASSERT_EQ(steps.size(), 45u);
+  for (int i = 0; i < 45; ++i) EXPECT_EQ(steps[i], i);
   EXPECT_EQ(pages[1].values(0), 5.0);
   EXPECT_EQ(pages[1].times_ms(0), 10000);
 }
