@@ -233,11 +233,7 @@ class GroupFold {
 
 void AddStats(const storage::BucketReadStats& read,
               storage::BucketReadStats* stats) {
-  if (stats == nullptr) return;
-  stats->pieces_merged += read.pieces_merged;
-  stats->chunks_merged += read.chunks_merged;
-  stats->chunks_decoded += read.chunks_decoded;
-  stats->head_points += read.head_points;
+  if (stats != nullptr) *stats += read;
 }
 
 // Reads the buckets of each of `series` (StreamBuckets on the request's

@@ -154,6 +154,17 @@ struct BucketReadStats {
   uint64_t head_points = 0;     // head points added
   uint64_t pieces_coarse = 0;   // pieces of expired raw points taken whole
                                 // where decoding was needed (Bucket::coarse)
+
+  // Adds another read's counts (a reader of many series sums them here, so
+  // a new field is not forgotten by one of them).
+  BucketReadStats& operator+=(const BucketReadStats& o) {
+    pieces_merged += o.pieces_merged;
+    chunks_merged += o.chunks_merged;
+    chunks_decoded += o.chunks_decoded;
+    head_points += o.head_points;
+    pieces_coarse += o.pieces_coarse;
+    return *this;
+  }
 };
 
 // Reads the points of `series` within `range` and aggregates them into
