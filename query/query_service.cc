@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "proto/grpc_status.h"
 #include "absl/container/flat_hash_set.h"
 #include "proto/wire_convert.h"
@@ -52,10 +54,18 @@ absl::StatusOr<storage::ReadRange> RangeFromWire(
 
 }  // namespace
 
-// Streams one range read a page at a time: each page is read from the
-// engine when the previous one has been sent, so a slow client holds no
-// more than one page in server memory. The read walks `segments` in order
-// (one for a plain series; a forked run's lineage otherwise).
+// Streams one range read a page at a time, double-buffered: while one page
+// is being written (serialized, sent, parsed by the client), the next is
+// read from the engine into the other buffer, so the engine's decoding
+// overlaps the transport instead of waiting for it. At most two pages are
+// held in server memory, however slow the client. The read walks
+// `segments` in order (one for a plain series; a forked run's lineage
+// otherwise).
+//
+// One thread at a time runs the reactor's work (Pump): a write completion
+// that arrives while another thread is reading a page only records it, and
+// that thread picks it up, so Finish is never called while another thread
+// is still inside the reactor (OnDone deletes it).
 class QueryService::ReadRangeReactor
     : public grpc::ServerWriteReactor<v1::ReadRangeResponse> {
  public:
@@ -70,26 +80,82 @@ class QueryService::ReadRangeReactor
         options_(options),
         segments_(std::move(segments)),
         remaining_(limit) {
-    NextPage();
+    Pump();
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
-      return;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) cancelled_ = true;
     }
-    if (done_) {
-      Finish(grpc::Status::OK);
-      return;
-    }
-    NextPage();
+    Pump();
   }
 
   void OnDone() override { delete this; }
 
  private:
-  void NextPage() {
-    response_.Clear();
+  // What Pump does next.
+  enum class Action { kNone, kWrite, kRead, kFinish };
+
+  // Runs whatever can run now, until nothing can: start writing the read
+  // page once the previous write is done, read the next page while
+  // nothing waits to be written, finish once everything read is written.
+  void Pump() {
+    {
+      absl::MutexLock lock(&mu_);
+      // The pumping thread decides under mu_, so it sees this change.
+      if (pumping_) return;
+      pumping_ = true;
+    }
+    for (;;) {
+      Action action = Action::kNone;
+      grpc::Status finish_status;
+      int page = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        if (cancelled_ && !writing_) {
+          action = Action::kFinish;
+          finish_status =
+              grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+        } else if (!writing_ && ready_) {
+          ready_ = false;
+          writing_ = true;
+          page = next_write_;
+          next_write_ ^= 1;
+          action = Action::kWrite;
+        } else if (!ready_ && !end_.has_value() && !cancelled_) {
+          action = Action::kRead;
+          page = next_read_;
+          next_read_ ^= 1;
+        } else if (!writing_ && !ready_ && end_.has_value()) {
+          action = Action::kFinish;
+          finish_status = *end_;
+        } else {
+          pumping_ = false;
+          return;
+        }
+      }
+      switch (action) {
+        case Action::kWrite:
+          StartWrite(&pages_[page]);
+          break;
+        case Action::kRead:
+          ReadPage(&pages_[page]);
+          break;
+        case Action::kFinish:
+          Finish(finish_status);
+          return;  // OnDone may run (and delete this) from now on
+        case Action::kNone:
+          break;
+      }
+    }
+  }
+
+  // Reads the next page into *response; then, under mu_, marks it ready to
+  // write and/or records how the call ends (end_).
+  void ReadPage(v1::ReadRangeResponse* response) {
+    response->Clear();
     const uint64_t page = std::min(options_.page_points, remaining_);
     uint64_t read = 0;
     bool truncated = false;
@@ -98,12 +164,13 @@ class QueryService::ReadRangeReactor
       uint64_t last_step = 0;
       auto result = engine_->Read(segment.series, segment.range, page - read,
                                   [&](const storage::PointColumns& points) {
-                                    wire::AppendPointColumns(points, &response_);
+                                    wire::AppendPointColumns(points, response);
                                     last_step = points.steps.back();
                                     return true;
                                   });
       if (!result.ok()) {
-        Finish(ToGrpcStatus(result.status()));
+        absl::MutexLock lock(&mu_);
+        end_ = ToGrpcStatus(result.status());
         return;
       }
       read += result->points;
@@ -115,28 +182,43 @@ class QueryService::ReadRangeReactor
       ++next_segment_;
     }
     remaining_ -= read;
+    bool done = false;
     if (!truncated) {
-      done_ = true;  // every segment is exhausted
+      done = true;  // every segment is exhausted
     } else if (remaining_ == 0) {
-      done_ = true;
-      response_.set_truncated(true);
+      done = true;
+      response->set_truncated(true);
     }
-    if (done_ && read == 0 && !response_.truncated() && sent_any_) {
-      Finish(grpc::Status::OK);
-      return;
+    absl::MutexLock lock(&mu_);
+    if (done) end_ = grpc::Status::OK;
+    // An empty last page is not sent, unless it is the only one (a stream
+    // of no points still gets one message).
+    if (!(done && read == 0 && !response->truncated() && pages_started_)) {
+      ready_ = true;
     }
-    sent_any_ = true;
-    StartWrite(&response_);
+    pages_started_ = true;
   }
 
+  // Constant after construction.
   const storage::Engine* const engine_;
   const QueryOptions& options_;
+
+  // Used only by the pumping thread (Pump's mutual exclusion orders them).
   std::vector<Segment> segments_;
   size_t next_segment_ = 0;
   uint64_t remaining_;
-  bool done_ = false;
-  bool sent_any_ = false;
-  v1::ReadRangeResponse response_;
+  bool pages_started_ = false;
+  int next_read_ = 0;   // the buffer the next page is read into
+  int next_write_ = 0;  // the buffer written next (pages alternate)
+  v1::ReadRangeResponse pages_[2];
+
+  absl::Mutex mu_;
+  bool pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread runs Pump's loop
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // a StartWrite is in flight
+  bool ready_ ABSL_GUARDED_BY(mu_) = false;    // a read page awaits writing
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // How the call ends once every ready page is written.
+  std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
 };
 
 QueryService::QueryService(const storage::Engine* engine, QueryOptions options,

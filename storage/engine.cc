@@ -224,18 +224,6 @@ size_t LowerBound(std::span<const uint64_t> steps, uint64_t step) {
   return std::lower_bound(steps.begin(), steps.end(), step) - steps.begin();
 }
 
-// Copies the points of `in` within `range` to *out.
-void AppendInRange(const PointColumns& in, const ReadRange& range,
-                   PointColumns* out) {
-  const size_t begin = LowerBound(in.steps, range.steps.from);
-  for (size_t i = begin; i < in.size() && in.steps[i] <= range.steps.to; ++i) {
-    if (in.times_ms[i] >= range.times.from_ms &&
-        in.times_ms[i] <= range.times.to_ms) {
-      out->push_back(in.steps[i], in.times_ms[i], in.values[i]);
-    }
-  }
-}
-
 // A head-log record (entries: series-id(4) size(4) fragment) without the
 // entries of the series in `drop`; *kept gets the series of the others.
 // DataLossError for a malformed record.
@@ -259,22 +247,48 @@ absl::StatusOr<std::string> WithoutEntries(
   return out;
 }
 
+// Appends points [begin, begin + n) of `in` to *out, a column at a time.
+void AppendColumns(const PointColumns& in, size_t begin, size_t n,
+                   PointColumns* out) {
+  out->steps.insert(out->steps.end(), in.steps.begin() + begin,
+                    in.steps.begin() + begin + n);
+  out->times_ms.insert(out->times_ms.end(), in.times_ms.begin() + begin,
+                       in.times_ms.begin() + begin + n);
+  out->values.insert(out->values.end(), in.values.begin() + begin,
+                     in.values.begin() + begin + n);
+}
+
 // Feeds points to a sink in bounded slices while enforcing a limit.
 class LimitedEmitter {
  public:
   LimitedEmitter(uint64_t limit, ReadSink sink) : limit_(limit), sink_(sink) {}
 
   // Returns false once the reader should stop (limit reached or sink done).
+  // A decoded chunk of at most a slice that fits under the limit while
+  // nothing is buffered goes to the sink as it is; otherwise runs of points are copied into the
+  // slice a column at a time. A raw read of a long series passes ~1,000
+  // chunks of 1,024 points: copying them point by point was ~15 % of a
+  // streamed read's CPU.
   bool Emit(const PointColumns& points) {
     if (stopped_) return false;
-    for (size_t i = 0; i < points.size(); ++i) {
+    const size_t n = points.size();
+    if (slice_.empty() && n > 0 && n <= kSlicePoints &&
+        (limit_ == 0 || n <= limit_ - result_.points)) {
+      result_.points += n;
+      if (!sink_(points)) stopped_ = true;
+      return !stopped_;
+    }
+    for (size_t i = 0; i < n;) {
       if (limit_ != 0 && result_.points == limit_) {
         result_.truncated = true;
         stopped_ = true;
         break;
       }
-      slice_.push_back(points.steps[i], points.times_ms[i], points.values[i]);
-      ++result_.points;
+      size_t take = std::min(n - i, kSlicePoints - slice_.size());
+      if (limit_ != 0) take = std::min<uint64_t>(take, limit_ - result_.points);
+      AppendColumns(points, i, take, &slice_);
+      result_.points += take;
+      i += take;
       if (slice_.size() == kSlicePoints && !Flush()) return false;
     }
     return !stopped_;
@@ -1336,14 +1350,13 @@ class Engine::Impl {
       absl::FunctionRef<void(const PointColumns&)> head_visitor) const {
     const SeriesState* state = State(id);
     if (state == nullptr) return absl::NotFoundError("unknown series");
-    PointColumns head, all;
+    PointColumns head;
     const rocksdb::Snapshot* snapshot;
     {
       absl::ReaderMutexLock lock(&state->mu);
-      if (auto s = state->head.Decode(&all); !s.ok()) return s;
+      if (auto s = state->head.DecodeRange(range, &head); !s.ok()) return s;
       snapshot = db_->GetSnapshot();
     }
-    AppendInRange(all, range, &head);
     absl::Status status = sealed(*state, snapshot);
     db_->ReleaseSnapshot(snapshot);
     if (!status.ok()) return status;
@@ -1481,12 +1494,16 @@ class Engine::Impl {
       if (i < mine.size() && mine.steps[i] == step) return Bits(mine.values[i]);
     }
     {
-      PointColumns head;
+      // Only the head fragment that can hold `step` is decoded: a resend of
+      // many old steps checks each one here, on the commit thread.
+      PointColumns at_step;
+      ReadRange range;
+      range.steps = {step, step};
       absl::ReaderMutexLock lock(&group.state->mu);
-      if (auto s = group.state->head.Decode(&head); !s.ok()) return s;
-      i = LowerBound(head.steps, step);
-      if (i < head.size() && head.steps[i] == step) return Bits(head.values[i]);
-      if (!head.empty() && step > head.steps[0]) return std::nullopt;
+      const SeriesHead& head = group.state->head;
+      if (auto s = head.DecodeRange(range, &at_step); !s.ok()) return s;
+      if (!at_step.empty()) return Bits(at_step.values[0]);
+      if (!head.empty() && step > head.first_step()) return std::nullopt;
       if (group.state->sealed.points == 0 ||
           step > group.state->sealed.last_step) {
         return std::nullopt;

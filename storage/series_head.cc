@@ -67,6 +67,54 @@ absl::Status SeriesHead::Decode(PointColumns* out) const {
   return absl::OkStatus();
 }
 
+absl::Status SeriesHead::DecodeRange(const ReadRange& range,
+                                     PointColumns* out) const {
+  std::string_view in = bytes_;
+  PointColumns part;  // a fragment that straddles an edge of the range
+  while (!in.empty()) {
+    if (in.size() < 4) return absl::DataLossError("head: truncated fragment");
+    const uint32_t size = ReadBigEndian32(in.data());
+    in.remove_prefix(4);
+    if (size > in.size()) return absl::DataLossError("head: truncated fragment");
+    const std::string_view fragment = in.substr(0, size);
+    in.remove_prefix(size);
+    auto summary = ReadChunkSummary(fragment);
+    if (!summary.ok()) return summary.status();
+    // Fragments follow each other in step order: none after this one can
+    // hold a point in range either.
+    if (summary->min_step > range.steps.to) break;
+    if (summary->max_step < range.steps.from ||
+        summary->max_time_ms < range.times.from_ms ||
+        summary->min_time_ms > range.times.to_ms) {
+      continue;
+    }
+    if (summary->min_step >= range.steps.from &&
+        summary->max_step <= range.steps.to &&
+        summary->min_time_ms >= range.times.from_ms &&
+        summary->max_time_ms <= range.times.to_ms) {
+      if (auto s = DecodeChunk(fragment, out); !s.ok()) return s;
+      continue;
+    }
+    part.clear();
+    if (auto s = DecodeChunk(fragment, &part); !s.ok()) return s;
+    AppendInRange(part, range, out);
+  }
+  return absl::OkStatus();
+}
+
+void AppendInRange(const PointColumns& in, const ReadRange& range,
+                   PointColumns* out) {
+  const size_t begin =
+      std::lower_bound(in.steps.begin(), in.steps.end(), range.steps.from) -
+      in.steps.begin();
+  for (size_t i = begin; i < in.size() && in.steps[i] <= range.steps.to; ++i) {
+    if (in.times_ms[i] >= range.times.from_ms &&
+        in.times_ms[i] <= range.times.to_ms) {
+      out->push_back(in.steps[i], in.times_ms[i], in.values[i]);
+    }
+  }
+}
+
 absl::Status SeriesHead::DropFirst(size_t k) {
   if (k == 0) return absl::OkStatus();
   if (k >= count_) {

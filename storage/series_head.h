@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "storage/chunk_codec.h"
+#include "storage/engine.h"
 
 namespace stepdb::storage {
 
@@ -43,6 +44,16 @@ class SeriesHead {
   // a fragment does not decode (memory corruption: never in practice).
   absl::Status Decode(PointColumns* out) const;
 
+  // Appends the points within `range` (step and time both in range), in
+  // step order, to *out. Decodes only the fragments that can hold such a
+  // point, read from their headers: a fragment wholly outside `range` is
+  // skipped, one wholly inside is decoded straight into *out, and only one
+  // straddling an edge is decoded and filtered. Readers ask for a range
+  // (a chart's, an aggregate's, the one step of a duplicate check) once per
+  // series while holding its lock, so the whole head is not decoded each
+  // time. Errors as Decode.
+  absl::Status DecodeRange(const ReadRange& range, PointColumns* out) const;
+
   // Removes the first `k` points (k <= size()): the rest is re-encoded as
   // one fragment. Returns the decoding error, leaving the head unchanged.
   absl::Status DropFirst(size_t k);
@@ -57,6 +68,11 @@ class SeriesHead {
   uint32_t count_ = 0;
   uint64_t first_step_ = 0;
 };
+
+// Appends the points of `in` (steps ascending) whose step and time are both
+// within `range` to *out.
+void AppendInRange(const PointColumns& in, const ReadRange& range,
+                   PointColumns* out);
 
 }  // namespace stepdb::storage
 

@@ -275,6 +275,69 @@ TEST_F(EngineTest, DuplicatesAreDroppedAndBackwardsStepsRejected) {
   EXPECT_EQ(all.values[3], 1.5);
 }
 
+// The duplicate check of a resent step in the head decodes only the head
+// fragment that can hold it (Engine::FindStoredValue): it must still find
+// the stored value in any fragment, first, middle or last, and know a gap
+// between fragments holds no point.
+TEST_F(EngineTest, DuplicateChecksFindStepsInEveryHeadFragment) {
+  Open(1024);  // nothing is sealed: every append stays a head fragment
+  const SeriesId id = Resolve("train/loss");
+  for (uint64_t first : {0, 10, 20, 40}) AppendRange(id, first, 5);
+  // Steps 0-4, 10-14, 20-24, 40-44: resend each stored step but the last.
+  for (uint64_t step : {0, 2, 4, 10, 13, 20, 24, 40, 43}) {
+    PointColumns resend;
+    resend.push_back(step * S, static_cast<int64_t>(step) * 1000, step / 2.0);
+    SeriesAppendResult r = AppendOne(id, resend);
+    EXPECT_EQ(r.duplicates, 1u) << "step " << step;
+    EXPECT_EQ(r.rejected, 0u) << "step " << step;
+    resend.values[0] = -1.0;  // the same step with another value
+    r = AppendOne(id, resend);
+    EXPECT_EQ(r.rejected, 1u) << "step " << step;
+    EXPECT_THAT(r.first_rejection, HasSubstr("different value"));
+  }
+  // A step in a gap between fragments is new but backwards: rejected, and
+  // the message says no point was stored there.
+  for (uint64_t step : {5, 17, 30}) {
+    PointColumns gap;
+    gap.push_back(step * S, 0, 1.0);
+    SeriesAppendResult r = AppendOne(id, gap);
+    EXPECT_EQ(r.rejected, 1u) << "step " << step;
+    EXPECT_EQ(r.duplicates, 0u) << "step " << step;
+    EXPECT_THAT(r.first_rejection, ::testing::Not(HasSubstr("different value")));
+  }
+  EXPECT_EQ(ReadAll(id).size(), 20u);
+}
+
+// Read's limit cuts the answer after exactly `limit` points wherever it
+// falls (inside a chunk, on a chunk edge, in the head), and the slices the
+// sink gets are the points in order, whether a decoded chunk is passed on
+// as it is or copied into a slice.
+TEST_F(EngineTest, LimitCutsAnywhereAndSlicesKeepOrder) {
+  Open(16);
+  const SeriesId id = Resolve("train/loss");
+  AppendRange(id, 0, 1000);
+  ASSERT_TRUE(engine_->Compact().ok());
+  AppendRange(id, 1000, 37);  // a head
+  ReadRange from_7;
+  from_7.steps.from = 7 * S;
+  for (uint64_t limit : {1, 15, 16, 17, 32, 500, 1000, 1029, 1030, 1031, 5000}) {
+    for (const ReadRange& range : {ReadRange{}, from_7}) {
+      const uint64_t first = range.steps.from / S;
+      const uint64_t total = 1037 - first;
+      ReadResult result;
+      const PointColumns got = ReadAll(id, range, limit, &result);
+      const uint64_t want = std::min<uint64_t>(limit, total);
+      ASSERT_EQ(got.size(), want) << "limit " << limit;
+      EXPECT_EQ(result.points, want);
+      EXPECT_EQ(result.truncated, limit < total) << "limit " << limit;
+      for (uint64_t i = 0; i < want; ++i) {
+        ASSERT_EQ(got.steps[i], (first + i) * S) << "limit " << limit;
+        ASSERT_EQ(got.values[i], (first + i) / 2.0);
+      }
+    }
+  }
+}
+
 TEST_F(EngineTest, NanAndInfinityAreStoredBitExactly) {
   Open(4);
   const SeriesId id = Resolve("train/loss");
