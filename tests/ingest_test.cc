@@ -85,13 +85,26 @@ class ServiceTest : public ::testing::Test {
     }
   }
 
+  // Writes steps [first, first + n) of `metric` with one unary call.
+  void WritePoints(const std::string& metric, int64_t first, int n) {
+    v1::WriteRequest req;
+    AddPoints(AddSeries(&req, metric), first, n);
+    v1::WriteResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(ingest_stub_->WriteOne(&ctx, req, &resp).ok());
+  }
+
+  static void SetSeries(const std::string& metric, v1::ReadRangeRequest* req) {
+    req->mutable_series()->set_project("proj");
+    req->mutable_series()->set_run("run-1");
+    req->mutable_series()->set_metric(metric);
+    (*req->mutable_series()->mutable_labels())["node"] = "n1";
+  }
+
   std::vector<v1::ReadRangeResponse> Read(const std::string& metric,
                                           v1::ReadRangeRequest req = {},
                                           grpc::Status* status_out = nullptr) {
-    req.mutable_series()->set_project("proj");
-    req.mutable_series()->set_run("run-1");
-    req.mutable_series()->set_metric(metric);
-    (*req.mutable_series()->mutable_labels())["node"] = "n1";
+    SetSeries(metric, &req);
     grpc::ClientContext ctx;
     auto reader = query_stub_->ReadRange(&ctx, req);
     std::vector<v1::ReadRangeResponse> out;
@@ -393,13 +406,7 @@ TEST_F(ServiceTest, NanInfinityFractionalAndTimeIndexedSeries) {
 // every point once and in order, and a client that cancels part way leaves
 // the server serving.
 TEST_F(ServiceTest, PagedReadsConcurrentAndCancelled) {
-  v1::WriteRequest req;
-  AddPoints(AddSeries(&req, "train/loss"), 0, 1000);
-  v1::WriteResponse resp;
-  {
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(ingest_stub_->WriteOne(&ctx, req, &resp).ok());
-  }
+  WritePoints("train/loss", 0, 1000);
   std::vector<std::thread> readers;
   std::atomic<int> exact{0};
   for (int t = 0; t < 8; ++t) {
@@ -417,10 +424,7 @@ TEST_F(ServiceTest, PagedReadsConcurrentAndCancelled) {
   EXPECT_EQ(exact.load(), 8);
   for (int i = 0; i < 4; ++i) {
     v1::ReadRangeRequest range;
-    range.mutable_series()->set_project("proj");
-    range.mutable_series()->set_run("run-1");
-    range.mutable_series()->set_metric("train/loss");
-    (*range.mutable_series()->mutable_labels())["node"] = "n1";
+    SetSeries("train/loss", &range);
     grpc::ClientContext ctx;
     auto reader = query_stub_->ReadRange(&ctx, range);
     v1::ReadRangeResponse page;
