@@ -1026,6 +1026,7 @@ class Engine::Impl {
         seal_queued_.erase(state);
         seal_all_.erase(state);
         std::erase(seal_queue_, state);
+        if (merge_queued_.erase(state) > 0) std::erase(merge_queue_, state);
       }
     }
     if (!removed.empty()) {
@@ -1767,7 +1768,7 @@ class Engine::Impl {
       log_.emplace(seq, LogRecord{static_cast<uint32_t>(record_series.size()),
                                   absl::Now(), std::move(record_series)});
     }
-    std::vector<SeriesState*> full;
+    std::vector<SeriesState*> full, merges;
     for (const Fragment& f : fragments) {
       const PointSpan& p = f.points;
       absl::MutexLock lock(&f.state->mu);
@@ -1781,7 +1782,11 @@ class Engine::Impl {
       // A prepared fragment is the encoding of all of p; the head keeps it.
       f.state->AppendHeadLocked(p, f.encoded);
       head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
-      if (f.state->head.size() >= options_.chunk_points) full.push_back(f.state);
+      if (f.state->head.size() >= options_.chunk_points) {
+        full.push_back(f.state);
+      } else if (f.state->head.WantsMerge()) {
+        merges.push_back(f.state);
+      }
     }
     {
       absl::MutexLock lock(&counters_mu_);
@@ -1795,11 +1800,25 @@ class Engine::Impl {
     RunCallbacks(group, absl::OkStatus(), std::move(results));
     // Sealing is not on the ack path: the points are already durable in the
     // head log, and a seal lost in a crash leaves the records in place.
-    if (!full.empty()) {
+    if (!full.empty() || !merges.empty()) {
       absl::MutexLock lock(&seal_queue_mu_);
       for (SeriesState* state : full) {
         if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
       }
+      for (SeriesState* state : merges) {
+        if (merge_queued_.insert(state).second) merge_queue_.push_back(state);
+      }
+    }
+  }
+
+  // Re-encodes the small trailing fragments of each head as one (see
+  // SeriesHead::WantsMerge): on the sealer's thread, when no seal waits.
+  void MergeHeads(const std::vector<SeriesState*>& states) {
+    for (SeriesState* state : states) {
+      absl::MutexLock lock(&state->mu);
+      if (state->deleted || !state->head.WantsMerge()) continue;
+      // A head that does not decode stays as it is; its seal reports it.
+      state->head.MergeSmallTail().IgnoreError();
     }
   }
 
@@ -1825,13 +1844,15 @@ class Engine::Impl {
     for (;;) {
       SeriesState* state = nullptr;
       bool all = false;
+      std::vector<SeriesState*> merges;
       {
         absl::MutexLock lock(&seal_queue_mu_);
         // Wakes at least once a second to look for old head-log records.
         seal_queue_mu_.AwaitWithTimeout(
             absl::Condition(
                 +[](Impl* impl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->seal_queue_mu_) {
-                  return impl->sealer_stopping_ || !impl->seal_queue_.empty();
+                  return impl->sealer_stopping_ || !impl->seal_queue_.empty() ||
+                         !impl->merge_queue_.empty();
                 },
                 this),
             absl::Seconds(1));
@@ -1841,7 +1862,17 @@ class Engine::Impl {
           seal_queue_.pop_front();
           seal_queued_.erase(state);
           all = seal_all_.erase(state) > 0;
+        } else if (!merge_queue_.empty()) {
+          // A slice at a time, so that a seal queued meanwhile soon runs.
+          const size_t n = std::min<size_t>(merge_queue_.size(), 4096);
+          merges.assign(merge_queue_.end() - n, merge_queue_.end());
+          merge_queue_.resize(merge_queue_.size() - n);
+          for (SeriesState* merge : merges) merge_queued_.erase(merge);
         }
+      }
+      if (!merges.empty()) {
+        MergeHeads(merges);
+        continue;
       }
       if (state == nullptr) {
         QueueSealsOfOldRecords();
@@ -2209,6 +2240,9 @@ class Engine::Impl {
   // Queued seals that must take the whole head (old head-log records).
   absl::flat_hash_set<SeriesState*> seal_all_ ABSL_GUARDED_BY(seal_queue_mu_);
   bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
+  // Heads whose small trailing fragments are to be merged (MergeHeads).
+  std::vector<SeriesState*> merge_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
+  absl::flat_hash_set<SeriesState*> merge_queued_ ABSL_GUARDED_BY(seal_queue_mu_);
 
   mutable absl::Mutex states_mu_;
   // Indexed by SeriesId - 1; entries are never removed, so pointers to
