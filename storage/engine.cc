@@ -315,6 +315,52 @@ class LimitedEmitter {
   bool stopped_ = false;
 };
 
+// One thread that runs closures in the order they are handed over.
+class SerialExecutor {
+ public:
+  SerialExecutor() : thread_([this] { Loop(); }) {}
+  ~SerialExecutor() { Stop(); }
+  SerialExecutor(const SerialExecutor&) = delete;
+  SerialExecutor& operator=(const SerialExecutor&) = delete;
+
+  void Run(absl::AnyInvocable<void() &&> task) {
+    absl::MutexLock lock(&mu_);
+    tasks_.push_back(std::move(task));
+  }
+
+  // Runs every task handed over so far, then ends the thread.
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::deque<absl::AnyInvocable<void() &&>> tasks;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](SerialExecutor* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
+              return e->stopping_ || !e->tasks_.empty();
+            },
+            this));
+        if (tasks_.empty()) return;  // stopping and drained
+        tasks.swap(tasks_);
+      }
+      for (auto& task : tasks) std::move(task)();
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: starts once the rest is constructed
+};
+
 }  // namespace
 
 class Engine::Impl {
@@ -327,6 +373,7 @@ class Engine::Impl {
       stopping_ = true;
     }
     if (committer_.joinable()) committer_.join();
+    callbacks_.Stop();  // after the committer: runs what it handed over
     {
       absl::MutexLock lock(&seal_queue_mu_);
       sealer_stopping_ = true;
@@ -993,6 +1040,7 @@ class Engine::Impl {
         seal_queued_.erase(state);
         seal_all_.erase(state);
         std::erase(seal_queue_, state);
+        if (merge_queued_.erase(state) > 0) std::erase(merge_queue_, state);
       }
     }
     if (!removed.empty()) {
@@ -1725,7 +1773,8 @@ class Engine::Impl {
     }
     if (!status.ok()) {
       index_.RestorePendingRecords(std::move(records));
-      for (auto& pending : group) std::move(pending.done)(status, {});
+      std::vector<std::vector<SeriesAppendResult>> none(group.size());
+      RunCallbacks(group, status, std::move(none));
       return;
     }
 
@@ -1736,7 +1785,7 @@ class Engine::Impl {
       log_.emplace(seq, LogRecord{static_cast<uint32_t>(record_series.size()),
                                   absl::Now(), std::move(record_series)});
     }
-    std::vector<SeriesState*> full;
+    std::vector<SeriesState*> full, merges;
     for (const Fragment& f : fragments) {
       const PointSpan& p = f.points;
       absl::MutexLock lock(&f.state->mu);
@@ -1750,7 +1799,11 @@ class Engine::Impl {
       // A prepared fragment is the encoding of all of p; the head keeps it.
       f.state->AppendHeadLocked(p, f.encoded);
       head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
-      if (f.state->head.size() >= options_.chunk_points) full.push_back(f.state);
+      if (f.state->head.size() >= options_.chunk_points) {
+        full.push_back(f.state);
+      } else if (f.state->head.WantsMerge()) {
+        merges.push_back(f.state);
+      }
     }
     {
       absl::MutexLock lock(&counters_mu_);
@@ -1761,17 +1814,46 @@ class Engine::Impl {
       counters_.points_rejected += delta.points_rejected;
     }
     NotifyObservers(fragments);
-    for (size_t r = 0; r < group.size(); ++r) {
-      std::move(group[r].done)(absl::OkStatus(), std::move(results[r]));
-    }
+    RunCallbacks(group, absl::OkStatus(), std::move(results));
     // Sealing is not on the ack path: the points are already durable in the
     // head log, and a seal lost in a crash leaves the records in place.
-    if (!full.empty()) {
+    if (!full.empty() || !merges.empty()) {
       absl::MutexLock lock(&seal_queue_mu_);
       for (SeriesState* state : full) {
         if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
       }
+      for (SeriesState* state : merges) {
+        if (merge_queued_.insert(state).second) merge_queue_.push_back(state);
+      }
     }
+  }
+
+  // Re-encodes the small trailing fragments of each head as one (see
+  // SeriesHead::WantsMerge): on the sealer's thread, when no seal waits.
+  void MergeHeads(const std::vector<SeriesState*>& states) {
+    for (SeriesState* state : states) {
+      absl::MutexLock lock(&state->mu);
+      if (state->deleted || !state->head.WantsMerge()) continue;
+      // A head that does not decode stays as it is; its seal reports it.
+      state->head.MergeSmallTail().IgnoreError();
+    }
+  }
+
+  // Hands the group's callbacks (acks, on the ingest side: gRPC writes and
+  // reads started from the callback) to the callback thread, in group
+  // order, so that the committer goes on to the next group at once: they
+  // took about a quarter of a group's time on the committer.
+  void RunCallbacks(std::deque<PendingAppend>& group, absl::Status status,
+                    std::vector<std::vector<SeriesAppendResult>> results) {
+    std::vector<AppendCallback> dones;
+    dones.reserve(group.size());
+    for (auto& pending : group) dones.push_back(std::move(pending.done));
+    callbacks_.Run([dones = std::move(dones), status = std::move(status),
+                    results = std::move(results)]() mutable {
+      for (size_t r = 0; r < dones.size(); ++r) {
+        std::move(dones[r])(status, std::move(results[r]));
+      }
+    });
   }
 
   void SealLoop() {
@@ -1779,13 +1861,15 @@ class Engine::Impl {
     for (;;) {
       SeriesState* state = nullptr;
       bool all = false;
+      std::vector<SeriesState*> merges;
       {
         absl::MutexLock lock(&seal_queue_mu_);
         // Wakes at least once a second to look for old head-log records.
         seal_queue_mu_.AwaitWithTimeout(
             absl::Condition(
                 +[](Impl* impl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->seal_queue_mu_) {
-                  return impl->sealer_stopping_ || !impl->seal_queue_.empty();
+                  return impl->sealer_stopping_ || !impl->seal_queue_.empty() ||
+                         !impl->merge_queue_.empty();
                 },
                 this),
             absl::Seconds(1));
@@ -1795,7 +1879,17 @@ class Engine::Impl {
           seal_queue_.pop_front();
           seal_queued_.erase(state);
           all = seal_all_.erase(state) > 0;
+        } else if (!merge_queue_.empty()) {
+          // A slice at a time, so that a seal queued meanwhile soon runs.
+          const size_t n = std::min<size_t>(merge_queue_.size(), 4096);
+          merges.assign(merge_queue_.end() - n, merge_queue_.end());
+          merge_queue_.resize(merge_queue_.size() - n);
+          for (SeriesState* merge : merges) merge_queued_.erase(merge);
         }
+      }
+      if (!merges.empty()) {
+        MergeHeads(merges);
+        continue;
       }
       if (state == nullptr) {
         QueueSealsOfOldRecords();
@@ -2131,6 +2225,7 @@ class Engine::Impl {
   rocksdb::ColumnFamilyHandle* rollups_cf_ = nullptr;
   std::thread committer_;
   std::thread sealer_;
+  SerialExecutor callbacks_;  // runs append callbacks in commit order
 
   SeriesIndex index_;
 
@@ -2162,6 +2257,9 @@ class Engine::Impl {
   // Queued seals that must take the whole head (old head-log records).
   absl::flat_hash_set<SeriesState*> seal_all_ ABSL_GUARDED_BY(seal_queue_mu_);
   bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
+  // Heads whose small trailing fragments are to be merged (MergeHeads).
+  std::vector<SeriesState*> merge_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
+  absl::flat_hash_set<SeriesState*> merge_queued_ ABSL_GUARDED_BY(seal_queue_mu_);
 
   mutable absl::Mutex states_mu_;
   // Indexed by SeriesId - 1; entries are never removed, so pointers to

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <span>
+#include <vector>
 
+#include "absl/status/statusor.h"
 #include "storage/keys.h"
 
 namespace stepdb::storage {
@@ -33,6 +35,9 @@ void SeriesHead::AppendFragment(std::span<const uint64_t> steps,
   for (int i = 0; i < 4; ++i) {
     bytes_[at + i] = static_cast<char>(size >> (24 - 8 * i));
   }
+  small_tail_ = steps.size() >= kSmallFragmentPoints ? 0
+                : small_tail_ == 255                 ? 255
+                                                     : small_tail_ + 1;
 }
 
 void SeriesHead::Append(std::span<const uint64_t> steps,
@@ -53,53 +58,67 @@ void SeriesHead::Append(std::span<const uint64_t> steps,
   count_ += static_cast<uint32_t>(steps.size());
 }
 
-absl::Status SeriesHead::Decode(PointColumns* out) const {
-  out->reserve(out->size() + count_);
-  std::string_view in = bytes_;
+namespace {
+
+// Calls visit(fragment) for each framed fragment of `in` (size: 4 bytes
+// big-endian, fragment)*, in order, until it returns false or an error.
+// Returns DataLossError for a truncated frame, or the visitor's error.
+template <typename Visit>
+absl::Status ForEachFrame(std::string_view in, Visit visit) {
   while (!in.empty()) {
     if (in.size() < 4) return absl::DataLossError("head: truncated fragment");
     const uint32_t size = ReadBigEndian32(in.data());
     in.remove_prefix(4);
     if (size > in.size()) return absl::DataLossError("head: truncated fragment");
-    if (auto s = DecodeChunk(in.substr(0, size), out); !s.ok()) return s;
+    absl::StatusOr<bool> more = visit(in.substr(0, size));
+    if (!more.ok()) return more.status();
+    if (!*more) break;
     in.remove_prefix(size);
   }
   return absl::OkStatus();
 }
 
+// Decodes framed fragments, appending their points to *out.
+absl::Status DecodeFrames(std::string_view in, PointColumns* out) {
+  return ForEachFrame(in, [out](std::string_view fragment) -> absl::StatusOr<bool> {
+    if (auto s = DecodeChunk(fragment, out); !s.ok()) return s;
+    return true;
+  });
+}
+
+}  // namespace
+
+absl::Status SeriesHead::Decode(PointColumns* out) const {
+  out->reserve(out->size() + count_);
+  return DecodeFrames(bytes_, out);
+}
+
 absl::Status SeriesHead::DecodeRange(const ReadRange& range,
                                      PointColumns* out) const {
-  std::string_view in = bytes_;
   PointColumns part;  // a fragment that straddles an edge of the range
-  while (!in.empty()) {
-    if (in.size() < 4) return absl::DataLossError("head: truncated fragment");
-    const uint32_t size = ReadBigEndian32(in.data());
-    in.remove_prefix(4);
-    if (size > in.size()) return absl::DataLossError("head: truncated fragment");
-    const std::string_view fragment = in.substr(0, size);
-    in.remove_prefix(size);
+  return ForEachFrame(bytes_, [&](std::string_view fragment) -> absl::StatusOr<bool> {
     auto summary = ReadChunkSummary(fragment);
     if (!summary.ok()) return summary.status();
     // Fragments follow each other in step order: none after this one can
     // hold a point in range either.
-    if (summary->min_step > range.steps.to) break;
+    if (summary->min_step > range.steps.to) return false;
     if (summary->max_step < range.steps.from ||
         summary->max_time_ms < range.times.from_ms ||
         summary->min_time_ms > range.times.to_ms) {
-      continue;
+      return true;
     }
     if (summary->min_step >= range.steps.from &&
         summary->max_step <= range.steps.to &&
         summary->min_time_ms >= range.times.from_ms &&
         summary->max_time_ms <= range.times.to_ms) {
       if (auto s = DecodeChunk(fragment, out); !s.ok()) return s;
-      continue;
+      return true;
     }
     part.clear();
     if (auto s = DecodeChunk(fragment, &part); !s.ok()) return s;
     AppendInRange(part, range, out);
-  }
-  return absl::OkStatus();
+    return true;
+  });
 }
 
 void AppendInRange(const PointColumns& in, const ReadRange& range,
@@ -129,6 +148,30 @@ absl::Status SeriesHead::DropFirst(size_t k) {
               std::span(points.values).subspan(k), {});
   rest.bytes_.shrink_to_fit();
   *this = std::move(rest);
+  return absl::OkStatus();
+}
+
+absl::Status SeriesHead::MergeSmallTail() {
+  if (small_tail_ < 2) return absl::OkStatus();
+  // Where each fragment's frame starts; the tail is the last small_tail_.
+  std::vector<size_t> frames;
+  for (size_t at = 0; at + 4 <= bytes_.size();) {
+    frames.push_back(at);
+    at += 4 + ReadBigEndian32(bytes_.data() + at);
+  }
+  const size_t tail = frames[frames.size() - std::min<size_t>(
+                                                  small_tail_, frames.size())];
+  PointColumns points;
+  if (auto s = DecodeFrames(std::string_view(bytes_).substr(tail), &points);
+      !s.ok()) {
+    return s;
+  }
+  bytes_.resize(tail);
+  small_tail_ = 0;
+  AppendFragment(points.steps, points.times_ms, points.values, {});
+  if (bytes_.capacity() > bytes_.size() + bytes_.size() / 4 + 64) {
+    bytes_.shrink_to_fit();
+  }
   return absl::OkStatus();
 }
 
