@@ -34,24 +34,6 @@ constexpr uint8_t kMin32 = 1 << 4;
 constexpr uint8_t kMax32 = 1 << 5;
 constexpr uint8_t kKnownFlags = (1 << 6) - 1;
 
-// Reads run over every record of a chart or an aggregate (~400,000 pieces
-// for 512 series x 100,000 steps): varints of up to 4 bytes (every field
-// of a usual piece) are decoded inline.
-inline bool GetVarint(std::string_view* in, uint64_t* v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(in->data());
-  const size_t n = in->size();
-  uint64_t result = 0;
-  for (size_t i = 0; i < 4 && i < n; ++i) {
-    result |= static_cast<uint64_t>(p[i] & 0x7f) << (7 * i);
-    if (p[i] < 0x80) {
-      in->remove_prefix(i + 1);
-      *v = result;
-      return true;
-    }
-  }
-  return internal::GetVarint(in, v);
-}
-
 absl::Status Corrupt(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("corrupt rollup record: ", what));
 }
@@ -74,24 +56,71 @@ void PutValue(double v, bool narrow, std::string* out) {
   }
 }
 
+// Reads a record's fields front to back. Reads run over every record of a
+// chart or an aggregate (~400,000 pieces for 512 series x 100,000 steps),
+// so a read past the end (or a malformed varint) does not branch out: it
+// sets a sticky failure and yields 0, and the decoder checks once per
+// piece instead of once per field.
+class FieldReader {
+ public:
+  explicit FieldReader(std::string_view in)
+      : p_(reinterpret_cast<const uint8_t*>(in.data())), end_(p_ + in.size()) {}
+
+  bool failed() const { return failed_; }
+  bool at_end() const { return p_ == end_; }
+
+  uint8_t Byte() {
+    if (p_ == end_) return Fail();
+    return *p_++;
+  }
+  uint64_t Varint() {
+    // Up to 4 bytes inline (every field of a usual piece), longer ones by
+    // the general decoder.
+    const size_t avail = static_cast<size_t>(end_ - p_);
+    uint64_t result = 0;
+    for (size_t i = 0; i < 4 && i < avail; ++i) {
+      result |= static_cast<uint64_t>(p_[i] & 0x7f) << (7 * i);
+      if (p_[i] < 0x80) {
+        p_ += i + 1;
+        return result;
+      }
+    }
+    std::string_view in(reinterpret_cast<const char*>(p_),
+                        static_cast<size_t>(end_ - p_));
+    uint64_t v;
+    if (!internal::GetVarint(&in, &v)) return Fail();
+    p_ = reinterpret_cast<const uint8_t*>(in.data());
+    return v;
+  }
+  // A float32 (narrow) or float64 value, stored little-endian.
+  double Value(bool narrow) {
+    if (narrow) {
+      if (end_ - p_ < 4) return Fail();
+      uint32_t bits;
+      std::memcpy(&bits, p_, 4);
+      p_ += 4;
+      return static_cast<double>(std::bit_cast<float>(bits));
+    }
+    if (end_ - p_ < 8) return Fail();
+    uint64_t bits;
+    std::memcpy(&bits, p_, 8);
+    p_ += 8;
+    return std::bit_cast<double>(bits);
+  }
+
+ private:
+  uint8_t Fail() {
+    failed_ = true;
+    p_ = end_;
+    return 0;
+  }
+
+  const uint8_t* p_;
+  const uint8_t* const end_;
+  bool failed_ = false;
+};
 // Values are read with memcpy: the stored order is little-endian.
 static_assert(std::endian::native == std::endian::little);
-inline bool GetValue(std::string_view* in, bool narrow, double* v) {
-  if (!narrow) {
-    if (in->size() < 8) return false;
-    uint64_t bits;
-    std::memcpy(&bits, in->data(), 8);
-    in->remove_prefix(8);
-    *v = std::bit_cast<double>(bits);
-    return true;
-  }
-  if (in->size() < 4) return false;
-  uint32_t bits;
-  std::memcpy(&bits, in->data(), 4);  // little-endian (asserted above)
-  in->remove_prefix(4);
-  *v = static_cast<double>(std::bit_cast<float>(bits));
-  return true;
-}
 
 // Number of grid cells of `width` that [first, last] touches.
 uint64_t Cells(uint64_t first, uint64_t last, uint64_t width) {
@@ -201,9 +230,14 @@ void EncodeRollup(std::span<const RollupPiece> pieces, uint64_t base_step,
   }
 }
 
-absl::Status DecodeRollup(std::string_view in, uint64_t base_step,
+namespace {
+
+// DecodeRollup, leaving *pieces unspecified on error. Every field of every
+// piece is assigned, so a vector reused from the previous record (a scan's
+// usual case: the same piece count) is resized without value-initializing
+// its elements again.
+absl::Status DecodePieces(std::string_view in, uint64_t base_step,
                           std::vector<RollupPiece>* pieces) {
-  pieces->clear();
   if (in.size() < 2) return Corrupt("truncated header");
   if (static_cast<uint8_t>(in[0]) != kRollupVersion) {
     return absl::UnimplementedError(absl::StrCat(
@@ -214,32 +248,40 @@ absl::Status DecodeRollup(std::string_view in, uint64_t base_step,
     return Corrupt("unknown flags");
   }
   const uint64_t unit = (record_flags & kWholeSteps) ? kMicrosPerStep : 1;
-  in.remove_prefix(2);
-  uint64_t base_time_zz, n;
-  if (!GetVarint(&in, &base_time_zz) || !GetVarint(&in, &n)) {
-    return Corrupt("truncated header");
-  }
+  const uint64_t max = std::numeric_limits<uint64_t>::max();
+  const uint64_t max_units = max / unit;  // once, not per piece
+  FieldReader r(in.substr(2));
+  const uint64_t base_time = UnZigZag(r.Varint());
+  const uint64_t n = r.Varint();
+  if (r.failed()) return Corrupt("truncated header");
   if (n == 0 || n > kMaxRollupPieces) return Corrupt("bad piece count");
-  const uint64_t base_time = UnZigZag(base_time_zz);
   pieces->resize(n);
   uint64_t prev = base_step;
   for (uint64_t k = 0; k < n; ++k) {
     RollupPiece& p = (*pieces)[k];
-    if (in.empty()) return Corrupt("truncated piece");
-    const uint8_t flags = static_cast<uint8_t>(in[0]);
-    in.remove_prefix(1);
+    const uint8_t flags = r.Byte();
+    const uint64_t count = r.Varint();
+    uint64_t nan = 0, pos = 0, neg = 0;
+    if (flags & kNonFinite) {
+      nan = r.Varint();
+      pos = r.Varint();
+      neg = r.Varint();
+    }
+    const uint64_t gap = r.Varint();
+    const uint64_t span = r.Varint();
+    const uint64_t time_zz = r.Varint();
+    const uint64_t time_span = r.Varint();
+    p.first = r.Value((flags & kFirst32) != 0);
+    p.last = r.Value((flags & kLast32) != 0);
+    if (flags & kHasFinite) {
+      p.min = r.Value((flags & kMin32) != 0);
+      p.max = r.Value((flags & kMax32) != 0);
+      p.sum = r.Value(/*narrow=*/false);
+    } else {
+      p.min = p.max = p.sum = 0.0;
+    }
+    if (r.failed()) return Corrupt("truncated piece");
     if ((flags & ~kKnownFlags) != 0) return Corrupt("unknown piece flags");
-    uint64_t count, nan = 0, pos = 0, neg = 0, gap, span, time_zz, time_span;
-    if (!GetVarint(&in, &count)) return Corrupt("truncated piece");
-    if ((flags & kNonFinite) &&
-        (!GetVarint(&in, &nan) || !GetVarint(&in, &pos) ||
-         !GetVarint(&in, &neg))) {
-      return Corrupt("truncated piece");
-    }
-    if (!GetVarint(&in, &gap) || !GetVarint(&in, &span) ||
-        !GetVarint(&in, &time_zz) || !GetVarint(&in, &time_span)) {
-      return Corrupt("truncated piece");
-    }
     const uint64_t non_finite = nan + pos + neg;
     if (count == 0 || count > std::numeric_limits<uint32_t>::max() ||
         nan > count || pos > count || neg > count || non_finite > count ||
@@ -248,8 +290,7 @@ absl::Status DecodeRollup(std::string_view in, uint64_t base_step,
       return Corrupt("bad counts");
     }
     // Steps strictly increase from piece to piece, without wrapping.
-    const uint64_t max = std::numeric_limits<uint64_t>::max();
-    if ((k > 0 && gap == 0) || gap > max / unit || span > max / unit ||
+    if ((k > 0 && gap == 0) || gap > max_units || span > max_units ||
         gap * unit > max - prev || span * unit > max - prev - gap * unit) {
       return Corrupt("bad steps");
     }
@@ -264,23 +305,19 @@ absl::Status DecodeRollup(std::string_view in, uint64_t base_step,
     p.nan_count = static_cast<uint32_t>(nan);
     p.pos_inf_count = static_cast<uint32_t>(pos);
     p.neg_inf_count = static_cast<uint32_t>(neg);
-    if (!GetValue(&in, (flags & kFirst32) != 0, &p.first) ||
-        !GetValue(&in, (flags & kLast32) != 0, &p.last)) {
-      return Corrupt("truncated values");
-    }
-    if (flags & kHasFinite) {
-      if (!GetValue(&in, (flags & kMin32) != 0, &p.min) ||
-          !GetValue(&in, (flags & kMax32) != 0, &p.max) ||
-          !GetValue(&in, /*narrow=*/false, &p.sum)) {
-        return Corrupt("truncated values");
-      }
-    } else {
-      p.min = p.max = p.sum = 0.0;
-    }
     prev = p.last_step;
   }
-  if (!in.empty()) return Corrupt("trailing bytes");
+  if (!r.at_end()) return Corrupt("trailing bytes");
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status DecodeRollup(std::string_view in, uint64_t base_step,
+                          std::vector<RollupPiece>* pieces) {
+  absl::Status status = DecodePieces(in, base_step, pieces);
+  if (!status.ok()) pieces->clear();
+  return status;
 }
 
 bool RollupRawExpired(std::string_view record) {
