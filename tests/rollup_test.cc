@@ -82,6 +82,9 @@ TEST(RollupTest, RoundTripsEveryValueExactly) {
       0.1,  // not a float32
       std::numeric_limits<double>::denorm_min(),
   };
+  // Decoded into across rounds: a vector holding another record's pieces
+  // (often as many) must come out exactly as a fresh one.
+  std::vector<RollupPiece> reused;
   for (int round = 0; round < 200; ++round) {
     PointColumns p;
     uint64_t step = (rng() % 1000) * (round % 2 ? S : 1);
@@ -103,6 +106,8 @@ TEST(RollupTest, RoundTripsEveryValueExactly) {
     std::vector<RollupPiece> decoded;
     ASSERT_TRUE(DecodeRollup(encoded, p.steps.front(), &decoded).ok());
     ExpectSamePieces(decoded, pieces);
+    ASSERT_TRUE(DecodeRollup(encoded, p.steps.front(), &reused).ok());
+    ExpectSamePieces(reused, pieces);
 
     // Every truncation and a trailing byte are refused.
     for (size_t len = 0; len < encoded.size(); ++len) {
@@ -110,6 +115,7 @@ TEST(RollupTest, RoundTripsEveryValueExactly) {
           DecodeRollup(std::string_view(encoded).substr(0, len),
                        p.steps.front(), &decoded);
       ASSERT_TRUE(absl::IsDataLoss(s)) << len << ": " << s;
+      ASSERT_TRUE(decoded.empty());  // no partial pieces after an error
     }
     EXPECT_TRUE(absl::IsDataLoss(
         DecodeRollup(encoded + '\0', p.steps.front(), &decoded)));
