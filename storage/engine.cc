@@ -69,6 +69,11 @@ uint64_t Bits(double v) { return std::bit_cast<uint64_t>(v); }
 constexpr size_t kMaxChunkPoints = 65536;
 constexpr size_t kMaxFragmentPoints = 65536;
 constexpr size_t kMaxGroupPoints = 4'000'000;
+// A group's own memory (its per-series map, fragment list, results, head-log
+// record) grows with its series entries, not its points: with a million
+// series, 4 M points of 4-step requests made groups of a million entries
+// and ~200 bytes of transient memory per active series.
+constexpr size_t kMaxGroupSeries = 1 << 18;
 // What one point costs in memory as the budget counts it: step, time, value.
 constexpr uint64_t kPointBytes = 24;
 
@@ -1645,12 +1650,16 @@ class Engine::Impl {
             },
             this));
         if (queue_.empty()) return;  // stopping and drained
-        // Take everything queued, up to a bounded number of points (always
-        // at least one append).
-        size_t points = 0;
+        // Take everything queued, up to a bounded number of points and
+        // series entries (always at least one append).
+        size_t points = 0, entries = 0;
         while (!queue_.empty() &&
-               (group.empty() || points + queue_.front().points <= kMaxGroupPoints)) {
+               (group.empty() ||
+                (points + queue_.front().points <= kMaxGroupPoints &&
+                 entries + queue_.front().batch.series().size() <=
+                     kMaxGroupSeries))) {
           points += queue_.front().points;
+          entries += queue_.front().batch.series().size();
           group.push_back(std::move(queue_.front()));
           queue_.pop_front();
         }
