@@ -36,7 +36,7 @@ void FillResults(const storage::Engine& engine,
       v1::SeriesRejection* rej = reply->add_rejections();
       rej->set_index(static_cast<uint32_t>(i));
       // Names are built only for rejections, never on the hot path.
-      const storage::SeriesKey* key = engine.KeyOf(series[i]);
+      const std::optional<storage::SeriesKey> key = engine.KeyOf(series[i]);
       rej->set_series(key ? storage::SeriesDisplayName(*key) : "unknown series");
       rej->set_code(static_cast<int32_t>(grpc::StatusCode::FAILED_PRECONDITION));
       rej->set_message(r.first_rejection);

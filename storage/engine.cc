@@ -519,7 +519,7 @@ class Engine::Impl {
     return ref->id;
   }
 
-  const SeriesKey* KeyOf(SeriesId id) const { return index_.KeyOf(id); }
+  std::optional<SeriesKey> KeyOf(SeriesId id) const { return index_.KeyOf(id); }
 
   void AppendAsync(AppendBatch batch, AppendCallback done) {
     const size_t points = batch.point_count();
@@ -577,8 +577,8 @@ class Engine::Impl {
       if (!run) return out;
     }
     for (SeriesId id : index_.SeriesOf(*project, run)) {
-      const SeriesKey* key = index_.KeyOf(id);
-      if (key == nullptr) continue;
+      const std::optional<SeriesKey> key = index_.KeyOf(id);
+      if (!key) continue;
       if (!filter.Matches(*key)) continue;
       if (limit != 0 && out.size() == limit) {
         *truncated = true;
@@ -2002,9 +2002,9 @@ class Engine::Impl {
     uint64_t chunks = 0;
     const size_t max_points =
         std::min(2 * options_.chunk_points, kMaxChunkPoints);
-    const SeriesKey* series_key = index_.KeyOf(state->id);
+    const std::optional<SeriesKey> series_key = index_.KeyOf(state->id);
     const std::string group =
-        series_key == nullptr
+        !series_key
             ? std::string()
             : ColumnGroupKey(
                   std::string_view(data_prefix).substr(0, 8),
@@ -2024,7 +2024,7 @@ class Engine::Impl {
       const auto values = std::span(head.values).subspan(begin, end - begin);
       const uint64_t hash = HashColumns(steps, times);
       if (const std::optional<SeriesId> leader =
-              series_key == nullptr
+              !series_key
                   ? std::nullopt
                   : FindLeader(group, *state, steps, times, hash)) {
         EncodeFollowerChunk(steps, times, values, *leader, &encoded);
@@ -2094,7 +2094,7 @@ class Engine::Impl {
                                state->log_records.begin() + released_refs);
       state->sealed = sealed;
     }
-    if (series_key != nullptr) {
+    if (series_key.has_value()) {
       for (const auto& [first_step, hash] : new_leaders) {
         leaders_.Add(group, first_step, hash, state->id);
       }
@@ -2355,7 +2355,9 @@ absl::StatusOr<SeriesId> Engine::ResolveSeries(SeriesKey key) {
 std::optional<SeriesId> Engine::FindSeries(SeriesKey key) const {
   return impl_->FindSeries(std::move(key));
 }
-const SeriesKey* Engine::KeyOf(SeriesId id) const { return impl_->KeyOf(id); }
+std::optional<SeriesKey> Engine::KeyOf(SeriesId id) const {
+  return impl_->KeyOf(id);
+}
 
 void Engine::AppendAsync(AppendBatch batch, AppendCallback done) {
   impl_->AppendAsync(std::move(batch), std::move(done));
