@@ -789,7 +789,7 @@ uint64_t XorBits(const uint64_t* u, size_t n) {
 // An estimate of XorBits from kXorSampleBlocks evenly spaced blocks of
 // kXorBlock values (exact for short columns).
 constexpr size_t kXorSampleBlocks = 8;
-constexpr uint64_t kXorPruneMargin = 8;
+constexpr uint64_t kXorPruneMargin = 32;
 constexpr size_t kXorBlock = 32;
 
 template <int W>
@@ -1087,7 +1087,7 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
     const IntPlan plan = PlanInts(ordered, n, false);
     const uint64_t int_bits = plan.bits + exc_bits;
     // The XOR code is sized exactly only if a sample says it may win
-    // (kXorPruneMargin: an estimate 1/8 above the integer code's size
+    // (kXorPruneMargin: an estimate 1/32 above the integer code's size
     // rules it out).
     uint64_t xor_bits = std::numeric_limits<uint64_t>::max();
     const uint64_t estimate = EstimateXorBits<32>(f32, n) + exc_bits;
