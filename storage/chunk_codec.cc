@@ -1070,20 +1070,33 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
   // float32 widened to float64: not worth a look when the decimal codec
   // already spends under 12 bits a value.
   uint64_t* const f32 = Scratch::Get(s.b, n);
-  if (best->bits > 12 * n + 64 && MapValues(
-                                      values,
-                                      [](double v, uint64_t* m) {
-                                        uint32_t b;
-                                        if (!ToFloat32(v, &b)) return false;
-                                        *m = b;
-                                        return true;
-                                      },
-                                      f32, &s.positions2)) {
-    const uint64_t exc_bits = ExceptionBits(s.positions2);
-    uint64_t* const ordered = Scratch::Get(s.c, n);
+  uint64_t* const ordered = Scratch::Get(s.c, n);
+  // One vectorized pass maps every value; only a chunk with values that are
+  // not float32 takes the scalar path that collects them as exceptions.
+  const auto map_float32 = [&] {
+    if (internal::ActiveCodecKernels().float32_patterns(values.data(), n, f32,
+                                                        ordered) == 0) {
+      s.positions2.clear();
+      return true;
+    }
+    if (!MapValues(
+            values,
+            [](double v, uint64_t* m) {
+              uint32_t b;
+              if (!ToFloat32(v, &b)) return false;
+              *m = b;
+              return true;
+            },
+            f32, &s.positions2)) {
+      return false;
+    }
     for (size_t i = 0; i < n; ++i) {
       ordered[i] = OrderedFromFloat32(static_cast<uint32_t>(f32[i]));
     }
+    return true;
+  };
+  if (best->bits > 12 * n + 64 && map_float32()) {
+    const uint64_t exc_bits = ExceptionBits(s.positions2);
     const IntPlan plan = PlanInts(ordered, n, false);
     const uint64_t int_bits = plan.bits + exc_bits;
     // The XOR code is sized exactly only if a sample says it may win
@@ -1435,15 +1448,9 @@ void EncodeChunkImpl(std::span<const uint64_t> steps,
   const size_t want = out->size() + 96 + 4 * n;
   if (out->capacity() < want) out->reserve(std::max(want, 2 * out->size()));
 
-  bool regular = n >= 2 && leader == 0;
-  if (regular) {
-    // OR of every delta XOR the first: zero iff all are equal. No early
-    // exit, so that the loop pipelines (irregular chunks are the rare case).
-    const uint64_t delta = steps[1] - steps[0];
-    uint64_t diff = 0;
-    for (size_t i = 2; i < n; ++i) diff |= (steps[i] - steps[i - 1]) ^ delta;
-    regular = diff == 0;
-  }
+  const bool regular =
+      n >= 2 && leader == 0 &&
+      internal::ActiveCodecKernels().equal_deltas(steps.data(), n);
   const bool stats = n >= kMinPointsForValueStats;
 
   Scratch& scratch = ThreadScratch();

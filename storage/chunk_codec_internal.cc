@@ -57,12 +57,8 @@ absl::Status CheckVersion(std::string_view chunk) {
 void PutCommonHeader(uint8_t version, std::span<const uint64_t> steps,
                      std::span<const int64_t> times_ms, std::string* out) {
   const size_t n = steps.size();
-  int64_t min_time = times_ms[0];
-  int64_t max_time = times_ms[0];
-  for (const int64_t t : times_ms) {
-    min_time = std::min(min_time, t);
-    max_time = std::max(max_time, t);
-  }
+  int64_t min_time, max_time;
+  ActiveCodecKernels().min_max(times_ms.data(), n, &min_time, &max_time);
   const uint64_t first_time = static_cast<uint64_t>(times_ms[0]);
   out->push_back(static_cast<char>(version));
   PutVarint(n, out);

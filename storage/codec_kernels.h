@@ -59,8 +59,19 @@ struct CodecKernels {
   void (*map_integer)(const uint64_t* u, size_t m, double* out);
   void (*map_decimal)(const uint64_t* u, size_t m, double pow10, double* out);
 
-  // The minimum and maximum of t[0, m), m >= 1.
+  // The minimum and maximum of t[0, m), m >= 1 (decoder and encoder).
   void (*min_max)(const int64_t* t, size_t m, int64_t* min, int64_t* max);
+
+  // Encoder helpers.
+  // Whether all differences u[i] - u[i - 1] (mod 2^64) of u[0, n) are
+  // equal; n >= 2.
+  bool (*equal_deltas)(const uint64_t* u, size_t n);
+  // For every v[i]: f32[i] = the float32 pattern of float(v[i]) and
+  // ordered[i] = that pattern as an integer ordered like the floats (see
+  // OrderedFromFloat32 in chunk_codec.cc). Returns how many v[i] are not
+  // exactly double(float(v[i])), bit for bit (0: all are float32 values).
+  size_t (*float32_patterns)(const double* v, size_t n, uint64_t* f32,
+                             uint64_t* ordered);
 };
 
 extern const CodecKernels kPortableKernels;
