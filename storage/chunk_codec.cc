@@ -427,6 +427,13 @@ void WriteResiduals(const uint64_t* u, size_t n, const IntPlan& plan,
   const int w1 = plan.w1;
   const int w2 = plan.w2;
   const uint64_t small = uint64_t{1} << w1;
+  if (!plan.runs && w2 >= 1 && w2 <= kMaxW1) {
+    // The plain and fixed shapes of the common widths: in the kernels.
+    internal::KernelWriter kw = {c.buf, c.used, c.p};
+    internal::ActiveCodecKernels().write_plain(u, n, K, base, w1, w2, &kw);
+    *cursor = {kw.buf, kw.used, kw.p};
+    return;
+  }
   if (!plan.runs && w1 == w2 && w2 >= 1) {
     for (size_t i = K; i < n; ++i) c.Write(ZigZag(Diff<K>(u, i) - base), w2);
     *cursor = c;

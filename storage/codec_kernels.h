@@ -24,7 +24,14 @@
 
 namespace stepdb::storage::internal {
 
-// A BitReader's state as plain data (see BitReader::state()).
+// A BitWriter::Cursor as plain data.
+struct KernelWriter {
+  uint64_t buf;  // pending bits, left-aligned
+  int used;      // pending bits in buf, 0..7
+  char* p;       // where the pending bits' byte goes
+};
+
+// A BitReader's state as plain data (see BitReader::raw_state()).
 struct KernelBits {
   const uint8_t* p;    // next byte not yet counted in avail
   const uint8_t* end;  // end of the input
@@ -63,6 +70,14 @@ struct CodecKernels {
   void (*min_max)(const int64_t* t, size_t m, int64_t* min, int64_t* max);
 
   // Encoder helpers.
+  // Writes the residual codes of u[0, n) of the integer column code's
+  // plain or fixed shape (w1 == w2): for i in [order, n), the zigzagged
+  // order-`order` difference minus base, as "0" + w1 bits or "1" + w2 bits
+  // (fixed: w2 bits). Preconditions: 0 <= w1 <= w2 <= 55, w2 >= 1, every
+  // residual fits w2 bits, and the writer has room for them (as
+  // BitWriter::Reserve gives).
+  void (*write_plain)(const uint64_t* u, size_t n, int order, uint64_t base,
+                      int w1, int w2, KernelWriter* writer);
   // Whether all differences u[i] - u[i - 1] (mod 2^64) of u[0, n) are
   // equal; n >= 2.
   bool (*equal_deltas)(const uint64_t* u, size_t n);
