@@ -186,47 +186,6 @@ uint64_t SampleMedian(const uint64_t* u, size_t n) {
 
 using WidthHistogram = std::array<uint32_t, 65>;
 
-// Adds the widths of the residuals of orders 0..2 (those with want[k]) to
-// hist[k], in one pass over u.
-template <bool k0, bool k1, bool k2>
-void Histograms(const uint64_t* u, size_t n, const uint64_t* base,
-                WidthHistogram* hist) {
-  for (size_t i = 0; i < std::min<size_t>(n, 2); ++i) {
-    if constexpr (k0) ++hist[0][Width(ZigZag(u[i] - base[0]))];
-    if constexpr (k1) {
-      if (i >= 1) ++hist[1][Width(ZigZag(u[i] - u[i - 1] - base[1]))];
-    }
-  }
-  // Two copies of each histogram, alternating, so that runs of equal
-  // widths do not serialize on one counter.
-  WidthHistogram h2[3] = {};
-  size_t i = 2;
-  for (; i + 1 < n; i += 2) {
-    const uint64_t a0 = u[i - 2], a1 = u[i - 1], a2 = u[i], a3 = u[i + 1];
-    if constexpr (k0) {
-      ++hist[0][Width(ZigZag(a2 - base[0]))];
-      ++h2[0][Width(ZigZag(a3 - base[0]))];
-    }
-    const uint64_t d1 = a1 - a0, d2 = a2 - a1, d3 = a3 - a2;
-    if constexpr (k1) {
-      ++hist[1][Width(ZigZag(d2 - base[1]))];
-      ++h2[1][Width(ZigZag(d3 - base[1]))];
-    }
-    if constexpr (k2) {
-      ++hist[2][Width(ZigZag(d2 - d1 - base[2]))];
-      ++h2[2][Width(ZigZag(d3 - d2 - base[2]))];
-    }
-  }
-  for (; i < n; ++i) {
-    if constexpr (k0) ++hist[0][Width(ZigZag(u[i] - base[0]))];
-    if constexpr (k1) ++hist[1][Width(ZigZag(Diff<1>(u, i) - base[1]))];
-    if constexpr (k2) ++hist[2][Width(ZigZag(Diff<2>(u, i) - base[2]))];
-  }
-  for (int k = 0; k < 3; ++k) {
-    for (size_t w = 0; w < 65; ++w) hist[k][w] += h2[k][w];
-  }
-}
-
 // What the runs shape spends on the zero residuals of order K (the "0" +
 // gamma codes).
 template <int K>
@@ -366,29 +325,10 @@ IntPlan PlanInts(const uint64_t* u, size_t n, bool first_known) {
   bool want[3] = {lo <= 0, lo <= 1 && top >= 1, top >= 2};
   PruneOrders(u, n, base, want);
   WidthHistogram hist[3] = {};
-  switch (int{want[0]} | int{want[1]} << 1 | int{want[2]} << 2) {
-    case 1:
-      Histograms<true, false, false>(u, n, base, hist);
-      break;
-    case 2:
-      Histograms<false, true, false>(u, n, base, hist);
-      break;
-    case 3:
-      Histograms<true, true, false>(u, n, base, hist);
-      break;
-    case 4:
-      Histograms<false, false, true>(u, n, base, hist);
-      break;
-    case 5:
-      Histograms<true, false, true>(u, n, base, hist);
-      break;
-    case 6:
-      Histograms<false, true, true>(u, n, base, hist);
-      break;
-    default:
-      Histograms<true, true, true>(u, n, base, hist);
-      break;
-  }
+  static_assert(sizeof(hist) == 3 * 65 * sizeof(uint32_t));
+  internal::ActiveCodecKernels().width_histograms(
+      u, n, base, int{want[0]} | int{want[1]} << 1 | int{want[2]} << 2,
+      hist[0].data());
   IntPlan best;
   for (int order = lo; order <= top; ++order) {
     if (!want[order]) continue;

@@ -70,6 +70,11 @@ struct CodecKernels {
   void (*min_max)(const int64_t* t, size_t m, int64_t* min, int64_t* max);
 
   // Encoder helpers.
+  // Adds the bit widths of the zigzagged residuals of u[0, n) of orders
+  // 0..2 (those whose bit is set in `orders`), minus base[order], to the
+  // histograms hist[order * 65 + width], in one pass over u.
+  void (*width_histograms)(const uint64_t* u, size_t n, const uint64_t* base,
+                           int orders, uint32_t* hist);
   // Writes the residual codes of u[0, n) of the integer column code's
   // plain or fixed shape (w1 == w2): for i in [order, n), the zigzagged
   // order-`order` difference minus base, as "0" + w1 bits or "1" + w2 bits
