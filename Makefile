@@ -5,7 +5,7 @@ DATA_DIR ?= ./stepdb-data
 PACKAGES := build-essential cmake ninja-build ccache pkg-config \
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
   librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev \
-  libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libre2-dev libssl-dev openssl \
+  libcpp-httplib-dev libjemalloc-dev nlohmann-json3-dev libcli11-dev libre2-dev libssl-dev openssl \
   curl python3 python3-grpcio python3-protobuf python3-pytest python3-numpy
 
 .PHONY: all deps configure build run test clean test-asan test-tsan fuzz

@@ -301,6 +301,52 @@ class LimitedEmitter {
   bool stopped_ = false;
 };
 
+// One thread that runs closures in the order they are handed over.
+class SerialExecutor {
+ public:
+  SerialExecutor() : thread_([this] { Loop(); }) {}
+  ~SerialExecutor() { Stop(); }
+  SerialExecutor(const SerialExecutor&) = delete;
+  SerialExecutor& operator=(const SerialExecutor&) = delete;
+
+  void Run(absl::AnyInvocable<void() &&> task) {
+    absl::MutexLock lock(&mu_);
+    tasks_.push_back(std::move(task));
+  }
+
+  // Runs every task handed over so far, then ends the thread.
+  void Stop() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::deque<absl::AnyInvocable<void() &&>> tasks;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](SerialExecutor* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
+              return e->stopping_ || !e->tasks_.empty();
+            },
+            this));
+        if (tasks_.empty()) return;  // stopping and drained
+        tasks.swap(tasks_);
+      }
+      for (auto& task : tasks) std::move(task)();
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: starts once the rest is constructed
+};
+
 }  // namespace
 
 class Engine::Impl {
@@ -313,6 +359,7 @@ class Engine::Impl {
       stopping_ = true;
     }
     if (committer_.joinable()) committer_.join();
+    callbacks_.Stop();  // after the committer: runs what it handed over
     {
       absl::MutexLock lock(&seal_queue_mu_);
       sealer_stopping_ = true;
@@ -1708,7 +1755,8 @@ class Engine::Impl {
     }
     if (!status.ok()) {
       index_.RestorePendingRecords(std::move(records));
-      for (auto& pending : group) std::move(pending.done)(status, {});
+      std::vector<std::vector<SeriesAppendResult>> none(group.size());
+      RunCallbacks(group, status, std::move(none));
       return;
     }
 
@@ -1744,9 +1792,7 @@ class Engine::Impl {
       counters_.points_rejected += delta.points_rejected;
     }
     NotifyObservers(fragments);
-    for (size_t r = 0; r < group.size(); ++r) {
-      std::move(group[r].done)(absl::OkStatus(), std::move(results[r]));
-    }
+    RunCallbacks(group, absl::OkStatus(), std::move(results));
     // Sealing is not on the ack path: the points are already durable in the
     // head log, and a seal lost in a crash leaves the records in place.
     if (!full.empty()) {
@@ -1755,6 +1801,23 @@ class Engine::Impl {
         if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
       }
     }
+  }
+
+  // Hands the group's callbacks (acks, on the ingest side: gRPC writes and
+  // reads started from the callback) to the callback thread, in group
+  // order, so that the committer goes on to the next group at once: they
+  // took about a quarter of a group's time on the committer.
+  void RunCallbacks(std::deque<PendingAppend>& group, absl::Status status,
+                    std::vector<std::vector<SeriesAppendResult>> results) {
+    std::vector<AppendCallback> dones;
+    dones.reserve(group.size());
+    for (auto& pending : group) dones.push_back(std::move(pending.done));
+    callbacks_.Run([dones = std::move(dones), status = std::move(status),
+                    results = std::move(results)]() mutable {
+      for (size_t r = 0; r < dones.size(); ++r) {
+        std::move(dones[r])(status, std::move(results[r]));
+      }
+    });
   }
 
   void SealLoop() {
@@ -2114,6 +2177,7 @@ class Engine::Impl {
   rocksdb::ColumnFamilyHandle* rollups_cf_ = nullptr;
   std::thread committer_;
   std::thread sealer_;
+  SerialExecutor callbacks_;  // runs append callbacks in commit order
 
   SeriesIndex index_;
 
