@@ -127,8 +127,9 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
       }
       const std::optional<storage::SeriesId> id =
           refs != nullptr ? refs->Find(s.ref()) : std::nullopt;
-      const storage::SeriesKey* key = id ? engine.KeyOf(*id) : nullptr;
-      return key != nullptr ? storage::SeriesDisplayName(*key)
+      const std::optional<storage::SeriesKey> key =
+          id ? engine.KeyOf(*id) : std::nullopt;
+      return key ? storage::SeriesDisplayName(*key)
                             : absl::StrCat("ref ", s.ref());
     };
     auto where = [&]() {
@@ -149,10 +150,10 @@ absl::StatusOr<DecodedRequest> DecodeWriteRequest(
         }
         // The index keeps keys canonical, as keys[i] now is.
         const std::optional<storage::SeriesId> old = refs->Find(s.ref());
-        const storage::SeriesKey* old_key =
-            old ? engine.KeyOf(*old) : nullptr;
+        const std::optional<storage::SeriesKey> old_key =
+            old ? engine.KeyOf(*old) : std::nullopt;
         auto in_request = new_refs.find(s.ref());
-        if ((old_key != nullptr && *old_key != keys[i]) ||
+        if ((old_key && *old_key != keys[i]) ||
             (in_request != new_refs.end() && keys[in_request->second] != keys[i])) {
           return absl::InvalidArgumentError(absl::StrCat(
               "series[", i, "]: ref ", s.ref(), " already names another series"));

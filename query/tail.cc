@@ -165,7 +165,8 @@ class TailHub::Reactor : public grpc::ServerWriteReactor<v1::TailResponse>,
   void AddSeries(storage::SeriesId series, const storage::PointColumns& points,
                  v1::TailResponse* out) const {
     v1::TailSeries* s = out->add_series();
-    if (const storage::SeriesKey* key = hub_->engine_->KeyOf(series)) {
+    if (const std::optional<storage::SeriesKey> key =
+            hub_->engine_->KeyOf(series)) {
       wire::KeyToWire(*key, s->mutable_key());
     }
     wire::AppendPointColumns(points, s);
@@ -250,7 +251,8 @@ void TailHub::OnCommit(std::span<const storage::CommittedPoints> committed) {
   for (const storage::CommittedPoints& c : committed) {
     auto [it, inserted] = matches_.try_emplace(c.series);
     if (inserted) {
-      if (const storage::SeriesKey* key = engine_->KeyOf(c.series)) {
+      if (const std::optional<storage::SeriesKey> key =
+              engine_->KeyOf(c.series)) {
         for (TailSubscriber* s : subscribers_) {
           if (s->filter().Matches(*key)) it->second.push_back(s);
         }

@@ -69,6 +69,11 @@ uint64_t Bits(double v) { return std::bit_cast<uint64_t>(v); }
 constexpr size_t kMaxChunkPoints = 65536;
 constexpr size_t kMaxFragmentPoints = 65536;
 constexpr size_t kMaxGroupPoints = 4'000'000;
+// A group's own memory (its per-series map, fragment list, results, head-log
+// record) grows with its series entries, not its points: with a million
+// series, 4 M points of 4-step requests made groups of a million entries
+// and ~200 bytes of transient memory per active series.
+constexpr size_t kMaxGroupSeries = 1 << 18;
 // What one point costs in memory as the budget counts it: step, time, value.
 constexpr uint64_t kPointBytes = 24;
 
@@ -500,7 +505,7 @@ class Engine::Impl {
     return ref->id;
   }
 
-  const SeriesKey* KeyOf(SeriesId id) const { return index_.KeyOf(id); }
+  std::optional<SeriesKey> KeyOf(SeriesId id) const { return index_.KeyOf(id); }
 
   void AppendAsync(AppendBatch batch, AppendCallback done) {
     const size_t points = batch.point_count();
@@ -558,8 +563,8 @@ class Engine::Impl {
       if (!run) return out;
     }
     for (SeriesId id : index_.SeriesOf(*project, run)) {
-      const SeriesKey* key = index_.KeyOf(id);
-      if (key == nullptr) continue;
+      const std::optional<SeriesKey> key = index_.KeyOf(id);
+      if (!key) continue;
       if (!filter.Matches(*key)) continue;
       if (limit != 0 && out.size() == limit) {
         *truncated = true;
@@ -1026,6 +1031,7 @@ class Engine::Impl {
         seal_queued_.erase(state);
         seal_all_.erase(state);
         std::erase(seal_queue_, state);
+        if (merge_queued_.erase(state) > 0) std::erase(merge_queue_, state);
       }
     }
     if (!removed.empty()) {
@@ -1627,12 +1633,16 @@ class Engine::Impl {
             },
             this));
         if (queue_.empty()) return;  // stopping and drained
-        // Take everything queued, up to a bounded number of points (always
-        // at least one append).
-        size_t points = 0;
+        // Take everything queued, up to a bounded number of points and
+        // series entries (always at least one append).
+        size_t points = 0, entries = 0;
         while (!queue_.empty() &&
-               (group.empty() || points + queue_.front().points <= kMaxGroupPoints)) {
+               (group.empty() ||
+                (points + queue_.front().points <= kMaxGroupPoints &&
+                 entries + queue_.front().batch.series().size() <=
+                     kMaxGroupSeries))) {
           points += queue_.front().points;
+          entries += queue_.front().batch.series().size();
           group.push_back(std::move(queue_.front()));
           queue_.pop_front();
         }
@@ -1767,7 +1777,7 @@ class Engine::Impl {
       log_.emplace(seq, LogRecord{static_cast<uint32_t>(record_series.size()),
                                   absl::Now(), std::move(record_series)});
     }
-    std::vector<SeriesState*> full;
+    std::vector<SeriesState*> full, merges;
     for (const Fragment& f : fragments) {
       const PointSpan& p = f.points;
       absl::MutexLock lock(&f.state->mu);
@@ -1781,7 +1791,11 @@ class Engine::Impl {
       // A prepared fragment is the encoding of all of p; the head keeps it.
       f.state->AppendHeadLocked(p, f.encoded);
       head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
-      if (f.state->head.size() >= options_.chunk_points) full.push_back(f.state);
+      if (f.state->head.size() >= options_.chunk_points) {
+        full.push_back(f.state);
+      } else if (f.state->head.WantsMerge()) {
+        merges.push_back(f.state);
+      }
     }
     {
       absl::MutexLock lock(&counters_mu_);
@@ -1795,11 +1809,25 @@ class Engine::Impl {
     RunCallbacks(group, absl::OkStatus(), std::move(results));
     // Sealing is not on the ack path: the points are already durable in the
     // head log, and a seal lost in a crash leaves the records in place.
-    if (!full.empty()) {
+    if (!full.empty() || !merges.empty()) {
       absl::MutexLock lock(&seal_queue_mu_);
       for (SeriesState* state : full) {
         if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
       }
+      for (SeriesState* state : merges) {
+        if (merge_queued_.insert(state).second) merge_queue_.push_back(state);
+      }
+    }
+  }
+
+  // Re-encodes the small trailing fragments of each head as one (see
+  // SeriesHead::WantsMerge): on the sealer's thread, when no seal waits.
+  void MergeHeads(const std::vector<SeriesState*>& states) {
+    for (SeriesState* state : states) {
+      absl::MutexLock lock(&state->mu);
+      if (state->deleted || !state->head.WantsMerge()) continue;
+      // A head that does not decode stays as it is; its seal reports it.
+      state->head.MergeSmallTail().IgnoreError();
     }
   }
 
@@ -1825,13 +1853,15 @@ class Engine::Impl {
     for (;;) {
       SeriesState* state = nullptr;
       bool all = false;
+      std::vector<SeriesState*> merges;
       {
         absl::MutexLock lock(&seal_queue_mu_);
         // Wakes at least once a second to look for old head-log records.
         seal_queue_mu_.AwaitWithTimeout(
             absl::Condition(
                 +[](Impl* impl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl->seal_queue_mu_) {
-                  return impl->sealer_stopping_ || !impl->seal_queue_.empty();
+                  return impl->sealer_stopping_ || !impl->seal_queue_.empty() ||
+                         !impl->merge_queue_.empty();
                 },
                 this),
             absl::Seconds(1));
@@ -1841,7 +1871,17 @@ class Engine::Impl {
           seal_queue_.pop_front();
           seal_queued_.erase(state);
           all = seal_all_.erase(state) > 0;
+        } else if (!merge_queue_.empty()) {
+          // A slice at a time, so that a seal queued meanwhile soon runs.
+          const size_t n = std::min<size_t>(merge_queue_.size(), 4096);
+          merges.assign(merge_queue_.end() - n, merge_queue_.end());
+          merge_queue_.resize(merge_queue_.size() - n);
+          for (SeriesState* merge : merges) merge_queued_.erase(merge);
         }
+      }
+      if (!merges.empty()) {
+        MergeHeads(merges);
+        continue;
       }
       if (state == nullptr) {
         QueueSealsOfOldRecords();
@@ -1945,9 +1985,9 @@ class Engine::Impl {
     uint64_t chunks = 0;
     const size_t max_points =
         std::min(2 * options_.chunk_points, kMaxChunkPoints);
-    const SeriesKey* series_key = index_.KeyOf(state->id);
+    const std::optional<SeriesKey> series_key = index_.KeyOf(state->id);
     const std::string group =
-        series_key == nullptr
+        !series_key
             ? std::string()
             : ColumnGroupKey(
                   std::string_view(data_prefix).substr(0, 8),
@@ -1967,7 +2007,7 @@ class Engine::Impl {
       const auto values = std::span(head.values).subspan(begin, end - begin);
       const uint64_t hash = HashColumns(steps, times);
       if (const std::optional<SeriesId> leader =
-              series_key == nullptr
+              !series_key
                   ? std::nullopt
                   : FindLeader(group, *state, steps, times, hash)) {
         EncodeFollowerChunk(steps, times, values, *leader, &encoded);
@@ -2037,7 +2077,7 @@ class Engine::Impl {
                                state->log_records.begin() + released_refs);
       state->sealed = sealed;
     }
-    if (series_key != nullptr) {
+    if (series_key.has_value()) {
       for (const auto& [first_step, hash] : new_leaders) {
         leaders_.Add(group, first_step, hash, state->id);
       }
@@ -2209,6 +2249,9 @@ class Engine::Impl {
   // Queued seals that must take the whole head (old head-log records).
   absl::flat_hash_set<SeriesState*> seal_all_ ABSL_GUARDED_BY(seal_queue_mu_);
   bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
+  // Heads whose small trailing fragments are to be merged (MergeHeads).
+  std::vector<SeriesState*> merge_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
+  absl::flat_hash_set<SeriesState*> merge_queued_ ABSL_GUARDED_BY(seal_queue_mu_);
 
   mutable absl::Mutex states_mu_;
   // Indexed by SeriesId - 1; entries are never removed, so pointers to
@@ -2295,7 +2338,9 @@ absl::StatusOr<SeriesId> Engine::ResolveSeries(SeriesKey key) {
 std::optional<SeriesId> Engine::FindSeries(SeriesKey key) const {
   return impl_->FindSeries(std::move(key));
 }
-const SeriesKey* Engine::KeyOf(SeriesId id) const { return impl_->KeyOf(id); }
+std::optional<SeriesKey> Engine::KeyOf(SeriesId id) const {
+  return impl_->KeyOf(id);
+}
 
 void Engine::AppendAsync(AppendBatch batch, AppendCallback done) {
   impl_->AppendAsync(std::move(batch), std::move(done));

@@ -344,8 +344,9 @@ class Engine {
   // ValidateSeriesKey. Labels need not be sorted.
   absl::StatusOr<SeriesId> ResolveSeries(SeriesKey key);
   std::optional<SeriesId> FindSeries(SeriesKey key) const;
-  // Returns nullptr for an unknown id.
-  const SeriesKey* KeyOf(SeriesId id) const;
+  // The series' key (built on each call: not for per-point paths), or
+  // nullopt for an unknown or deleted id.
+  std::optional<SeriesKey> KeyOf(SeriesId id) const;
 
   // Queues an append. Precondition: each series id came from ResolveSeries.
   // Within a series, points are checked

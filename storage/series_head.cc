@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <span>
+#include <vector>
 
 #include "storage/keys.h"
 
@@ -33,6 +34,9 @@ void SeriesHead::AppendFragment(std::span<const uint64_t> steps,
   for (int i = 0; i < 4; ++i) {
     bytes_[at + i] = static_cast<char>(size >> (24 - 8 * i));
   }
+  small_tail_ = steps.size() >= kSmallFragmentPoints ? 0
+                : small_tail_ == 255                 ? 255
+                                                     : small_tail_ + 1;
 }
 
 void SeriesHead::Append(std::span<const uint64_t> steps,
@@ -53,9 +57,11 @@ void SeriesHead::Append(std::span<const uint64_t> steps,
   count_ += static_cast<uint32_t>(steps.size());
 }
 
-absl::Status SeriesHead::Decode(PointColumns* out) const {
-  out->reserve(out->size() + count_);
-  std::string_view in = bytes_;
+namespace {
+
+// Decodes framed fragments (size: 4 bytes big-endian, fragment)*, appending
+// their points to *out.
+absl::Status DecodeFrames(std::string_view in, PointColumns* out) {
   while (!in.empty()) {
     if (in.size() < 4) return absl::DataLossError("head: truncated fragment");
     const uint32_t size = ReadBigEndian32(in.data());
@@ -65,6 +71,13 @@ absl::Status SeriesHead::Decode(PointColumns* out) const {
     in.remove_prefix(size);
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SeriesHead::Decode(PointColumns* out) const {
+  out->reserve(out->size() + count_);
+  return DecodeFrames(bytes_, out);
 }
 
 absl::Status SeriesHead::DropFirst(size_t k) {
@@ -81,6 +94,30 @@ absl::Status SeriesHead::DropFirst(size_t k) {
               std::span(points.values).subspan(k), {});
   rest.bytes_.shrink_to_fit();
   *this = std::move(rest);
+  return absl::OkStatus();
+}
+
+absl::Status SeriesHead::MergeSmallTail() {
+  if (small_tail_ < 2) return absl::OkStatus();
+  // Where each fragment's frame starts; the tail is the last small_tail_.
+  std::vector<size_t> frames;
+  for (size_t at = 0; at + 4 <= bytes_.size();) {
+    frames.push_back(at);
+    at += 4 + ReadBigEndian32(bytes_.data() + at);
+  }
+  const size_t tail = frames[frames.size() - std::min<size_t>(
+                                                  small_tail_, frames.size())];
+  PointColumns points;
+  if (auto s = DecodeFrames(std::string_view(bytes_).substr(tail), &points);
+      !s.ok()) {
+    return s;
+  }
+  bytes_.resize(tail);
+  small_tail_ = 0;
+  AppendFragment(points.steps, points.times_ms, points.values, {});
+  if (bytes_.capacity() > bytes_.size() + bytes_.size() / 4 + 64) {
+    bytes_.shrink_to_fit();
+  }
   return absl::OkStatus();
 }
 

@@ -47,6 +47,18 @@ class SeriesHead {
   // one fragment. Returns the decoding error, leaving the head unchanged.
   absl::Status DropFirst(size_t k);
 
+  // True when the head ends in kMergeFragments or more fragments of fewer
+  // than kSmallFragmentPoints points each. Small write batches make such
+  // fragments, and a fragment is mostly its header (about 17 bytes a point
+  // at 4 points, against 4-6 for a few dozen points in one fragment).
+  bool WantsMerge() const { return small_tail_ >= kMergeFragments; }
+  // Re-encodes the trailing small fragments as one fragment; the points
+  // stay the same. Returns the decoding error, leaving the head unchanged.
+  absl::Status MergeSmallTail();
+
+  static constexpr size_t kSmallFragmentPoints = 16;
+  static constexpr uint8_t kMergeFragments = 4;
+
  private:
   // Appends one fragment: `fragment`, or the encoding of the points.
   void AppendFragment(std::span<const uint64_t> steps,
@@ -56,6 +68,9 @@ class SeriesHead {
   std::string bytes_;  // (size: 4 bytes big-endian, fragment)*
   uint32_t count_ = 0;
   uint64_t first_step_ = 0;
+  // Trailing fragments of fewer than kSmallFragmentPoints points (at most
+  // 255: the count saturates).
+  uint8_t small_tail_ = 0;
 };
 
 }  // namespace stepdb::storage

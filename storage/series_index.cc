@@ -19,7 +19,7 @@ std::string IdValue(uint32_t id) {
 }  // namespace
 
 size_t SeriesIndex::SeriesHash::operator()(const SeriesProbe& p) const {
-  return absl::HashOf(p.project, p.run, p.key->metric, p.key->labels);
+  return absl::HashOf(p.project, p.run, p.identity);
 }
 
 size_t SeriesIndex::SeriesHash::operator()(SeriesId id) const {
@@ -28,14 +28,13 @@ size_t SeriesIndex::SeriesHash::operator()(SeriesId id) const {
 
 SeriesIndex::SeriesProbe SeriesIndex::SeriesEq::Probe(const Entries& entries,
                                                       SeriesId id) {
-  const SeriesEntry& e = *entries[id - 1];
-  return {e.project, e.run, &e.key};
+  const SeriesEntry& e = entries[id - 1];
+  return {e.project, e.run, e.identity};
 }
 
 bool SeriesIndex::SeriesEq::operator()(const SeriesProbe& a,
                                        const SeriesProbe& b) const {
-  return a.project == b.project && a.run == b.run &&
-         a.key->metric == b.key->metric && a.key->labels == b.key->labels;
+  return a.project == b.project && a.run == b.run && a.identity == b.identity;
 }
 
 absl::Status SeriesIndex::LoadRecord(std::string_view key,
@@ -72,27 +71,26 @@ absl::Status SeriesIndex::LoadRecord(std::string_view key,
       return absl::OkStatus();
     case kSeriesTag: {
       if (key.size() < 9) return absl::DataLossError("series record: short key");
-      auto entry = std::make_unique<SeriesEntry>();
-      entry->project = ReadBigEndian32(key.data() + 1);
-      entry->run = ReadBigEndian32(key.data() + 5);
-      if (auto s = ParseSeriesIdentity(key.substr(9), &entry->key); !s.ok()) {
+      SeriesEntry entry;
+      entry.project = ReadBigEndian32(key.data() + 1);
+      entry.run = ReadBigEndian32(key.data() + 5);
+      entry.identity = std::string(key.substr(9));
+      SeriesKey parsed;  // only checked: the entry keeps the bytes
+      if (auto s = ParseSeriesIdentity(entry.identity, &parsed); !s.ok()) {
         return s;
       }
-      auto project_name = project_names_.find(entry->project);
-      auto run_name = run_names_.find(entry->run);
-      if (project_name == project_names_.end() || run_name == run_names_.end()) {
+      if (!project_names_.contains(entry.project) ||
+          !run_names_.contains(entry.run)) {
         return absl::DataLossError("series record: unknown project or run");
       }
-      entry->key.project = project_name->second;
-      entry->key.run = run_name->second;
       if (id == 0 || id > (1u << 31)) {
         return absl::DataLossError(absl::StrCat("series record: bad id ", id));
       }
       if (entries_.size() < id) entries_.resize(id);
-      if (entries_[id - 1] != nullptr) {
+      if (entries_[id - 1].project != 0) {
         return absl::DataLossError(absl::StrCat("series id ", id, " repeats"));
       }
-      series_by_project_[entry->project].push_back(id);
+      series_by_project_[entry.project].push_back(id);
       entries_[id - 1] = std::move(entry);
       series_.insert(id);  // hashes entries_[id - 1]
       return absl::OkStatus();
@@ -113,6 +111,7 @@ absl::StatusOr<SeriesRef> SeriesIndex::Resolve(const SeriesKey& key) {
   if (pit == projects_.end()) {
     ref.project = ++max_project_;
     projects_.emplace(key.project, ref.project);
+    project_names_.emplace(ref.project, key.project);
     pending_.push_back({std::move(project_key), IdValue(ref.project)});
   } else {
     ref.project = pit->second;
@@ -122,12 +121,14 @@ absl::StatusOr<SeriesRef> SeriesIndex::Resolve(const SeriesKey& key) {
   if (rit == runs_.end()) {
     ref.run = ++max_run_;
     runs_.emplace(run_key, ref.run);
+    run_names_.emplace(ref.run, key.run);
     pending_.push_back({std::move(run_key), IdValue(ref.run)});
   } else {
     ref.run = rit->second;
   }
   // Another thread may have created it between Find and the lock.
-  if (auto sit = series_.find(SeriesProbe{ref.project, ref.run, &key});
+  std::string identity = SeriesIdentity(key);
+  if (auto sit = series_.find(SeriesProbe{ref.project, ref.run, identity});
       sit != series_.end()) {
     ref.id = *sit;
     return ref;
@@ -137,12 +138,11 @@ absl::StatusOr<SeriesRef> SeriesIndex::Resolve(const SeriesKey& key) {
   }
   ref.id = static_cast<SeriesId>(entries_.size() + 1);
   ref.created = true;
-  entries_.push_back(std::make_unique<SeriesEntry>(
-      SeriesEntry{key, ref.project, ref.run}));
+  pending_.push_back(
+      {SeriesIndexKey(ref.project, ref.run, identity), IdValue(ref.id)});
+  entries_.push_back(SeriesEntry{ref.project, ref.run, std::move(identity)});
   series_.insert(ref.id);  // hashes entries_.back()
   series_by_project_[ref.project].push_back(ref.id);
-  pending_.push_back({SeriesIndexKey(ref.project, ref.run, SeriesIdentity(key)),
-                      IdValue(ref.id)});
   return ref;
 }
 
@@ -152,7 +152,8 @@ std::optional<SeriesRef> SeriesIndex::Find(const SeriesKey& key) const {
   if (pit == projects_.end()) return std::nullopt;
   auto rit = runs_.find(RunIndexKey(pit->second, key.run));
   if (rit == runs_.end()) return std::nullopt;
-  auto sit = series_.find(SeriesProbe{pit->second, rit->second, &key});
+  const std::string identity = SeriesIdentity(key);
+  auto sit = series_.find(SeriesProbe{pit->second, rit->second, identity});
   if (sit == series_.end()) return std::nullopt;
   return SeriesRef{*sit, pit->second, rit->second, false};
 }
@@ -192,7 +193,7 @@ std::vector<SeriesId> SeriesIndex::SeriesOf(ProjectId project,
   auto it = series_by_project_.find(project);
   if (it == series_by_project_.end()) return out;
   for (SeriesId id : it->second) {
-    if (!run || entries_[id - 1]->run == *run) out.push_back(id);
+    if (!run || entries_[id - 1].run == *run) out.push_back(id);
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -200,10 +201,10 @@ std::vector<SeriesId> SeriesIndex::SeriesOf(ProjectId project,
 
 std::optional<SeriesRef> SeriesIndex::RefOf(SeriesId id) const {
   absl::ReaderMutexLock lock(&mu_);
-  if (id == 0 || id > entries_.size() || entries_[id - 1] == nullptr) {
+  if (id == 0 || id > entries_.size() || entries_[id - 1].project == 0) {
     return std::nullopt;
   }
-  const SeriesEntry& e = *entries_[id - 1];
+  const SeriesEntry& e = entries_[id - 1];
   return SeriesRef{id, e.project, e.run, false};
 }
 
@@ -214,10 +215,10 @@ std::vector<SeriesId> SeriesIndex::Remove(ProjectId project,
   if (auto it = series_by_project_.find(project);
       it != series_by_project_.end()) {
     std::erase_if(it->second, [&](SeriesId id) {
-      std::unique_ptr<SeriesEntry>& entry = entries_[id - 1];
-      if (run && entry->run != *run) return false;
-      series_.erase(id);  // hashes the entry: before it moves out
-      removed_.push_back(std::move(entry));
+      SeriesEntry& entry = entries_[id - 1];
+      if (run && entry.run != *run) return false;
+      series_.erase(id);  // hashes the entry: before it is cleared
+      entry = SeriesEntry();
       removed.push_back(id);
       return true;
     });
@@ -242,7 +243,6 @@ std::vector<SeriesId> SeriesIndex::Remove(ProjectId project,
   if (run) AppendBigEndian32(*run, &series_prefix);
   std::string project_key;
   if (!run) {
-    // project_names_ only holds the projects loaded at open.
     project_names_.erase(project);
     for (auto it = projects_.begin(); it != projects_.end(); ++it) {
       if (it->second != project) continue;
@@ -270,12 +270,23 @@ IndexRecord SeriesIndex::HighWaterRecord() const {
   return record;
 }
 
-const SeriesKey* SeriesIndex::KeyOf(SeriesId id) const {
+std::optional<SeriesKey> SeriesIndex::KeyOf(SeriesId id) const {
   absl::ReaderMutexLock lock(&mu_);
-  if (id == 0 || id > entries_.size() || entries_[id - 1] == nullptr) {
-    return nullptr;
+  if (id == 0 || id > entries_.size() || entries_[id - 1].project == 0) {
+    return std::nullopt;
   }
-  return &entries_[id - 1]->key;
+  const SeriesEntry& e = entries_[id - 1];
+  auto project = project_names_.find(e.project);
+  auto run = run_names_.find(e.run);
+  SeriesKey key;
+  // Entries are checked when made, so neither fails but on a bug.
+  if (project == project_names_.end() || run == run_names_.end() ||
+      !ParseSeriesIdentity(e.identity, &key).ok()) {
+    return std::nullopt;
+  }
+  key.project = project->second;
+  key.run = run->second;
+  return key;
 }
 
 size_t SeriesIndex::project_count() const {

@@ -10,6 +10,7 @@
 #define STEPDB_STORAGE_SERIES_INDEX_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,17 +73,17 @@ class SeriesIndex {
   // Forgets `run` of `project` (or, without `run`, the project and every
   // run of it) and their series, and drops their queued records, so that
   // the names resolve to new ids afterwards. Returns the series ids
-  // removed, in id order. Ids are never reused (see HighWaterRecord), and
-  // keys returned by KeyOf before stay valid for the index's lifetime
-  // (readers may still hold them); KeyOf and RefOf of a removed id return
-  // nothing.
+  // removed, in id order. Ids are never reused (see HighWaterRecord);
+  // KeyOf and RefOf of a removed id return nothing.
   std::vector<SeriesId> Remove(ProjectId project, std::optional<RunId> run);
   // The record of the largest ids allocated so far: written with a
   // deletion, so that a restart does not hand out a deleted run's or
   // series' id again when it was the largest.
   IndexRecord HighWaterRecord() const;
-  // Returns nullptr for an unknown id. The key lives as long as the index.
-  const SeriesKey* KeyOf(SeriesId id) const;
+  // The key of a series, built from the compact entry (a few small
+  // allocations: not for per-point paths); nullopt for an unknown or
+  // removed id.
+  std::optional<SeriesKey> KeyOf(SeriesId id) const;
 
   size_t project_count() const;
   size_t run_count() const;
@@ -91,21 +92,23 @@ class SeriesIndex {
   SeriesId max_series_id() const;
 
  private:
+  // What the index holds per series: about 70 bytes. A full SeriesKey per
+  // series (project and run names repeated, labels as a vector of string
+  // pairs) took ~300 bytes, a third of a million-series server's memory.
   struct SeriesEntry {
-    SeriesKey key;
-    ProjectId project;
-    RunId run;
+    ProjectId project = 0;  // 0: removed, or an id never allocated
+    RunId run = 0;
+    std::string identity;  // SeriesIdentity: metric and canonical labels
   };
-  using Entries = std::vector<std::unique_ptr<SeriesEntry>>;
+  // A deque: entries never move, and growing it copies none of them.
+  using Entries = std::deque<SeriesEntry>;
 
-  // The series set holds ids only and hashes and compares the keys of their
-  // entries, so that each key is stored once (a map from the encoded index
-  // key kept a second copy: about 100 bytes a series). Lookups go by
-  // SeriesProbe, without building any string.
+  // The series set holds ids only and hashes and compares their entries,
+  // so that each identity is stored once. Lookups go by SeriesProbe.
   struct SeriesProbe {
     ProjectId project;
     RunId run;
-    const SeriesKey* key;  // its metric and (canonical) labels are compared
+    std::string_view identity;
   };
   struct SeriesHash {
     using is_transparent = void;
@@ -129,8 +132,8 @@ class SeriesIndex {
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, ProjectId> projects_ ABSL_GUARDED_BY(mu_);
-  // Names by id, to rebuild full series keys at load ('P' and 'R' records
-  // sort before 'S' records).
+  // Names by id, for KeyOf (and, at load, to check 'S' records: 'P' and
+  // 'R' records sort before them).
   absl::flat_hash_map<ProjectId, std::string> project_names_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<RunId, std::string> run_names_ ABSL_GUARDED_BY(mu_);
   // Key: RunIndexKey(project, run).
@@ -145,8 +148,6 @@ class SeriesIndex {
   ProjectId max_project_ ABSL_GUARDED_BY(mu_) = 0;
   RunId max_run_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<IndexRecord> pending_ ABSL_GUARDED_BY(mu_);
-  // Entries of removed series: kept so that their keys stay valid.
-  std::vector<std::unique_ptr<SeriesEntry>> removed_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace stepdb::storage

@@ -290,7 +290,7 @@ struct WatchEvaluator::Binding {
 };
 
 struct WatchEvaluator::SeriesState {
-  const SeriesKey* key = nullptr;  // owned by the engine's index
+  std::optional<SeriesKey> key;  // nullopt: an unknown or deleted series
   uint64_t version = 0;            // of the rule set `bindings` was built for
   std::vector<Binding> bindings;
   bool stall_watched = false;
@@ -413,7 +413,7 @@ WatchEvaluator::SeriesState& WatchEvaluator::StateOf(SeriesId series) {
     slot->key = engine_->KeyOf(series);
   }
   SeriesState& state = *slot;
-  if (state.version == rule_set_->version || state.key == nullptr) return state;
+  if (state.version == rule_set_->version || !state.key) return state;
   // Rebuild for the new rule set, keeping the episodes of surviving rules.
   state.version = rule_set_->version;
   std::vector<Binding> bindings;

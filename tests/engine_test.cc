@@ -394,7 +394,7 @@ TEST_F(EngineTest, RestartRecoversHeadsSealedChunksAndIds) {
   const SeriesId fresh = Resolve("train/new");
   EXPECT_GT(fresh, lr);  // ids are not reused
   // Full keys come back from the index, project and run included.
-  ASSERT_NE(engine_->KeyOf(loss), nullptr);
+  ASSERT_TRUE(engine_->KeyOf(loss).has_value());
   EXPECT_EQ(*engine_->KeyOf(loss),
             (SeriesKey{"proj", "run-1", "train/loss", {{"node", "n1"}}}));
   bool truncated;

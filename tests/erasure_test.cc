@@ -263,7 +263,7 @@ TEST_F(ErasureTest, DeleteRunRemovesThatRunAndLeavesTheRestExactly) {
                 .code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(engine_->FindSeries({"p1", "a", "loss", {}}), std::nullopt);
-  EXPECT_EQ(engine_->KeyOf(a1), nullptr);
+  EXPECT_FALSE(engine_->KeyOf(a1).has_value());
   EXPECT_EQ(SeriesCount("p1", "a"), 0u);
   // The rest, exactly.
   auto p1_after = Snapshot("p1");

@@ -26,7 +26,12 @@ TEST(SeriesHeadTest, MatchesUncompressedColumnsUnderRandomAppendsAndCuts) {
     uint64_t step = rng() % 1000 * 1'000'000;
     int64_t time = static_cast<int64_t>(rng() % 2'000'000'000'000);
     for (int op = 0; op < 40; ++op) {
-      if (rng() % 5 == 0 && !want.empty()) {
+      if (rng() % 4 == 0 && head.WantsMerge()) {
+        const size_t bytes = head.bytes();
+        ASSERT_TRUE(head.MergeSmallTail().ok());
+        EXPECT_FALSE(head.WantsMerge());
+        EXPECT_LE(head.bytes(), bytes);
+      } else if (rng() % 5 == 0 && !want.empty()) {
         const size_t k = rng() % (want.size() + 1);
         ASSERT_TRUE(head.DropFirst(k).ok());
         PointColumns rest;
@@ -36,7 +41,8 @@ TEST(SeriesHeadTest, MatchesUncompressedColumnsUnderRandomAppendsAndCuts) {
         want = rest;
       } else {
         PointColumns add;
-        const size_t n = 1 + rng() % 30;
+        // Half of the appends small enough for merges.
+        const size_t n = 1 + rng() % (rng() % 2 == 0 ? 5 : 30);
         for (size_t i = 0; i < n; ++i) {
           step += rng() % 3 == 0 ? 1 + rng() % 5'000'000 : 1'000'000;
           time += static_cast<int64_t>(rng() % 200) - 50;  // any direction
@@ -86,6 +92,40 @@ TEST(SeriesHeadTest, IsSmallerThanTheColumns) {
   // do not compress) with up to a quarter of growth slack stay below the
   // 24 bytes a point of the columns (which had up to double slack).
   EXPECT_LT(head.bytes(), 1000u * 24);
+}
+
+// Small write batches (an SDK flushing every few steps, a million series)
+// make fragments that are mostly header; merging them as the engine's
+// sealer does keeps a head near the size of one fragment of its points.
+TEST(SeriesHeadTest, MergingSmallFragmentsShrinksTheHead) {
+  SeriesHead merged, unmerged;
+  int merges = 0;
+  for (uint64_t s = 0; s < 256; s += 4) {
+    uint64_t steps[4];
+    int64_t times[4];
+    double values[4];
+    for (uint64_t i = 0; i < 4; ++i) {
+      steps[i] = (s + i) * 1'000'000;
+      times[i] = 1'700'000'000'000 + static_cast<int64_t>((s + i) * 500 + i % 3);
+      values[i] = static_cast<double>(static_cast<float>(2.5 - (s + i) * 1e-3));
+    }
+    merged.Append(steps, times, values, {});
+    unmerged.Append(steps, times, values, {});
+    EXPECT_FALSE(unmerged.WantsMerge() && s < 4 * 3);  // 4 fragments needed
+    if (merged.WantsMerge()) {
+      ASSERT_TRUE(merged.MergeSmallTail().ok());
+      ++merges;
+    }
+  }
+  EXPECT_GT(merges, 0);
+  EXPECT_TRUE(unmerged.WantsMerge());
+  PointColumns a, b;
+  ASSERT_TRUE(merged.Decode(&a).ok());
+  ASSERT_TRUE(unmerged.Decode(&b).ok());
+  EXPECT_EQ(a.steps, b.steps);
+  EXPECT_EQ(a.times_ms, b.times_ms);
+  EXPECT_EQ(a.values, b.values);
+  EXPECT_LT(merged.bytes() * 2, unmerged.bytes());
 }
 
 }  // namespace

@@ -336,8 +336,8 @@ TEST_F(SharedColumnsTest, ErasingARunLeavesTheOtherExact) {
   auto deleted = engine_->DeleteRun("p", "r1");
   ASSERT_TRUE(deleted.ok()) << deleted.status();
   for (auto it = expected_.begin(); it != expected_.end();) {
-    const SeriesKey* key = engine_->KeyOf(it->first);
-    it = key == nullptr ? expected_.erase(it) : std::next(it);
+    const std::optional<SeriesKey> key = engine_->KeyOf(it->first);
+    it = !key ? expected_.erase(it) : std::next(it);
   }
   EXPECT_EQ(expected_.size(), 2u * 5);
   ExpectAllExact();
