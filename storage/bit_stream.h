@@ -190,6 +190,23 @@ class BitReader {
   // False once any read went past the end of the input.
   bool ok() const { return !error_ && avail_ >= 0; }
 
+  // The reader's state, for hot loops that read the same way outside this
+  // class (storage/codec_kernels.h): they refill as Refill() does, only
+  // while at least 8 bytes are left, and hand the state back with
+  // set_raw_state(). Only while ok().
+  struct RawState {
+    const uint8_t* p;    // next byte not yet counted in avail
+    const uint8_t* end;  // end of the input (not changed by set_raw_state)
+    uint64_t buf;        // buffered bits, left-aligned
+    int avail;           // valid bits at the top of buf, 0..63
+  };
+  RawState raw_state() const { return {p_, end_, buf_, avail_}; }
+  void set_raw_state(const RawState& s) {
+    p_ = s.p;
+    buf_ = s.buf;
+    avail_ = s.avail;
+  }
+
   // Bits not yet consumed (when ok()).
   size_t bits_remaining() const {
     return static_cast<size_t>(end_ - p_) * 8 + static_cast<size_t>(avail_);

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "storage/bit_stream.h"
 #include "storage/chunk_codec_internal.h"
+#include "storage/codec_kernels.h"
 
 namespace stepdb::storage {
 namespace {
@@ -88,6 +89,7 @@ constexpr size_t kKeepEntries = size_t{1} << 16;
 
 struct Scratch {
   std::vector<uint64_t> a, b, c, d;
+  std::vector<uint64_t> z;  // decoding: an integer column before mapping
   std::vector<uint32_t> positions, positions2;
 
   static uint64_t* Get(std::vector<uint64_t>& v, size_t n) {
@@ -99,6 +101,7 @@ struct Scratch {
     if (b.size() > kKeepEntries) std::vector<uint64_t>().swap(b);
     if (c.size() > kKeepEntries) std::vector<uint64_t>().swap(c);
     if (d.size() > kKeepEntries) std::vector<uint64_t>().swap(d);
+    if (z.size() > kKeepEntries) std::vector<uint64_t>().swap(z);
     if (positions.capacity() > kKeepEntries) {
       std::vector<uint32_t>().swap(positions);
     }
@@ -182,47 +185,6 @@ uint64_t SampleMedian(const uint64_t* u, size_t n) {
 }
 
 using WidthHistogram = std::array<uint32_t, 65>;
-
-// Adds the widths of the residuals of orders 0..2 (those with want[k]) to
-// hist[k], in one pass over u.
-template <bool k0, bool k1, bool k2>
-void Histograms(const uint64_t* u, size_t n, const uint64_t* base,
-                WidthHistogram* hist) {
-  for (size_t i = 0; i < std::min<size_t>(n, 2); ++i) {
-    if constexpr (k0) ++hist[0][Width(ZigZag(u[i] - base[0]))];
-    if constexpr (k1) {
-      if (i >= 1) ++hist[1][Width(ZigZag(u[i] - u[i - 1] - base[1]))];
-    }
-  }
-  // Two copies of each histogram, alternating, so that runs of equal
-  // widths do not serialize on one counter.
-  WidthHistogram h2[3] = {};
-  size_t i = 2;
-  for (; i + 1 < n; i += 2) {
-    const uint64_t a0 = u[i - 2], a1 = u[i - 1], a2 = u[i], a3 = u[i + 1];
-    if constexpr (k0) {
-      ++hist[0][Width(ZigZag(a2 - base[0]))];
-      ++h2[0][Width(ZigZag(a3 - base[0]))];
-    }
-    const uint64_t d1 = a1 - a0, d2 = a2 - a1, d3 = a3 - a2;
-    if constexpr (k1) {
-      ++hist[1][Width(ZigZag(d2 - base[1]))];
-      ++h2[1][Width(ZigZag(d3 - base[1]))];
-    }
-    if constexpr (k2) {
-      ++hist[2][Width(ZigZag(d2 - d1 - base[2]))];
-      ++h2[2][Width(ZigZag(d3 - d2 - base[2]))];
-    }
-  }
-  for (; i < n; ++i) {
-    if constexpr (k0) ++hist[0][Width(ZigZag(u[i] - base[0]))];
-    if constexpr (k1) ++hist[1][Width(ZigZag(Diff<1>(u, i) - base[1]))];
-    if constexpr (k2) ++hist[2][Width(ZigZag(Diff<2>(u, i) - base[2]))];
-  }
-  for (int k = 0; k < 3; ++k) {
-    for (size_t w = 0; w < 65; ++w) hist[k][w] += h2[k][w];
-  }
-}
 
 // What the runs shape spends on the zero residuals of order K (the "0" +
 // gamma codes).
@@ -363,29 +325,10 @@ IntPlan PlanInts(const uint64_t* u, size_t n, bool first_known) {
   bool want[3] = {lo <= 0, lo <= 1 && top >= 1, top >= 2};
   PruneOrders(u, n, base, want);
   WidthHistogram hist[3] = {};
-  switch (int{want[0]} | int{want[1]} << 1 | int{want[2]} << 2) {
-    case 1:
-      Histograms<true, false, false>(u, n, base, hist);
-      break;
-    case 2:
-      Histograms<false, true, false>(u, n, base, hist);
-      break;
-    case 3:
-      Histograms<true, true, false>(u, n, base, hist);
-      break;
-    case 4:
-      Histograms<false, false, true>(u, n, base, hist);
-      break;
-    case 5:
-      Histograms<true, false, true>(u, n, base, hist);
-      break;
-    case 6:
-      Histograms<false, true, true>(u, n, base, hist);
-      break;
-    default:
-      Histograms<true, true, true>(u, n, base, hist);
-      break;
-  }
+  static_assert(sizeof(hist) == 3 * 65 * sizeof(uint32_t));
+  internal::ActiveCodecKernels().width_histograms(
+      u, n, base, int{want[0]} | int{want[1]} << 1 | int{want[2]} << 2,
+      hist[0].data());
   IntPlan best;
   for (int order = lo; order <= top; ++order) {
     if (!want[order]) continue;
@@ -424,6 +367,13 @@ void WriteResiduals(const uint64_t* u, size_t n, const IntPlan& plan,
   const int w1 = plan.w1;
   const int w2 = plan.w2;
   const uint64_t small = uint64_t{1} << w1;
+  if (!plan.runs && w2 >= 1 && w2 <= kMaxW1) {
+    // The plain and fixed shapes of the common widths: in the kernels.
+    internal::KernelWriter kw = {c.buf, c.used, c.p};
+    internal::ActiveCodecKernels().write_plain(u, n, K, base, w1, w2, &kw);
+    *cursor = {kw.buf, kw.used, kw.p};
+    return;
+  }
   if (!plan.runs && w1 == w2 && w2 >= 1) {
     for (size_t i = K; i < n; ++i) c.Write(ZigZag(Diff<K>(u, i) - base), w2);
     *cursor = c;
@@ -503,123 +453,94 @@ bool GetWide(BitReader* r, uint64_t* v) {
   return true;
 }
 
-// Undoes the order-K differencing as the residuals come and hands each
-// value to `store` (store(i, value)); the first K values and, for K = 2,
-// the first delta are set up by the caller.
-template <int K, typename Store>
-struct Integrator {
-  Store store;
-  uint64_t prev;   // value i - 1
-  uint64_t delta;  // K == 2: value i - 1 minus value i - 2
+// Decoding runs in two phases: the residual codes are unpacked into an
+// array of zigzagged residuals (the bit-serial part), then one tight loop
+// undoes the differencing and another maps the integers to the output
+// (float32 patterns, int64, decimals). Apart, each loop is simple enough to
+// be vectorized or to run at one value per cycle; fused, they were one long
+// dependency chain per value. The bulk of both phases runs in the kernels
+// of codec_kernels.h (portable or x86-64-v3, chosen at startup); the
+// unpackers below do the last few codes of a column (within 8 bytes of the
+// input's end) with the checked reader, and the rare shapes.
 
-  void Put(size_t i, uint64_t d) {
-    if constexpr (K == 0) {
-      store(i, d);
-    } else if constexpr (K == 1) {
-      prev += d;
-      store(i, prev);
-    } else {
-      delta += d;
-      prev += delta;
-      store(i, prev);
-    }
+BitReader::RawState ToRaw(const internal::KernelBits& k) {
+  return {k.p, k.end, k.buf, k.avail};
+}
+internal::KernelBits ToKernel(const BitReader::RawState& s) {
+  return {s.p, s.end, s.buf, s.avail};
+}
+
+// Fixed shape: every residual in w bits, 1 <= w <= 55. z[0, m).
+void ReadFixed(BitReader* reader, size_t m, int w, uint64_t* __restrict z) {
+  size_t i = 0;
+  if (reader->ok()) {
+    internal::KernelBits k = ToKernel(reader->raw_state());
+    i = internal::ActiveCodecKernels().unpack_fixed(&k, m, w, z);
+    reader->set_raw_state(ToRaw(k));
   }
-};
-
-// Fixed shape: every residual in w bits, 1 <= w <= 55.
-template <typename Out>
-void ReadFixed(BitReader* reader, size_t begin, size_t n, int w, uint64_t base,
-               Out out) {
   BitReader r = *reader;
-  size_t i = begin;
-  const int per_refill = 56 / w;
-  if (per_refill >= 4) {
-    // Four codes per refill check, unrolled.
-    for (; i + 4 <= n; i += 4) {
-      r.Ensure(4 * w);
-      for (size_t j = 0; j < 4; ++j) {
-        const uint64_t z = r.TopBits(w);
-        r.Consume(w);
-        out.Put(i + j, UnZigZag(z) + base);
-      }
-    }
-  }
-  for (; i < n; ++i) {
+  for (; i < m; ++i) {
     r.Ensure(w);
-    const uint64_t z = r.TopBits(w);
+    z[i] = r.TopBits(w);
     r.Consume(w);
-    out.Put(i, UnZigZag(z) + base);
   }
   *reader = r;
 }
 
 // Plain shape with w1 <= w2 <= 55: peeks the longer code and picks,
 // branch-free.
-template <typename Out>
-void ReadPlainNarrow(BitReader* reader, size_t begin, size_t n, int w1, int w2,
-                     uint64_t base, Out out) {
+void ReadPlainNarrow(BitReader* reader, size_t m, int w1, int w2,
+                     uint64_t* __restrict z) {
+  size_t i = 0;
+  if (reader->ok()) {
+    internal::KernelBits k = ToKernel(reader->raw_state());
+    i = internal::ActiveCodecKernels().unpack_plain(&k, m, w1, w2, z);
+    reader->set_raw_state(ToRaw(k));
+  }
   BitReader r = *reader;
   const int w1p = w1 + 1;
   const int w2p = w2 + 1;
   const int shift = w2 - w1;
   const uint64_t mask2 = (uint64_t{1} << w2) - 1;
-  size_t i = begin;
-  if (4 * w2p <= 56) {
-    for (; i + 4 <= n; i += 4) {
-      r.Ensure(4 * w2p);
-      for (size_t j = 0; j < 4; ++j) {
-        const uint64_t p = r.TopBits(w2p);
-        const uint64_t wide = p >> w2;  // the flag bit, 0 or 1
-        // Arithmetic, not a select: the flag is data, a branch on it would
-        // mispredict. A short code is the w1 + 1 top bits of p.
-        const int sh = shift & static_cast<int>(wide - 1);
-        const uint64_t z = (p >> sh) & mask2;
-        r.Consume(w1p + (shift & -static_cast<int>(wide)));
-        out.Put(i + j, UnZigZag(z) + base);
-      }
-    }
-  }
-  for (; i < n; ++i) {
+  for (; i < m; ++i) {
     r.Ensure(w2p);
     const uint64_t p = r.TopBits(w2p);
-    const uint64_t wide = p >> w2;
+    const uint64_t wide = p >> w2;  // the flag bit, 0 or 1
+    // Arithmetic, not a select: the flag is data, a branch on it would
+    // mispredict. A short code is the w1 + 1 top bits of p.
     const int sh = shift & static_cast<int>(wide - 1);
-    const uint64_t z = (p >> sh) & mask2;
+    z[i] = (p >> sh) & mask2;
     r.Consume(w1p + (shift & -static_cast<int>(wide)));
-    out.Put(i, UnZigZag(z) + base);
   }
   *reader = r;
 }
 
 // Plain shape, any widths.
-template <typename Out>
-void ReadPlain(BitReader* reader, size_t begin, size_t n, int w1, int w2,
-               uint64_t base, Out out) {
+void ReadPlain(BitReader* reader, size_t m, int w1, int w2,
+               uint64_t* __restrict z) {
   BitReader r = *reader;
   const int w1p = w1 + 1;
   const uint64_t small = uint64_t{1} << w1;
-  for (size_t i = begin; i < n; ++i) {
+  for (size_t i = 0; i < m; ++i) {
     const uint64_t p = r.Peek(w1p);
-    uint64_t z;
     if (p < small) {
       r.Consume(w1p);
-      z = p;
+      z[i] = p;
     } else {
       r.Consume(1);
-      z = r.Read(w2);
+      z[i] = r.Read(w2);
     }
-    out.Put(i, UnZigZag(z) + base);
   }
   *reader = r;
 }
 
-// Runs shape. False on a bad run.
-template <typename Out>
-bool ReadRuns(BitReader* reader, size_t begin, size_t n, int w1, int w2,
-              uint64_t base, Out out) {
+// Runs shape (a run of zero residuals unpacks as zigzag codes 0). False on
+// a bad run.
+bool ReadRuns(BitReader* reader, size_t m, int w1, int w2,
+              uint64_t* __restrict z) {
   BitReader r = *reader;
   bool ok = true;
-  for (size_t i = begin; i < n;) {
+  for (size_t i = 0; i < m;) {
     r.Ensure(18);
     const uint64_t p = r.Bits(2);
     if (p < 0b10) {
@@ -632,28 +553,35 @@ bool ReadRuns(BitReader* reader, size_t begin, size_t n, int w1, int w2,
       r.Consume(zeros);
       const uint64_t run = r.Bits(zeros + 1);
       r.Consume(zeros + 1);
-      if (run == 0 || run > n - i) {
+      if (run == 0 || run > m - i) {
         ok = false;
         break;
       }
-      for (uint64_t j = 0; j < run; ++j) out.Put(i + j, base);
+      std::fill(z + i, z + i + run, uint64_t{0});
       i += run;
       continue;
     }
     r.Consume(2);
-    const uint64_t z = r.Read(p == 0b10 ? w1 : w2);
-    out.Put(i++, UnZigZag(z) + base);
+    z[i++] = r.Read(p == 0b10 ? w1 : w2);
   }
   *reader = r;
   return ok;
 }
 
-// Decodes a column written by WriteInts, handing value i to store(i, v) for
-// i in [0, n), in order. False if the parameters are invalid; truncation
-// shows in r->ok().
-template <typename Store>
+// Where ReadInts puts a decoded column.
+struct IntOutput {
+  enum Kind { kU64, kFloat32, kInteger, kDecimal };
+  Kind kind = kU64;
+  uint64_t* u64 = nullptr;  // kU64
+  double* values = nullptr;  // the others
+  double pow10 = 1.0;        // kDecimal
+};
+
+// Decodes a column written by WriteInts, n values, into `out`. False if
+// the parameters are invalid; truncation shows in r->ok() (the values are
+// then unspecified but every write stays within the n outputs).
 bool ReadInts(BitReader* r, size_t n, bool first_known, uint64_t first,
-              Store store) {
+              const IntOutput& out) {
   const uint64_t params = r->Read(kParamBits);
   const int order = static_cast<int>(params >> 14);
   const bool runs = ((params >> 13) & 1) != 0;
@@ -665,6 +593,9 @@ bool ReadInts(BitReader* r, size_t n, bool first_known, uint64_t first,
     return false;
   }
   base = UnZigZag(base);
+  Scratch& scratch = ThreadScratch();
+  uint64_t* const u =
+      out.kind == IntOutput::kU64 ? out.u64 : Scratch::Get(scratch.z, n);
   uint64_t u0 = 0;
   uint64_t d1 = 0;
   if (order >= 1) {
@@ -675,36 +606,46 @@ bool ReadInts(BitReader* r, size_t n, bool first_known, uint64_t first,
       if (!GetWide(r, &z)) return false;
       u0 = UnZigZag(z);
     }
-    store(0, u0);
+    u[0] = u0;
   }
   if (order == 2) {
     uint64_t z;
     if (!GetWide(r, &z)) return false;
     d1 = UnZigZag(z);
-    store(1, u0 + d1);
+    u[1] = u0 + d1;
   }
-  const uint64_t prev = order == 2 ? u0 + d1 : u0;
-  const bool ok = WithOrder(order, [&](auto k) {
-    constexpr int K = decltype(k)::value;
-    const Integrator<K, Store> out{store, prev, d1};
-    if (runs) return ReadRuns(r, K, n, w1, w2, base, out);
-    if (w1 == w2 && w2 >= 1) {
-      ReadFixed(r, K, n, w2, base, out);
-    } else if (w2 <= kMaxW1 && w1 <= w2) {
-      ReadPlainNarrow(r, K, n, w1, w2, base, out);
-    } else {
-      ReadPlain(r, K, n, w1, w2, base, out);
-    }
-    return true;
-  });
-  return ok && r->ok();
+  const size_t k = static_cast<size_t>(order);
+  const size_t m = n - k;
+  uint64_t* const z = u + k;
+  bool ok = true;
+  if (runs) {
+    ok = ReadRuns(r, m, w1, w2, z);
+  } else if (w1 == w2 && w2 >= 1 && w2 <= kMaxW1) {
+    ReadFixed(r, m, w2, z);
+  } else if (w2 <= kMaxW1 && w1 <= w2) {
+    ReadPlainNarrow(r, m, w1, w2, z);
+  } else {
+    ReadPlain(r, m, w1, w2, z);
+  }
+  if (!ok) return false;
+  const internal::CodecKernels& kernels = internal::ActiveCodecKernels();
+  kernels.integrate(order, z, m, base, order == 2 ? u0 + d1 : u0, d1, z);
+  switch (out.kind) {
+    case IntOutput::kU64:
+      break;
+    case IntOutput::kFloat32:
+      kernels.map_float32(u, n, out.values);
+      break;
+    case IntOutput::kInteger:
+      kernels.map_integer(u, n, out.values);
+      break;
+    case IntOutput::kDecimal:
+      kernels.map_decimal(u, n, out.pow10, out.values);
+      break;
+  }
+  if (n > kKeepEntries) scratch.ReleaseIfLarge();
+  return r->ok();
 }
-
-// Stores into an array of uint64.
-struct StoreU64 {
-  uint64_t* __restrict out;
-  void operator()(size_t i, uint64_t v) const { out[i] = v; }
-};
 
 // ---------------------------------------------------------------------------
 // XOR codes (Gorilla's idea with Chimp's refinements) on W-bit patterns.
@@ -795,7 +736,7 @@ uint64_t XorBits(const uint64_t* u, size_t n) {
 // An estimate of XorBits from kXorSampleBlocks evenly spaced blocks of
 // kXorBlock values (exact for short columns).
 constexpr size_t kXorSampleBlocks = 8;
-constexpr uint64_t kXorPruneMargin = 8;
+constexpr uint64_t kXorPruneMargin = 32;
 constexpr size_t kXorBlock = 32;
 
 template <int W>
@@ -954,17 +895,12 @@ double FromFloat32(uint64_t bits) {
 }
 
 // float32 patterns as integers ordered like the floats (-0.0 just below
-// +0.0), so that deltas of nearby values are small.
+// +0.0), so that deltas of nearby values are small. The decoder's inverse
+// is CodecKernels::map_float32.
 uint64_t OrderedFromFloat32(uint32_t b) {
   const int64_t s = (b >> 31) != 0 ? -static_cast<int64_t>(b & 0x7fffffff) - 1
                                    : static_cast<int64_t>(b);
   return static_cast<uint64_t>(s);
-}
-
-uint64_t Float32FromOrdered(uint64_t u) {
-  const int64_t s = static_cast<int64_t>(u);
-  return s < 0 ? (static_cast<uint64_t>(-(s + 1)) & 0x7fffffff) | 0x80000000
-               : u & 0xffffffff;
 }
 
 // Smallest decimal exponent that holds (most of) a sample of the values, or
@@ -1081,24 +1017,37 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
   // float32 widened to float64: not worth a look when the decimal codec
   // already spends under 12 bits a value.
   uint64_t* const f32 = Scratch::Get(s.b, n);
-  if (best->bits > 12 * n + 64 && MapValues(
-                                      values,
-                                      [](double v, uint64_t* m) {
-                                        uint32_t b;
-                                        if (!ToFloat32(v, &b)) return false;
-                                        *m = b;
-                                        return true;
-                                      },
-                                      f32, &s.positions2)) {
-    const uint64_t exc_bits = ExceptionBits(s.positions2);
-    uint64_t* const ordered = Scratch::Get(s.c, n);
+  uint64_t* const ordered = Scratch::Get(s.c, n);
+  // One vectorized pass maps every value; only a chunk with values that are
+  // not float32 takes the scalar path that collects them as exceptions.
+  const auto map_float32 = [&] {
+    if (internal::ActiveCodecKernels().float32_patterns(values.data(), n, f32,
+                                                        ordered) == 0) {
+      s.positions2.clear();
+      return true;
+    }
+    if (!MapValues(
+            values,
+            [](double v, uint64_t* m) {
+              uint32_t b;
+              if (!ToFloat32(v, &b)) return false;
+              *m = b;
+              return true;
+            },
+            f32, &s.positions2)) {
+      return false;
+    }
     for (size_t i = 0; i < n; ++i) {
       ordered[i] = OrderedFromFloat32(static_cast<uint32_t>(f32[i]));
     }
+    return true;
+  };
+  if (best->bits > 12 * n + 64 && map_float32()) {
+    const uint64_t exc_bits = ExceptionBits(s.positions2);
     const IntPlan plan = PlanInts(ordered, n, false);
     const uint64_t int_bits = plan.bits + exc_bits;
     // The XOR code is sized exactly only if a sample says it may win
-    // (kXorPruneMargin: an estimate 1/8 above the integer code's size
+    // (kXorPruneMargin: an estimate 1/32 above the integer code's size
     // rules it out).
     uint64_t xor_bits = std::numeric_limits<uint64_t>::max();
     const uint64_t estimate = EstimateXorBits<32>(f32, n) + exc_bits;
@@ -1311,7 +1260,8 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   } else if (n == 1) {
     steps[0] = summary.min_step;
   } else {
-    if (!ReadInts(&r, n, true, summary.min_step, StoreU64{steps})) {
+    if (!ReadInts(&r, n, true, summary.min_step,
+                  {.kind = IntOutput::kU64, .u64 = steps})) {
       return Corrupt("bad step column");
     }
     if (steps[0] != summary.min_step) return Corrupt("first step mismatch");
@@ -1328,7 +1278,7 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   } else {
     uint64_t* const t = reinterpret_cast<uint64_t*>(times);
     if (!ReadInts(&r, n, true, static_cast<uint64_t>(h.common.first_time_ms),
-                  StoreU64{t})) {
+                  {.kind = IntOutput::kU64, .u64 = t})) {
       return Corrupt("bad time column");
     }
     if (absl::Status s = internal::CheckTimes(times, n, h.common); !s.ok()) {
@@ -1354,22 +1304,19 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
       break;
     }
     case ChunkValueCodec::kFloat32Int:
-      ok = ReadInts(&r, n, false, 0, [values](size_t i, uint64_t v) {
-        values[i] = FromFloat32(Float32FromOrdered(v));
-      });
+      ok = ReadInts(&r, n, false, 0,
+                    {.kind = IntOutput::kFloat32, .values = values});
       break;
     case ChunkValueCodec::kInteger:
-      ok = ReadInts(&r, n, false, 0, [values](size_t i, uint64_t v) {
-        values[i] = static_cast<double>(static_cast<int64_t>(v));
-      });
+      ok = ReadInts(&r, n, false, 0,
+                    {.kind = IntOutput::kInteger, .values = values});
       break;
-    case ChunkValueCodec::kDecimal: {
-      const double pow10 = kPow10[static_cast<size_t>(h.exponent)];
-      ok = ReadInts(&r, n, false, 0, [values, pow10](size_t i, uint64_t v) {
-        values[i] = static_cast<double>(static_cast<int64_t>(v)) / pow10;
-      });
+    case ChunkValueCodec::kDecimal:
+      ok = ReadInts(&r, n, false, 0,
+                    {.kind = IntOutput::kDecimal,
+                     .values = values,
+                     .pow10 = kPow10[static_cast<size_t>(h.exponent)]});
       break;
-    }
     case ChunkValueCodec::kGorillaV1:
       ok = false;
       break;
@@ -1448,15 +1395,9 @@ void EncodeChunkImpl(std::span<const uint64_t> steps,
   const size_t want = out->size() + 96 + 4 * n;
   if (out->capacity() < want) out->reserve(std::max(want, 2 * out->size()));
 
-  bool regular = n >= 2 && leader == 0;
-  if (regular) {
-    // OR of every delta XOR the first: zero iff all are equal. No early
-    // exit, so that the loop pipelines (irregular chunks are the rare case).
-    const uint64_t delta = steps[1] - steps[0];
-    uint64_t diff = 0;
-    for (size_t i = 2; i < n; ++i) diff |= (steps[i] - steps[i - 1]) ^ delta;
-    regular = diff == 0;
-  }
+  const bool regular =
+      n >= 2 && leader == 0 &&
+      internal::ActiveCodecKernels().equal_deltas(steps.data(), n);
   const bool stats = n >= kMinPointsForValueStats;
 
   Scratch& scratch = ThreadScratch();

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "storage/codec_kernels.h"
 
 namespace stepdb::storage::internal {
 
@@ -56,12 +57,8 @@ absl::Status CheckVersion(std::string_view chunk) {
 void PutCommonHeader(uint8_t version, std::span<const uint64_t> steps,
                      std::span<const int64_t> times_ms, std::string* out) {
   const size_t n = steps.size();
-  int64_t min_time = times_ms[0];
-  int64_t max_time = times_ms[0];
-  for (const int64_t t : times_ms) {
-    min_time = std::min(min_time, t);
-    max_time = std::max(max_time, t);
-  }
+  int64_t min_time, max_time;
+  ActiveCodecKernels().min_max(times_ms.data(), n, &min_time, &max_time);
   const uint64_t first_time = static_cast<uint64_t>(times_ms[0]);
   out->push_back(static_cast<char>(version));
   PutVarint(n, out);
@@ -114,22 +111,8 @@ absl::Status ParseCommonHeader(std::string_view chunk, CommonHeader* h) {
 
 absl::Status CheckTimes(const int64_t* times, size_t n, const CommonHeader& h) {
   if (times[0] != h.first_time_ms) return Corrupt("first time mismatch");
-  // Two accumulators each, so that the compare-and-select chains overlap.
-  int64_t min_a = times[0], min_b = times[0];
-  int64_t max_a = times[0], max_b = times[0];
-  size_t i = 1;
-  for (; i + 2 <= n; i += 2) {
-    min_a = std::min(min_a, times[i]);
-    max_a = std::max(max_a, times[i]);
-    min_b = std::min(min_b, times[i + 1]);
-    max_b = std::max(max_b, times[i + 1]);
-  }
-  if (i < n) {
-    min_a = std::min(min_a, times[i]);
-    max_a = std::max(max_a, times[i]);
-  }
-  const int64_t min_time = std::min(min_a, min_b);
-  const int64_t max_time = std::max(max_a, max_b);
+  int64_t min_time, max_time;
+  ActiveCodecKernels().min_max(times, n, &min_time, &max_time);
   if (min_time != h.summary.min_time_ms || max_time != h.summary.max_time_ms) {
     return Corrupt("time range mismatch");
   }

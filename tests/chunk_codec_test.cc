@@ -1,9 +1,11 @@
 #include "storage/chunk_codec.h"
 
+#include <algorithm>
 #include <bit>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -14,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/bit_stream.h"
+#include "storage/codec_kernels.h"
 
 namespace stepdb::storage {
 namespace {
@@ -1328,6 +1331,233 @@ TEST(ChunkCodecV3Test, RandomCorruptionNeverCrashes) {
 }
 
 }  // namespace follower
+
+
+// ---------------------------------------------------------------------------
+// Decode kernels (storage/codec_kernels.h): both tables must decode every
+// chunk to the same bits; the x86-64-v3 one is in use on CPUs that have it.
+
+// The kernel tables this build and CPU can run.
+std::vector<std::string> RunnableKernels() {
+  std::vector<std::string> names = {"portable"};
+  if (internal::UseCodecKernelsForTesting("x86-64-v3")) {
+    names.push_back("x86-64-v3");
+  }
+  return names;
+}
+
+// Restores the kernels chosen at startup when a test ends.
+class KernelsTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    ASSERT_TRUE(internal::UseCodecKernelsForTesting(start_.c_str()));
+  }
+  const std::string start_ = internal::ActiveCodecKernels().name;
+};
+
+TEST_F(KernelsTest, X86V3KernelsAreUsedWhenTheCpuHasThem) {
+#if defined(__x86_64__) && defined(STEPDB_HAVE_X86V3_KERNELS)
+  __builtin_cpu_init();
+  const bool v3 = __builtin_cpu_supports("avx2") &&
+                  __builtin_cpu_supports("bmi2") &&
+                  __builtin_cpu_supports("abm");
+  const char* force = std::getenv("STEPDB_CODEC_KERNELS");
+  const bool forced = force != nullptr && std::string(force) == "portable";
+  EXPECT_EQ(start_, v3 && !forced ? "x86-64-v3" : "portable");
+  EXPECT_EQ(internal::UseCodecKernelsForTesting("x86-64-v3"), v3);
+#else
+  EXPECT_EQ(start_, "portable");
+#endif
+  EXPECT_TRUE(internal::UseCodecKernelsForTesting("portable"));
+  EXPECT_STREQ(internal::ActiveCodecKernels().name, "portable");
+  EXPECT_FALSE(internal::UseCodecKernelsForTesting("no-such-kernels"));
+  EXPECT_STREQ(internal::ActiveCodecKernels().name, "portable");
+}
+
+// Writes codes of the plain shape (or the fixed one, w1 == w2) for z with
+// the reference BitWriter, then unpacks them with each kernel table, from
+// every bit offset 0..7, and compares with the codes and with the reader
+// position a checked BitReader reaches.
+TEST_F(KernelsTest, UnpackMatchesTheBitReader) {
+  std::mt19937_64 rng(77);
+  for (const std::string& name : RunnableKernels()) {
+    ASSERT_TRUE(internal::UseCodecKernelsForTesting(name.c_str()));
+    const internal::CodecKernels& k = internal::ActiveCodecKernels();
+    for (int iter = 0; iter < 300; ++iter) {
+      const int w2 = 1 + static_cast<int>(rng() % 55);
+      const int w1 = iter % 3 == 0 ? w2 : static_cast<int>(rng() % (w2 + 1));
+      const bool fixed = w1 == w2;
+      const size_t m = rng() % 200;
+      const int lead = static_cast<int>(rng() % 8);
+      std::vector<uint64_t> want(m);
+      std::string bytes;
+      BitWriter w(&bytes);
+      w.Write(0, lead);
+      for (size_t i = 0; i < m; ++i) {
+        const bool wide = !fixed && rng() % 4 == 0;
+        const int width = wide ? w2 : w1;
+        want[i] = width == 0 ? 0 : rng() >> (64 - width);
+        if (!fixed) w.WriteBit(wide);
+        w.Write(want[i], width);
+      }
+      w.Write(0x5a, 8);  // a marker after the codes
+      w.Finish();
+      SCOPED_TRACE(::testing::Message() << name << " w1 " << w1 << " w2 "
+                                        << w2 << " m " << m << " lead "
+                                        << lead);
+      BitReader r(bytes);
+      r.Skip(lead);
+      const BitReader::RawState s = r.raw_state();
+      internal::KernelBits bits = {s.p, s.end, s.buf, s.avail};
+      std::vector<uint64_t> got(m + 1, ~uint64_t{0});
+      const size_t done = fixed ? k.unpack_fixed(&bits, m, w2, got.data())
+                                : k.unpack_plain(&bits, m, w1, w2, got.data());
+      ASSERT_LE(done, m);
+      EXPECT_LE(bits.p, bits.end);
+      EXPECT_EQ(got[m], ~uint64_t{0});  // nothing written past m
+      for (size_t i = 0; i < done; ++i) ASSERT_EQ(got[i], want[i]) << i;
+      // The reader continues where the kernel stopped: the next codes and
+      // then the marker.
+      r.set_raw_state({bits.p, bits.end, bits.buf, bits.avail});
+      for (size_t i = done; i < m; ++i) {
+        if (!fixed) {
+          const bool wide = r.ReadBit();
+          ASSERT_EQ(r.Read(wide ? w2 : w1), want[i]) << i;
+        } else {
+          ASSERT_EQ(r.Read(w2), want[i]) << i;
+        }
+      }
+      EXPECT_EQ(r.Read(8), 0x5au);
+      EXPECT_TRUE(r.ok());
+      // With 8 bytes or more left, the kernel stops only at m.
+      if (done < m) {
+        EXPECT_LT(bits.end - bits.p, 8);
+      }
+    }
+  }
+}
+
+TEST_F(KernelsTest, IntegrateAndMapMatchScalarReference) {
+  std::mt19937_64 rng(78);
+  for (const std::string& name : RunnableKernels()) {
+    ASSERT_TRUE(internal::UseCodecKernelsForTesting(name.c_str()));
+    const internal::CodecKernels& k = internal::ActiveCodecKernels();
+    for (int iter = 0; iter < 200; ++iter) {
+      const size_t m = 1 + rng() % 300;
+      const int order = iter % 3;
+      // Small and huge magnitudes: the int -> double fast path covers
+      // |v| < 2^51 only.
+      const int width = iter % 5 == 0 ? 64 : 1 + static_cast<int>(rng() % 40);
+      std::vector<uint64_t> z(m);
+      for (uint64_t& v : z) v = width == 64 ? rng() : rng() >> (64 - width);
+      const uint64_t base = rng() % 1000;
+      const uint64_t prev = rng(), delta = rng() % 100;
+      std::vector<uint64_t> want(m);
+      uint64_t p = prev, d = delta;
+      for (size_t i = 0; i < m; ++i) {
+        const uint64_t r = ((z[i] >> 1) ^ (~(z[i] & 1) + 1)) + base;
+        if (order == 0) {
+          want[i] = r;
+        } else if (order == 1) {
+          want[i] = p += r;
+        } else {
+          d += r;
+          want[i] = p += d;
+        }
+      }
+      std::vector<uint64_t> got(m);
+      k.integrate(order, z.data(), m, base, prev, delta, got.data());
+      ASSERT_EQ(got, want) << name << " order " << order;
+      std::vector<double> out(m);
+      k.map_integer(got.data(), m, out.data());
+      for (size_t i = 0; i < m; ++i) {
+        ASSERT_EQ(Bits(out[i]),
+                  Bits(static_cast<double>(static_cast<int64_t>(got[i]))));
+      }
+      k.map_decimal(got.data(), m, 1e3, out.data());
+      for (size_t i = 0; i < m; ++i) {
+        ASSERT_EQ(Bits(out[i]),
+                  Bits(static_cast<double>(static_cast<int64_t>(got[i])) /
+                       1e3));
+      }
+      int64_t lo, hi;
+      k.min_max(reinterpret_cast<const int64_t*>(got.data()), m, &lo, &hi);
+      std::vector<int64_t> t(m);
+      std::memcpy(t.data(), got.data(), m * sizeof(int64_t));
+      EXPECT_EQ(lo, *std::min_element(t.begin(), t.end()));
+      EXPECT_EQ(hi, *std::max_element(t.begin(), t.end()));
+    }
+    // float32 patterns as ordered integers, every class of pattern.
+    std::vector<uint32_t> patterns = {0, 0x80000000u, 1, 0x80000001u,
+                                      0x7f800000u, 0xff800000u, 0x7fc00001u,
+                                      0xffc12345u, 0x00400000u, 0x3f800000u};
+    for (int j = 0; j < 1000; ++j) patterns.push_back(static_cast<uint32_t>(rng()));
+    std::vector<uint64_t> ordered;
+    for (const uint32_t b : patterns) {
+      ordered.push_back((b >> 31) != 0
+                            ? static_cast<uint64_t>(
+                                  -static_cast<int64_t>(b & 0x7fffffff) - 1)
+                            : b);
+    }
+    std::vector<double> out(ordered.size());
+    k.map_float32(ordered.data(), ordered.size(), out.data());
+    for (size_t i = 0; i < patterns.size(); ++i) {
+      const double want =
+          static_cast<double>(std::bit_cast<float>(patterns[i]));
+      ASSERT_EQ(Bits(out[i]), Bits(want)) << name << " " << patterns[i];
+    }
+  }
+}
+
+// Every chunk of the property corpus, and every truncation of some, decodes
+// to the same bits (or the same error) with each kernel table.
+TEST_F(KernelsTest, ChunksDecodeTheSameWithEveryKernelTable) {
+  std::mt19937_64 rng(79);
+  const std::vector<std::string> names = RunnableKernels();
+  for (int iter = 0; iter < 200; ++iter) {
+    const size_t n = 1 + rng() % 1500;
+    std::vector<double> values =
+        ClassValues(static_cast<int>(rng() % 5), n, rng);
+    PointColumns p;
+    uint64_t step = rng() % 1000;
+    int64_t time = 1'717'000'000'000;
+    for (size_t i = 0; i < n; ++i) {
+      p.push_back(step, time, values[i]);
+      step += iter % 2 == 0 ? kStep : 1 + rng() % 5;
+      time += 480 + static_cast<int64_t>(rng() % 41);
+    }
+    const std::string chunk = Encode(p);
+    std::vector<std::string> cuts = {chunk};
+    if (iter % 10 == 0) {
+      for (size_t len = 0; len < chunk.size(); len += 1 + chunk.size() / 50) {
+        cuts.push_back(chunk.substr(0, len));
+      }
+    }
+    for (const std::string& bytes : cuts) {
+      std::vector<std::pair<absl::Status, PointColumns>> results;
+      for (const std::string& name : names) {
+        ASSERT_TRUE(internal::UseCodecKernelsForTesting(name.c_str()));
+        PointColumns out;
+        absl::Status s = DecodeChunk(bytes, &out);
+        results.emplace_back(s, std::move(out));
+      }
+      if (bytes.size() == chunk.size()) {
+        ASSERT_TRUE(results[0].first.ok()) << results[0].first;
+        EXPECT_EQ(ValueBits(results[0].second.values), ValueBits(values));
+      } else {
+        EXPECT_FALSE(results[0].first.ok());
+      }
+      for (size_t j = 1; j < results.size(); ++j) {
+        EXPECT_EQ(results[j].first, results[0].first) << names[j];
+        EXPECT_EQ(results[j].second.steps, results[0].second.steps);
+        EXPECT_EQ(results[j].second.times_ms, results[0].second.times_ms);
+        EXPECT_EQ(ValueBits(results[j].second.values),
+                  ValueBits(results[0].second.values));
+      }
+    }
+    if (HasFailure()) break;
+  }
+}
 
 }  // namespace
 }  // namespace stepdb::storage

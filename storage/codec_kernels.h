@@ -1,0 +1,114 @@
+// The hot loops of the chunk codec's integer column decoder, as plain
+// functions over raw arrays, compiled twice: once for the build's baseline
+// target (any x86-64, or whatever the build machine is), and on x86-64 once
+// more with AVX2, BMI1/2 and LZCNT (the x86-64-v3 level). One of the two
+// tables is picked once per process by what the CPU supports, so that the
+// binary still runs on any x86-64 machine. Internal to the chunk codec
+// library; not part of its API.
+//
+// Why a second translation unit and not target attributes on the callers:
+// the loops below need the compiler's auto-vectorizer (which -O2 does not
+// run at full strength) and the v3 instructions for every inlined helper;
+// a separate file gets both from its compile flags. That file uses no
+// inline function of any header (only builtins and its own internal-linkage
+// helpers), so that no v3 copy of a shared inline function can be picked by
+// the linker for the portable code.
+//
+// Thread-safety: the kernels are pure. UseCodecKernelsForTesting must not
+// race with encoding or decoding.
+#ifndef STEPDB_STORAGE_CODEC_KERNELS_H_
+#define STEPDB_STORAGE_CODEC_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace stepdb::storage::internal {
+
+// A BitWriter::Cursor as plain data.
+struct KernelWriter {
+  uint64_t buf;  // pending bits, left-aligned
+  int used;      // pending bits in buf, 0..7
+  char* p;       // where the pending bits' byte goes
+};
+
+// A BitReader's state as plain data (see BitReader::raw_state()).
+struct KernelBits {
+  const uint8_t* p;    // next byte not yet counted in avail
+  const uint8_t* end;  // end of the input
+  uint64_t buf;        // buffered bits, left-aligned
+  int avail;           // valid bits at the top of buf (>= 0)
+};
+
+struct CodecKernels {
+  const char* name;
+
+  // Unpack the codes of the integer column code's fixed shape (every code
+  // w bits, 1 <= w <= 55) or plain shape (flag bit, then w1 or w2 bits;
+  // w1 <= w2 <= 55) into z[0, m), the zigzagged residuals, for as long as
+  // the input has at least 8 bytes left (no reads past bits->end). Return
+  // how many codes they unpacked (0..m); the caller finishes the rest with
+  // a checked reader from the updated *bits.
+  size_t (*unpack_fixed)(KernelBits* bits, size_t m, int w, uint64_t* z);
+  size_t (*unpack_plain)(KernelBits* bits, size_t m, int w1, int w2,
+                         uint64_t* z);
+
+  // Undoes the column transform: dst[i] = the order-`order` (0..2)
+  // integral of UnZigZag(z[i]) + base, continuing from `prev` (value i - 1)
+  // and `delta` (order 2: value i - 1 minus value i - 2); mod 2^64. dst may
+  // be z.
+  void (*integrate)(int order, const uint64_t* z, size_t m, uint64_t base,
+                    uint64_t prev, uint64_t delta, uint64_t* dst);
+
+  // Value mappings of the integer-coded value codecs, out[i] from u[i]:
+  // float32 patterns ordered as integers (kFloat32Int), int64 (kInteger),
+  // int64 / pow10 (kDecimal; a true division, as the encoder checked).
+  void (*map_float32)(const uint64_t* u, size_t m, double* out);
+  void (*map_integer)(const uint64_t* u, size_t m, double* out);
+  void (*map_decimal)(const uint64_t* u, size_t m, double pow10, double* out);
+
+  // The minimum and maximum of t[0, m), m >= 1 (decoder and encoder).
+  void (*min_max)(const int64_t* t, size_t m, int64_t* min, int64_t* max);
+
+  // Encoder helpers.
+  // Adds the bit widths of the zigzagged residuals of u[0, n) of orders
+  // 0..2 (those whose bit is set in `orders`), minus base[order], to the
+  // histograms hist[order * 65 + width], in one pass over u.
+  void (*width_histograms)(const uint64_t* u, size_t n, const uint64_t* base,
+                           int orders, uint32_t* hist);
+  // Writes the residual codes of u[0, n) of the integer column code's
+  // plain or fixed shape (w1 == w2): for i in [order, n), the zigzagged
+  // order-`order` difference minus base, as "0" + w1 bits or "1" + w2 bits
+  // (fixed: w2 bits). Preconditions: 0 <= w1 <= w2 <= 55, w2 >= 1, every
+  // residual fits w2 bits, and the writer has room for them (as
+  // BitWriter::Reserve gives).
+  void (*write_plain)(const uint64_t* u, size_t n, int order, uint64_t base,
+                      int w1, int w2, KernelWriter* writer);
+  // Whether all differences u[i] - u[i - 1] (mod 2^64) of u[0, n) are
+  // equal; n >= 2.
+  bool (*equal_deltas)(const uint64_t* u, size_t n);
+  // For every v[i]: f32[i] = the float32 pattern of float(v[i]) and
+  // ordered[i] = that pattern as an integer ordered like the floats (see
+  // OrderedFromFloat32 in chunk_codec.cc). Returns how many v[i] are not
+  // exactly double(float(v[i])), bit for bit (0: all are float32 values).
+  size_t (*float32_patterns)(const double* v, size_t n, uint64_t* f32,
+                             uint64_t* ordered);
+};
+
+extern const CodecKernels kPortableKernels;
+#if defined(STEPDB_HAVE_X86V3_KERNELS)
+extern const CodecKernels kX86V3Kernels;
+#endif
+
+// The kernels in use: x86-64-v3 if built and the CPU has AVX2, BMI1, BMI2
+// and LZCNT, else portable. The environment variable
+// STEPDB_CODEC_KERNELS=portable forces the portable ones (read once).
+const CodecKernels& ActiveCodecKernels();
+
+// Switches to the kernels named `name` ("portable" or "x86-64-v3"). False
+// (nothing changed) if they are not built in or this CPU cannot run them.
+// For tests, which must cover both.
+bool UseCodecKernelsForTesting(const char* name);
+
+}  // namespace stepdb::storage::internal
+
+#endif  // STEPDB_STORAGE_CODEC_KERNELS_H_
