@@ -17,8 +17,10 @@ bool CpuRunsX86V3() {
 #if defined(STEPDB_HAVE_X86V3_KERNELS)
   __builtin_cpu_init();
   // libgcc's checks include the OS having enabled the AVX state (XGETBV).
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
-         __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("abm");
+  // The kernels are built with -march=x86-64-v3, so the compiler may use
+  // any of its extensions (movbe and fma too, not only what the code asks
+  // for): the whole level is checked.
+  return __builtin_cpu_supports("x86-64-v3");
 #else
   return false;
 #endif

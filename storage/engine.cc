@@ -1045,7 +1045,8 @@ class Engine::Impl {
         seal_queued_.erase(state);
         seal_all_.erase(state);
         std::erase(seal_queue_, state);
-        if (merge_queued_.erase(state) > 0) std::erase(merge_queue_, state);
+        // Left in merge_queue_ (it can be long, and commits wait here):
+        // MergeHeads skips deleted states, which stay allocated.
       }
     }
     if (!removed.empty()) {
@@ -1874,6 +1875,7 @@ class Engine::Impl {
 
   void SealLoop() {
     uint64_t seal_failures = 0;  // in a row
+    absl::Time next_record_check = absl::Now();
     for (;;) {
       SeriesState* state = nullptr;
       bool all = false;
@@ -1896,21 +1898,25 @@ class Engine::Impl {
           seal_queued_.erase(state);
           all = seal_all_.erase(state) > 0;
         } else if (!merge_queue_.empty()) {
-          // A slice at a time, so that a seal queued meanwhile soon runs.
+          // A slice at a time, oldest first, so that a seal queued
+          // meanwhile soon runs.
           const size_t n = std::min<size_t>(merge_queue_.size(), 4096);
-          merges.assign(merge_queue_.end() - n, merge_queue_.end());
-          merge_queue_.resize(merge_queue_.size() - n);
+          merges.assign(merge_queue_.begin(), merge_queue_.begin() + n);
+          merge_queue_.erase(merge_queue_.begin(), merge_queue_.begin() + n);
           for (SeriesState* merge : merges) merge_queued_.erase(merge);
         }
+      }
+      // On a clock, whatever the queues hold: a steady stream of seals or
+      // merges must not hold off the age and memory-budget checks.
+      if (const absl::Time now = absl::Now(); now >= next_record_check) {
+        QueueSealsOfOldRecords();
+        next_record_check = now + absl::Seconds(1);
       }
       if (!merges.empty()) {
         MergeHeads(merges);
         continue;
       }
-      if (state == nullptr) {
-        QueueSealsOfOldRecords();
-        continue;
-      }
+      if (state == nullptr) continue;
       if (auto s = Seal(state, all); !s.ok()) {
         // The head stays durable in the head log; a later append retries.
         // One line per outage, not per series (a full disk fails them all).
@@ -2274,7 +2280,7 @@ class Engine::Impl {
   absl::flat_hash_set<SeriesState*> seal_all_ ABSL_GUARDED_BY(seal_queue_mu_);
   bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
   // Heads whose small trailing fragments are to be merged (MergeHeads).
-  std::vector<SeriesState*> merge_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
+  std::deque<SeriesState*> merge_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
   absl::flat_hash_set<SeriesState*> merge_queued_ ABSL_GUARDED_BY(seal_queue_mu_);
 
   mutable absl::Mutex states_mu_;

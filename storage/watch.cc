@@ -290,7 +290,9 @@ struct WatchEvaluator::Binding {
 };
 
 struct WatchEvaluator::SeriesState {
-  std::optional<SeriesKey> key;  // nullopt: an unknown or deleted series
+  // Kept only while some rule is bound (events name the series): a copy
+  // per committed series would cost ~300 bytes each at a million series.
+  std::optional<SeriesKey> key;
   uint64_t version = 0;            // of the rule set `bindings` was built for
   std::vector<Binding> bindings;
   bool stall_watched = false;
@@ -410,17 +412,18 @@ WatchEvaluator::SeriesState& WatchEvaluator::StateOf(SeriesId series) {
   std::unique_ptr<SeriesState>& slot = series_[series];
   if (slot == nullptr) {
     slot = std::make_unique<SeriesState>();
-    slot->key = engine_->KeyOf(series);
   }
   SeriesState& state = *slot;
-  if (state.version == rule_set_->version || !state.key) return state;
+  if (state.version == rule_set_->version) return state;
+  const std::optional<SeriesKey> key = engine_->KeyOf(series);
+  if (!key) return state;  // an unknown or deleted series
   // Rebuild for the new rule set, keeping the episodes of surviving rules.
   state.version = rule_set_->version;
   std::vector<Binding> bindings;
   bool stalled = false;
   auto add = [&](const std::vector<std::shared_ptr<const Rule>>& rules) {
     for (const auto& rule : rules) {
-      if (!Matches(rule->spec, *state.key)) continue;
+      if (!Matches(rule->spec, *key)) continue;
       auto old = std::find_if(state.bindings.begin(), state.bindings.end(),
                               [&](const Binding& b) { return b.rule == rule; });
       bindings.push_back(old != state.bindings.end() ? std::move(*old)
@@ -428,15 +431,16 @@ WatchEvaluator::SeriesState& WatchEvaluator::StateOf(SeriesId series) {
       stalled |= rule->condition.kind == WatchCondition::Kind::kStalled;
     }
   };
-  if (auto p = rule_set_->projects.find(state.key->project);
+  if (auto p = rule_set_->projects.find(key->project);
       p != rule_set_->projects.end()) {
-    if (auto m = p->second.by_metric.find(state.key->metric);
+    if (auto m = p->second.by_metric.find(key->metric);
         m != p->second.by_metric.end()) {
       add(m->second);
     }
     add(p->second.any_metric);
   }
   state.bindings = std::move(bindings);
+  state.key = state.bindings.empty() ? std::nullopt : key;
   state.stall_watched = stalled;
   if (stalled) {
     stall_watched_.insert(&state);
