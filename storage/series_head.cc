@@ -155,9 +155,13 @@ absl::Status SeriesHead::MergeSmallTail() {
   if (small_tail_ < 2) return absl::OkStatus();
   // Where each fragment's frame starts; the tail is the last small_tail_.
   std::vector<size_t> frames;
-  for (size_t at = 0; at + 4 <= bytes_.size();) {
-    frames.push_back(at);
-    at += 4 + ReadBigEndian32(bytes_.data() + at);
+  if (auto s = ForEachFrame(bytes_,
+                            [&](std::string_view fragment) -> absl::StatusOr<bool> {
+                              frames.push_back(fragment.data() - bytes_.data() - 4);
+                              return true;
+                            });
+      !s.ok()) {
+    return s;
   }
   const size_t tail = frames[frames.size() - std::min<size_t>(
                                                   small_tail_, frames.size())];
