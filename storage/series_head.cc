@@ -1,6 +1,7 @@
 #include "storage/series_head.h"
 
 #include <algorithm>
+#include <bit>
 #include <span>
 #include <vector>
 
@@ -14,6 +15,20 @@ namespace stepdb::storage {
 // while, e.g. on a full disk).
 constexpr size_t kMaxPiecePoints = 65536;
 
+namespace {
+
+// The smallest allocation size of at least n bytes that allocators hand
+// out anyway: jemalloc's size classes are multiples of 16 up to 128, then
+// four per power of two (glibc's malloc rounds to 16). Growing a buffer to
+// the whole class costs no memory and saves reallocations.
+size_t AllocationSizeAtLeast(size_t n) {
+  if (n <= 128) return (n + 15) & ~size_t{15};
+  const size_t step = size_t{1} << (std::bit_width(n - 1) - 3);
+  return (n + step - 1) & ~(step - 1);
+}
+
+}  // namespace
+
 void SeriesHead::AppendFragment(std::span<const uint64_t> steps,
                                 std::span<const int64_t> times_ms,
                                 std::span<const double> values,
@@ -23,7 +38,15 @@ void SeriesHead::AppendFragment(std::span<const uint64_t> steps,
   const size_t at = bytes_.size();
   const size_t need =
       at + 4 + (fragment.empty() ? 64 + 6 * steps.size() : fragment.size());
-  if (bytes_.capacity() < need) bytes_.reserve(std::max(need, at + at / 4));
+  if (bytes_.capacity() < need) {
+    // Into a new string: libstdc++'s reserve() of a non-empty string at
+    // least doubles its capacity, which left heads up to half empty.
+    // (+1 and -1: the string's terminator.)
+    std::string grown;
+    grown.reserve(AllocationSizeAtLeast(std::max(need, at + at / 4) + 1) - 1);
+    grown.append(bytes_);
+    bytes_.swap(grown);
+  }
   // Room for the size first, then the fragment in place (no temporary).
   bytes_.resize(at + 4);
   if (fragment.empty()) {

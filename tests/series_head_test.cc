@@ -198,5 +198,26 @@ TEST(SeriesHeadTest, DropFirstReencodesOnlyTheFragmentItCuts) {
   }
 }
 
+// With a million heads, growth slack is memory: a head grows by about a
+// quarter (rounded to the allocator's size class), never by doubling.
+TEST(SeriesHeadTest, GrowsByAQuarterNotByDoubling) {
+  SeriesHead head;
+  size_t framed = 0;  // bytes of the frames appended
+  size_t worst = 0;   // largest capacity / size seen, in percent
+  for (uint64_t i = 0; i < 2000; i += 20) {
+    PointColumns p;
+    for (uint64_t j = i; j < i + 20; ++j) {
+      p.push_back(j * 1'000'000, 1'700'000'000'000 + static_cast<int64_t>(j * 500),
+                  std::sin(static_cast<double>(j)));
+    }
+    std::string encoded;
+    internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &encoded);
+    framed += 4 + encoded.size();
+    head.Append(p.steps, p.times_ms, p.values, encoded);
+    if (framed > 1000) worst = std::max(worst, head.bytes() * 100 / framed);
+  }
+  EXPECT_LE(worst, 150u);  // 125 % plus the size-class rounding
+}
+
 }  // namespace
 }  // namespace stepdb::storage
