@@ -1838,6 +1838,8 @@ class Engine::Impl {
                                   absl::Now(), std::move(record_series)});
     }
     std::vector<SeriesState*> full, merges;
+    const bool merge_heads = head_bytes_.load(std::memory_order_relaxed) >=
+                             options_.merge_heads_above_points * kPointBytes;
     for (const Fragment& f : fragments) {
       const PointSpan& p = f.points;
       absl::MutexLock lock(&f.state->mu);
@@ -1853,7 +1855,7 @@ class Engine::Impl {
       head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
       if (f.state->head.size() >= options_.chunk_points) {
         full.push_back(f.state);
-      } else if (f.state->head.WantsMerge()) {
+      } else if (merge_heads && f.state->head.WantsMerge()) {
         merges.push_back(f.state);
       }
     }
