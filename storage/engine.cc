@@ -1029,7 +1029,7 @@ class Engine::Impl {
           state->deleted = true;
           head_bytes_.fetch_sub(state->head.size() * kPointBytes,
                                 std::memory_order_relaxed);
-          state->head = SeriesHead();
+          state->head.Clear();
           state->log_records.Clear();
           state->sealed = SealedStats();
           state->has_last = false;
@@ -1698,8 +1698,26 @@ class Engine::Impl {
     }
   }
 
+  // Frees a scratch buffer that is more than 4 times (and 1 MB) larger
+  // than what this group used: a burst, such as a million series
+  // registering, must not pin its peak for good.
+  void ReleaseOversizedScratch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
+    auto release = [](auto& buffer, size_t element_bytes) {
+      if (buffer.capacity() > 4 * buffer.size() &&
+          buffer.capacity() * element_bytes > (1 << 20)) {
+        std::remove_reference_t<decltype(buffer)>().swap(buffer);
+      }
+    };
+    CommitScratch& s = commit_scratch_;
+    release(s.series, sizeof(GroupSeries));
+    release(s.fragments, sizeof(Fragment));
+    release(s.committed, sizeof(CommittedPoints));
+    release(s.record, 1);
+  }
+
   // On the commit thread (it uses the commit scratch).
-  void NotifyObservers(const std::vector<Fragment>& fragments) {
+  void NotifyObservers(const std::vector<Fragment>& fragments)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
     absl::MutexLock lock(&observers_mu_);
     if (observers_.empty() || fragments.empty()) return;
     std::vector<CommittedPoints>& committed = commit_scratch_.committed;
@@ -1710,7 +1728,8 @@ class Engine::Impl {
     for (CommitObserver* observer : observers_) observer->OnCommit(committed);
   }
 
-  void CommitGroup(std::deque<PendingAppend>& group) {
+  void CommitGroup(std::deque<PendingAppend>& group)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
     std::vector<GroupSeries>& touched = commit_scratch_.series;
     std::vector<Fragment>& fragments = commit_scratch_.fragments;
     touched.clear();
@@ -1838,8 +1857,11 @@ class Engine::Impl {
                                   absl::Now(), std::move(record_series)});
     }
     std::vector<SeriesState*> full, merges;
-    const bool merge_heads = head_bytes_.load(std::memory_order_relaxed) >=
-                             options_.merge_heads_above_points * kPointBytes;
+    // Under memory pressure merging is worth its CPU at any head size.
+    const bool merge_heads =
+        head_bytes_.load(std::memory_order_relaxed) / kPointBytes >=
+            options_.merge_heads_above_points ||
+        Pressure() != MemoryPressure::kNone;
     for (const Fragment& f : fragments) {
       const PointSpan& p = f.points;
       absl::MutexLock lock(&f.state->mu);
@@ -1869,6 +1891,7 @@ class Engine::Impl {
     }
     NotifyObservers(fragments);
     RunCallbacks(group, absl::OkStatus(), std::move(results));
+    ReleaseOversizedScratch();
     // Sealing is not on the ack path: the points are already durable in the
     // head log, and a seal lost in a crash leaves the records in place.
     if (!full.empty() || !merges.empty()) {
@@ -2283,7 +2306,8 @@ class Engine::Impl {
   rocksdb::ColumnFamilyHandle* rollups_cf_ = nullptr;
   std::thread committer_;
   std::thread sealer_;
-  CommitScratch commit_scratch_;  // the commit thread's own
+  // The commit thread's own; it holds commit_mu_ while it commits.
+  CommitScratch commit_scratch_ ABSL_GUARDED_BY(commit_mu_);
   SerialExecutor callbacks_{"stepdb-acks"};  // runs append callbacks in commit order
 
   SeriesIndex index_;

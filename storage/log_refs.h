@@ -43,7 +43,12 @@ class LogRefs {
   // Removes the first n references (n <= size()).
   void EraseFirst(size_t n);
 
-  void Clear() { *this = LogRefs(); }
+  // Empties the references and frees their buffer (assigning an empty
+  // string would keep it).
+  void Clear() {
+    std::string().swap(bytes_);
+    *this = LogRefs();
+  }
 
  private:
   // Per reference: varint(zigzag(seq - previous seq)), varint(zigzag(

@@ -83,6 +83,21 @@ void SeriesHead::AppendFrame(std::string_view fragment, size_t points,
   count_ += static_cast<uint32_t>(points);
 }
 
+void SeriesHead::EncodeFragments(std::span<const uint64_t> steps,
+                                 std::span<const int64_t> times_ms,
+                                 std::span<const double> values) {
+  for (size_t begin = 0; begin < steps.size(); begin += kMaxPiecePoints) {
+    const size_t n = std::min(kMaxPiecePoints, steps.size() - begin);
+    AppendFragment(steps.subspan(begin, n), times_ms.subspan(begin, n),
+                   values.subspan(begin, n), {});
+  }
+}
+
+void SeriesHead::Clear() {
+  std::string().swap(bytes_);  // (assigning an empty string keeps the buffer)
+  *this = SeriesHead();
+}
+
 void SeriesHead::Append(std::span<const uint64_t> steps,
                         std::span<const int64_t> times_ms,
                         std::span<const double> values,
@@ -91,11 +106,7 @@ void SeriesHead::Append(std::span<const uint64_t> steps,
   if (!fragment.empty()) {
     AppendFragment(steps, times_ms, values, fragment);
   } else {
-    for (size_t begin = 0; begin < steps.size(); begin += kMaxPiecePoints) {
-      const size_t n = std::min(kMaxPiecePoints, steps.size() - begin);
-      AppendFragment(steps.subspan(begin, n), times_ms.subspan(begin, n),
-                     values.subspan(begin, n), {});
-    }
+    EncodeFragments(steps, times_ms, values);
   }
   if (count_ == 0) first_step_ = steps.front();
   count_ += static_cast<uint32_t>(steps.size());
@@ -180,7 +191,7 @@ void AppendInRange(const PointColumns& in, const ReadRange& range,
 absl::Status SeriesHead::DropFirst(size_t k) {
   if (k == 0) return absl::OkStatus();
   if (k >= count_) {
-    *this = SeriesHead();
+    Clear();
     return absl::OkStatus();
   }
   // Fragments wholly before the cut go, those after it are kept byte for
@@ -228,7 +239,9 @@ absl::Status SeriesHead::MergeSmallTail() {
   }
   bytes_.resize(tail);
   small_tail_ = 0;
-  AppendFragment(points.steps, points.times_ms, points.values, {});
+  // In pieces like any encoding here: with merges off for a while (see
+  // EngineOptions::merge_heads_above_points) the tail can be long.
+  EncodeFragments(points.steps, points.times_ms, points.values);
   if (bytes_.capacity() > bytes_.size() + bytes_.size() / 4 + 64) {
     bytes_.shrink_to_fit();
   }

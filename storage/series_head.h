@@ -65,9 +65,13 @@ class SeriesHead {
   // fragments, and a fragment is mostly its header (about 17 bytes a point
   // at 4 points, against 4-6 for a few dozen points in one fragment).
   bool WantsMerge() const { return small_tail_ >= kMergeFragments; }
-  // Re-encodes the trailing small fragments as one fragment; the points
-  // stay the same. Returns the decoding error, leaving the head unchanged.
+  // Re-encodes all the trailing small fragments as one fragment (as several
+  // if they hold more than 65,536 points); the points stay the same.
+  // Returns the decoding error, leaving the head unchanged.
   absl::Status MergeSmallTail();
+
+  // Empties the head and frees its buffer.
+  void Clear();
 
   static constexpr size_t kSmallFragmentPoints = 16;
   static constexpr uint8_t kMergeFragments = 4;
@@ -77,6 +81,10 @@ class SeriesHead {
   void AppendFragment(std::span<const uint64_t> steps,
                       std::span<const int64_t> times_ms,
                       std::span<const double> values, std::string_view fragment);
+  // Encodes the points as fragments of at most kMaxPiecePoints each.
+  void EncodeFragments(std::span<const uint64_t> steps,
+                       std::span<const int64_t> times_ms,
+                       std::span<const double> values);
   // Appends an already framed-out fragment of `points` points, the first
   // at `first_step`, byte for byte.
   void AppendFrame(std::string_view fragment, size_t points,
@@ -91,8 +99,9 @@ class SeriesHead {
   // small_tail_ > 0).
   uint32_t small_tail_at_ = 0;
   uint64_t first_step_ = 0;
-  // Trailing fragments of fewer than kSmallFragmentPoints points (at most
-  // 255: the count saturates).
+  // How many trailing fragments have fewer than kSmallFragmentPoints points
+  // (the count saturates at 255; a merge takes all of them, from
+  // small_tail_at_).
   uint8_t small_tail_ = 0;
 };
 

@@ -66,6 +66,8 @@ TEST(LogRefsTest, IsAFewBytesAReference) {
   EXPECT_EQ(all.back().last_step, 123'000'000u + 40 * 4'000'000u);
   refs.EraseFirst(39);
   ExpectSame(refs, {{5'000'039, 123'000'000u + 40 * 4'000'000u}});
+  refs.Clear();
+  EXPECT_EQ(refs.bytes(), 0u);  // the buffer is freed, not kept
 }
 
 }  // namespace

@@ -198,6 +198,39 @@ TEST(SeriesHeadTest, DropFirstReencodesOnlyTheFragmentItCuts) {
   }
 }
 
+// A merge takes the small fragments at the end and nothing before them;
+// a head emptied by a cut holds no buffer any more.
+TEST(SeriesHeadTest, MergeTakesOnlyTheSmallTailAndEmptyingFreesTheBuffer) {
+  SeriesHead head;
+  std::string big[3];  // encodings of the three 20-point fragments
+  PointColumns small;  // the small fragments' points
+  for (uint64_t f = 0; f < 7; ++f) {
+    const uint64_t first = f < 3 ? f * 20 : 60 + (f - 3) * 3;
+    const size_t n = f < 3 ? 20 : 3;
+    PointColumns p;
+    for (uint64_t i = first; i < first + n; ++i) {
+      p.push_back(i * 1'000'000, 1'700'000'000'000 + static_cast<int64_t>(i * 500),
+                  std::cos(static_cast<double>(i)));
+      if (f >= 3) small.push_back(p.steps.back(), p.times_ms.back(), p.values.back());
+    }
+    if (f < 3) internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &big[f]);
+    head.Append(p.steps, p.times_ms, p.values, {});
+  }
+  ASSERT_TRUE(head.WantsMerge());
+  ASSERT_TRUE(head.MergeSmallTail().ok());
+  EXPECT_FALSE(head.WantsMerge());
+  // Cutting the first fragment away leaves the second and third byte for
+  // byte, then the one merged fragment of the 12 small points.
+  ASSERT_TRUE(head.DropFirst(20).ok());
+  std::string merged;
+  internal::EncodeChunkV1(small.steps, small.times_ms, small.values, &merged);
+  EXPECT_EQ(head.bytes(), 4 + big[1].size() + 4 + big[2].size() + 4 + merged.size());
+  ASSERT_EQ(head.size(), 52u);
+  ASSERT_TRUE(head.DropFirst(52).ok());
+  EXPECT_TRUE(head.empty());
+  EXPECT_EQ(head.bytes(), 15u);  // the empty string's inline capacity
+}
+
 // With a million heads, growth slack is memory: a head grows by about a
 // quarter (rounded to the allocator's size class), never by doubling.
 TEST(SeriesHeadTest, GrowsByAQuarterNotByDoubling) {
