@@ -1268,6 +1268,15 @@ TEST(AlpRdTest, ComputedRatesAreSmallerThanTheXorCode) {
   EXPECT_LT(chunk.size(), 1024u * 73 / 10);
 }
 
+// Past the thread-local scratch's kept size (64k entries), whose buffers
+// are released after the chunk.
+TEST(AlpRdTest, LargeChunkRoundTrips) {
+  const std::string chunk = ExpectRoundTrip(Series(ComputedRates(70'000, 13)));
+  EXPECT_EQ(Describe(chunk).value_codec, ChunkValueCodec::kAlpRd);
+  // And a small one after it reuses the (released) scratch.
+  ExpectRoundTrip(Series(ComputedRates(300, 14)));
+}
+
 TEST(AlpRdTest, EveryBitFlipDecodesOrFailsCleanly) {
   std::mt19937_64 rng(32);
   std::vector<double> values = AlpValues(40, 4, 9, rng);
