@@ -87,6 +87,7 @@ enum class ChunkValueCodec : uint8_t {
   kFloat32Int = 3,  // float32 patterns as ordered integers, integer coded
   kInteger = 4,     // integer values, integer coded
   kDecimal = 5,     // value * 10^e integers, integer coded
+  kAlpRd = 6,       // ALP_rd: dictionary-coded top bits + fixed-width rest
 };
 
 // Describes the encoding of a chunk, for tests, benchmarks and tools.
@@ -166,6 +167,14 @@ void EncodeChunkV1(std::span<const uint64_t> steps,
                    std::span<const double> values, std::string* out);
 absl::StatusOr<ChunkSummary> ReadChunkSummaryV1(std::string_view chunk);
 absl::Status DecodeChunkV1(std::string_view chunk, PointColumns* out);
+
+// A follower chunk as written before the lane check (docs/FORMAT.md,
+// version 3: the serial ColumnsCheck, flag bit 2 clear), for tests that
+// such chunks still decode. Same contract as EncodeFollowerChunk.
+void EncodeFollowerChunkSerialCheck(std::span<const uint64_t> steps,
+                                    std::span<const int64_t> times_ms,
+                                    std::span<const double> values,
+                                    uint32_t leader_series, std::string* out);
 
 }  // namespace internal
 

@@ -92,6 +92,22 @@ struct CodecKernels {
   // exactly double(float(v[i])), bit for bit (0: all are float32 values).
   size_t (*float32_patterns)(const double* v, size_t n, uint64_t* f32,
                              uint64_t* ordered);
+
+  // The value codec ALP_rd (kAlpRd in chunk_codec.cc): each 64-bit pattern
+  // of v[0, n) split into its top 64 - right_bits bits, looked up in
+  // dict[0, 8) (the first equal entry wins; a smaller dictionary is padded
+  // with its entry 0), and its low right_bits bits (1 <= right_bits <= 63).
+  // idx[i] is the
+  // entry's index, or 8 if the top bits are not in the dictionary;
+  // right[i] the low bits. Returns how many were not.
+  size_t (*alp_rd_split)(const double* v, size_t n, int right_bits,
+                         const uint64_t* dict, uint64_t* idx,
+                         uint64_t* right);
+  // Its inverse: out[i] has the pattern dict[idx[i] & 7] << right_bits |
+  // right[i] (dict has 8 entries; idx null: every index is 0).
+  // Preconditions: right[i] < 2^right_bits, 1 <= right_bits <= 63.
+  void (*alp_rd_join)(const uint64_t* idx, const uint64_t* right, size_t n,
+                      const uint64_t* dict, int right_bits, double* out);
 };
 
 extern const CodecKernels kPortableKernels;

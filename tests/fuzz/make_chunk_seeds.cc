@@ -63,6 +63,9 @@ int main(int argc, char** argv) {
              }
            }),
       Make("micro_steps", 10, 3, 7, [](int i) { return 1e-300 * i; }),
+      // A computed float64 (value codec ALP_RD).
+      Make("computed_rate", 40, 0, 1'000'000,
+           [](int i) { return 524288.0 / (0.5 + ((i * 37) % 41 - 20) * 1e-3); }),
   };
   int written = 0;
   for (const Seed& s : seeds) {
