@@ -345,6 +345,11 @@ int main(int argc, char** argv) {
   app.add_option("--streams", streams, "Concurrent Write streams.");
   app.add_option("--window", config.window, "Requests in flight per stream.");
   app.add_option("--seed", config.seed, "Seed of the value generator.");
+  bool spread_flushes = false;
+  app.add_flag("--spread-flushes", spread_flushes,
+               "Fixed-rate mode: stream s flushes s/streams of a flush interval "
+               "after stream 0, as independent SDK flush timers do; by default "
+               "every stream flushes at the same instant (the worst case).");
   int tail_subscribers = 0;
   app.add_option("--tail-subscribers", tail_subscribers,
                  "Live tails to open (each on one rank's first metric) and time: "
@@ -395,7 +400,12 @@ int main(int argc, char** argv) {
       own.SetInt("stepdb.loadgen.stream", s);
       auto channel = stepdb::auth::MakeClientChannel(
           addr, grpc::InsecureChannelCredentials(), own, token);
-      results[s] = RunStream(channel, config, model, first, last - first, gpus, start);
+      const auto phase =
+          spread_flushes && config.step_rate > 0
+              ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                    config.batch_steps / config.step_rate * s / streams))
+              : Clock::duration::zero();
+      results[s] = RunStream(channel, config, model, first, last - first, gpus, start + phase);
     });
   }
   for (auto& t : threads) t.join();

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "proto/grpc_status.h"
 #include "proto/wire_convert.h"
+#include "storage/thread_name.h"
 
 namespace stepdb::ingest {
 namespace {
@@ -397,7 +398,10 @@ IngestService::IngestService(storage::Engine* engine, IngestOptions options,
                              storage::RunStore* runs)
     : engine_(engine), options_(std::move(options)), runs_(runs) {
   if (options_.stream_idle_timeout > absl::ZeroDuration()) {
-    reaper_ = std::thread([this] { ReapIdleStreams(); });
+    reaper_ = std::thread([this] {
+      storage::NameThisThread("stepdb-reaper");
+      ReapIdleStreams();
+    });
   }
 }
 

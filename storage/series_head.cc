@@ -1,6 +1,7 @@
 #include "storage/series_head.h"
 
 #include <algorithm>
+#include <bit>
 #include <span>
 #include <vector>
 
@@ -14,6 +15,20 @@ namespace stepdb::storage {
 // while, e.g. on a full disk).
 constexpr size_t kMaxPiecePoints = 65536;
 
+namespace {
+
+// The smallest allocation size of at least n bytes that allocators hand
+// out anyway: jemalloc's size classes are multiples of 16 up to 128, then
+// four per power of two (glibc's malloc rounds to 16). Growing a buffer to
+// the whole class costs no memory and saves reallocations.
+size_t AllocationSizeAtLeast(size_t n) {
+  if (n <= 128) return (n + 15) & ~size_t{15};
+  const size_t step = size_t{1} << (std::bit_width(n - 1) - 3);
+  return (n + step - 1) & ~(step - 1);
+}
+
+}  // namespace
+
 void SeriesHead::AppendFragment(std::span<const uint64_t> steps,
                                 std::span<const int64_t> times_ms,
                                 std::span<const double> values,
@@ -23,7 +38,15 @@ void SeriesHead::AppendFragment(std::span<const uint64_t> steps,
   const size_t at = bytes_.size();
   const size_t need =
       at + 4 + (fragment.empty() ? 64 + 6 * steps.size() : fragment.size());
-  if (bytes_.capacity() < need) bytes_.reserve(std::max(need, at + at / 4));
+  if (bytes_.capacity() < need) {
+    // Into a new string: libstdc++'s reserve() of a non-empty string at
+    // least doubles its capacity, which left heads up to half empty.
+    // (+1 and -1: the string's terminator.)
+    std::string grown;
+    grown.reserve(AllocationSizeAtLeast(std::max(need, at + at / 4) + 1) - 1);
+    grown.append(bytes_);
+    bytes_.swap(grown);
+  }
   // Room for the size first, then the fragment in place (no temporary).
   bytes_.resize(at + 4);
   if (fragment.empty()) {
@@ -35,9 +58,29 @@ void SeriesHead::AppendFragment(std::span<const uint64_t> steps,
   for (int i = 0; i < 4; ++i) {
     bytes_[at + i] = static_cast<char>(size >> (24 - 8 * i));
   }
-  small_tail_ = steps.size() >= kSmallFragmentPoints ? 0
-                : small_tail_ == 255                 ? 255
-                                                     : small_tail_ + 1;
+  CountFragment(steps.size(), at);
+}
+
+void SeriesHead::CountFragment(size_t points, size_t frame_at) {
+  if (points >= kSmallFragmentPoints || frame_at > UINT32_MAX) {
+    small_tail_ = 0;  // (a head of 4 GiB is not merged: never in practice)
+    return;
+  }
+  if (small_tail_ == 0) small_tail_at_ = static_cast<uint32_t>(frame_at);
+  if (small_tail_ < 255) ++small_tail_;
+}
+
+void SeriesHead::AppendFrame(std::string_view fragment, size_t points,
+                             uint64_t first_step) {
+  const size_t at = bytes_.size();
+  bytes_.resize(at + 4);
+  bytes_.append(fragment);
+  for (int i = 0; i < 4; ++i) {
+    bytes_[at + i] = static_cast<char>(fragment.size() >> (24 - 8 * i));
+  }
+  CountFragment(points, at);
+  if (count_ == 0) first_step_ = first_step;
+  count_ += static_cast<uint32_t>(points);
 }
 
 void SeriesHead::Append(std::span<const uint64_t> steps,
@@ -140,12 +183,33 @@ absl::Status SeriesHead::DropFirst(size_t k) {
     *this = SeriesHead();
     return absl::OkStatus();
   }
-  PointColumns points;
-  if (auto s = Decode(&points); !s.ok()) return s;
+  // Fragments wholly before the cut go, those after it are kept byte for
+  // byte, and only the one the cut falls into is decoded and re-encoded: a
+  // seal used to decode and re-encode the whole head, a tenth of the
+  // sealer's time at 10-step fragments.
   SeriesHead rest;
-  rest.Append(std::span(points.steps).subspan(k),
-              std::span(points.times_ms).subspan(k),
-              std::span(points.values).subspan(k), {});
+  size_t skipped = 0;  // points before the current fragment
+  auto s = ForEachFrame(bytes_, [&](std::string_view fragment) -> absl::StatusOr<bool> {
+    auto summary = ReadChunkSummary(fragment);
+    if (!summary.ok()) return summary.status();
+    const size_t n = summary->count;
+    if (skipped >= k) {
+      rest.AppendFrame(fragment, n, summary->min_step);
+    } else if (skipped + n > k) {
+      PointColumns points;
+      if (auto d = DecodeChunk(fragment, &points); !d.ok()) return d;
+      const size_t from = k - skipped;
+      rest.Append(std::span(points.steps).subspan(from),
+                  std::span(points.times_ms).subspan(from),
+                  std::span(points.values).subspan(from), {});
+    }
+    skipped += n;
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (rest.count_ + k != count_) {
+    return absl::DataLossError("head: fragment counts do not add up");
+  }
   rest.bytes_.shrink_to_fit();
   *this = std::move(rest);
   return absl::OkStatus();
@@ -153,18 +217,10 @@ absl::Status SeriesHead::DropFirst(size_t k) {
 
 absl::Status SeriesHead::MergeSmallTail() {
   if (small_tail_ < 2) return absl::OkStatus();
-  // Where each fragment's frame starts; the tail is the last small_tail_.
-  std::vector<size_t> frames;
-  if (auto s = ForEachFrame(bytes_,
-                            [&](std::string_view fragment) -> absl::StatusOr<bool> {
-                              frames.push_back(fragment.data() - bytes_.data() - 4);
-                              return true;
-                            });
-      !s.ok()) {
-    return s;
-  }
-  const size_t tail = frames[frames.size() - std::min<size_t>(
-                                                  small_tail_, frames.size())];
+  // The small fragments start at small_tail_at_: no walk over the frames
+  // before them (that walk was a twentieth of the sealer's time).
+  const size_t tail = small_tail_at_;
+  if (tail > bytes_.size()) return absl::InternalError("head: bad small tail");
   PointColumns points;
   if (auto s = DecodeFrames(std::string_view(bytes_).substr(tail), &points);
       !s.ok()) {

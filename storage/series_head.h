@@ -54,8 +54,10 @@ class SeriesHead {
   // time. Errors as Decode.
   absl::Status DecodeRange(const ReadRange& range, PointColumns* out) const;
 
-  // Removes the first `k` points (k <= size()): the rest is re-encoded as
-  // one fragment. Returns the decoding error, leaving the head unchanged.
+  // Removes the first `k` points (k <= size()). Only the fragment holding
+  // the k-th point is decoded (its remainder is re-encoded); later ones are
+  // kept as they are. Returns the decoding error, leaving the head
+  // unchanged.
   absl::Status DropFirst(size_t k);
 
   // True when the head ends in kMergeFragments or more fragments of fewer
@@ -75,9 +77,19 @@ class SeriesHead {
   void AppendFragment(std::span<const uint64_t> steps,
                       std::span<const int64_t> times_ms,
                       std::span<const double> values, std::string_view fragment);
+  // Appends an already framed-out fragment of `points` points, the first
+  // at `first_step`, byte for byte.
+  void AppendFrame(std::string_view fragment, size_t points,
+                   uint64_t first_step);
+  // Updates small_tail_ for a new last fragment of `points` points whose
+  // frame starts at byte `frame_at`.
+  void CountFragment(size_t points, size_t frame_at);
 
   std::string bytes_;  // (size: 4 bytes big-endian, fragment)*
   uint32_t count_ = 0;
+  // Where the frame of the first trailing small fragment starts (when
+  // small_tail_ > 0).
+  uint32_t small_tail_at_ = 0;
   uint64_t first_step_ = 0;
   // Trailing fragments of fewer than kSmallFragmentPoints points (at most
   // 255: the count saturates).

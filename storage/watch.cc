@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "storage/keys.h"
 #include "storage/meta_codec.h"
+#include "storage/thread_name.h"
 
 namespace stepdb::storage {
 namespace {
@@ -313,7 +314,10 @@ absl::StatusOr<std::unique_ptr<WatchEvaluator>> WatchEvaluator::Open(
       new WatchEvaluator(engine, runs, options));
   if (auto s = evaluator->Load(); !s.ok()) return s;
   evaluator->background_ =
-      std::thread([e = evaluator.get()] { e->BackgroundLoop(); });
+      std::thread([e = evaluator.get()] {
+        NameThisThread("stepdb-watch");
+        e->BackgroundLoop();
+      });
   return evaluator;
 }
 

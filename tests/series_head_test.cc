@@ -150,5 +150,74 @@ TEST(SeriesHeadTest, MergingSmallFragmentsShrinksTheHead) {
   EXPECT_LT(merged.bytes() * 2, unmerged.bytes());
 }
 
+// A cut keeps the fragments after it byte for byte (a seal must not pay
+// for re-encoding the rest of the head), re-encodes only the fragment it
+// falls into, and the small-tail bookkeeping follows the kept fragments.
+TEST(SeriesHeadTest, DropFirstReencodesOnlyTheFragmentItCuts) {
+  auto fragment_of = [](uint64_t first, size_t n, PointColumns* all) {
+    PointColumns p;
+    for (uint64_t i = first; i < first + n; ++i) {
+      p.push_back(i * 1'000'000, 1'700'000'000'000 + static_cast<int64_t>(i * 500),
+                  std::cos(static_cast<double>(i)));
+      all->push_back(p.steps.back(), p.times_ms.back(), p.values.back());
+    }
+    return p;
+  };
+  for (size_t cut : {1, 19, 20, 21, 45, 60, 61, 63}) {
+    SeriesHead head;
+    PointColumns all;
+    size_t tail_bytes = 0;  // the small fragments' frames
+    // Three 20-point fragments, then four small ones (3 points each).
+    for (uint64_t f = 0; f < 3; ++f) {
+      PointColumns p = fragment_of(f * 20, 20, &all);
+      head.Append(p.steps, p.times_ms, p.values, {});
+    }
+    for (uint64_t f = 0; f < 4; ++f) {
+      PointColumns p = fragment_of(60 + f * 3, 3, &all);
+      head.Append(p.steps, p.times_ms, p.values, {});
+      std::string encoded;
+      internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &encoded);
+      tail_bytes += 4 + encoded.size();
+    }
+    ASSERT_TRUE(head.WantsMerge());
+    ASSERT_TRUE(head.DropFirst(cut).ok()) << cut;
+    ASSERT_EQ(head.size(), all.size() - cut);
+    EXPECT_EQ(head.first_step(), all.steps[cut]);
+    PointColumns got;
+    ASSERT_TRUE(head.Decode(&got).ok());
+    EXPECT_EQ(got.steps, std::vector(all.steps.begin() + cut, all.steps.end()));
+    EXPECT_EQ(got.values, std::vector(all.values.begin() + cut, all.values.end()));
+    // The four small fragments (or what is left of them) are still a small
+    // tail: a cut inside them leaves one re-encoded small fragment plus the
+    // rest, fewer than four only when whole ones were dropped.
+    EXPECT_EQ(head.WantsMerge(), cut <= 61) << cut;
+    if (cut == 60) {
+      // Exactly the small fragments remain, as they were appended.
+      EXPECT_EQ(head.bytes(), tail_bytes);
+    }
+  }
+}
+
+// With a million heads, growth slack is memory: a head grows by about a
+// quarter (rounded to the allocator's size class), never by doubling.
+TEST(SeriesHeadTest, GrowsByAQuarterNotByDoubling) {
+  SeriesHead head;
+  size_t framed = 0;  // bytes of the frames appended
+  size_t worst = 0;   // largest capacity / size seen, in percent
+  for (uint64_t i = 0; i < 2000; i += 20) {
+    PointColumns p;
+    for (uint64_t j = i; j < i + 20; ++j) {
+      p.push_back(j * 1'000'000, 1'700'000'000'000 + static_cast<int64_t>(j * 500),
+                  std::sin(static_cast<double>(j)));
+    }
+    std::string encoded;
+    internal::EncodeChunkV1(p.steps, p.times_ms, p.values, &encoded);
+    framed += 4 + encoded.size();
+    head.Append(p.steps, p.times_ms, p.values, encoded);
+    if (framed > 1000) worst = std::max(worst, head.bytes() * 100 / framed);
+  }
+  EXPECT_LE(worst, 150u);  // 125 % plus the size-class rounding
+}
+
 }  // namespace
 }  // namespace stepdb::storage
