@@ -927,6 +927,7 @@ TEST_F(AggregateTest, Service) {
   Populate();
   query::QueryOptions options;
   options.max_aggregate_series = 10;
+  options.aggregate_read_threads = 2;  // the service's pool (one helper)
   query::QueryService service(engine_.get(), options);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -947,6 +948,10 @@ TEST_F(AggregateTest, Service) {
     ASSERT_EQ(resp.groups_size(), 5);  // "", 0, 1, 2, 3
     EXPECT_TRUE(resp.groups(0).labels().empty());
     EXPECT_EQ(resp.groups(1).labels().at("gpu"), "0");
+    // Read on two threads (9 series), the same answer as on one.
+    std::string got;
+    ASSERT_TRUE(resp.SerializeToString(&got));
+    EXPECT_EQ(got, SerialAnswer(*engine_, req));
   }
   {
     req.clear_runs();
