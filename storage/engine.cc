@@ -30,6 +30,7 @@
 #include "rocksdb/write_batch.h"
 #include "rocksdb/write_buffer_manager.h"
 #include "storage/info_log.h"
+#include "storage/log_refs.h"
 #include "storage/series_head.h"
 #include "storage/series_index.h"
 #include "storage/shared_columns.h"
@@ -149,11 +150,7 @@ struct SeriesState {
   // step, in order (a record may repeat when one group holds several
   // fragments of the series). A seal may cut a fragment; its record is
   // released only once the fragment's last step is sealed.
-  struct LogRef {
-    uint64_t seq;
-    uint64_t last_step;
-  };
-  std::vector<LogRef> log_records ABSL_GUARDED_BY(mu);
+  LogRefs log_records ABSL_GUARDED_BY(mu);
   SealedStats sealed ABSL_GUARDED_BY(mu);
   // Set once, by a deletion (the state is then empty for good): a seal or
   // an expiry that picked the state up before must not write for it.
@@ -964,7 +961,7 @@ class Engine::Impl {
       absl::ReaderMutexLock lock(&state->mu);
       result.points += state->sealed.points + state->head.size();
       result.chunks += state->sealed.chunks;
-      for (const SeriesState::LogRef& ref : state->log_records) {
+      for (const LogRefs::Ref& ref : state->log_records.ToVector()) {
         ++unreleased[ref.seq];
       }
     }
@@ -1033,7 +1030,7 @@ class Engine::Impl {
           head_bytes_.fetch_sub(state->head.size() * kPointBytes,
                                 std::memory_order_relaxed);
           state->head = SeriesHead();
-          state->log_records.clear();
+          state->log_records.Clear();
           state->sealed = SealedStats();
           state->has_last = false;
         }
@@ -1265,7 +1262,7 @@ class Engine::Impl {
         if (state.has_last && fragment.steps.back() <= sealed_to) continue;
         size_t keep = 0;
         if (state.has_last) keep = LowerBound(fragment.steps, sealed_to + 1);
-        state.log_records.push_back({seq, fragment.steps.back()});
+        state.log_records.Append({seq, fragment.steps.back()});
         state.AppendHeadLocked(AsSpan(fragment).Suffix(keep),
                                keep == 0 ? bytes : std::string_view());
         head_bytes_.fetch_add((fragment.size() - keep) * kPointBytes,
@@ -1841,6 +1838,8 @@ class Engine::Impl {
                                   absl::Now(), std::move(record_series)});
     }
     std::vector<SeriesState*> full, merges;
+    const bool merge_heads = head_bytes_.load(std::memory_order_relaxed) >=
+                             options_.merge_heads_above_points * kPointBytes;
     for (const Fragment& f : fragments) {
       const PointSpan& p = f.points;
       absl::MutexLock lock(&f.state->mu);
@@ -1848,7 +1847,7 @@ class Engine::Impl {
         const size_t end =
             f.encoded.empty() ? std::min(p.size(), begin + kMaxFragmentPoints)
                               : p.size();
-        f.state->log_records.push_back({seq, p.steps[end - 1]});
+        f.state->log_records.Append({seq, p.steps[end - 1]});
         if (!f.encoded.empty()) break;
       }
       // A prepared fragment is the encoding of all of p; the head keeps it.
@@ -1856,7 +1855,7 @@ class Engine::Impl {
       head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
       if (f.state->head.size() >= options_.chunk_points) {
         full.push_back(f.state);
-      } else if (f.state->head.WantsMerge()) {
+      } else if (merge_heads && f.state->head.WantsMerge()) {
         merges.push_back(f.state);
       }
     }
@@ -2027,13 +2026,13 @@ class Engine::Impl {
     // copied below stays the head's prefix, as the committer only appends.
     absl::MutexLock seal_lock(&seal_mu_);
     PointColumns head;
-    std::vector<SeriesState::LogRef> records;
+    std::vector<LogRefs::Ref> records;
     SealedStats sealed;
     {
       absl::ReaderMutexLock lock(&state->mu);
       if (state->deleted) return 0;  // queued before its deletion
       if (auto s = state->head.Decode(&head); !s.ok()) return s;
-      records = state->log_records;
+      records = state->log_records.ToVector();
       sealed = state->sealed;
     }
     if (head.empty()) return 0;
@@ -2141,8 +2140,7 @@ class Engine::Impl {
       }
       state->head = std::move(rest);
       head_bytes_.fetch_sub(k * kPointBytes, std::memory_order_relaxed);
-      state->log_records.erase(state->log_records.begin(),
-                               state->log_records.begin() + released_refs);
+      state->log_records.EraseFirst(released_refs);
       state->sealed = sealed;
     }
     if (series_key.has_value()) {

@@ -532,6 +532,50 @@ TEST_F(EngineTest, ConcurrentWritersShareGroupCommits) {
   EXPECT_LE(stats.write_groups, stats.appends);
 }
 
+// Small fragments are merged (on the sealer's thread) only once the heads
+// hold merge_heads_above_points points: with few series the merge's CPU
+// buys nothing worth having.
+TEST_F(EngineTest, SmallFragmentsAreMergedOnlyWhenHeadsAreLarge) {
+  uint64_t head_bytes[2] = {0, 0};
+  for (int merge = 0; merge < 2; ++merge) {
+    engine_.reset();
+    stepdb::testing::TempDir dir;
+    EngineOptions options;
+    options.data_dir = dir.path();
+    options.chunk_points = 1024;
+    options.merge_heads_above_points = merge ? 0 : UINT64_MAX;
+    options.sync = false;  // 64 appends; durability is not the point here
+    auto engine = Engine::Open(options);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engine_ = std::move(*engine);
+    std::vector<SeriesId> ids;
+    for (int i = 0; i < 50; ++i) ids.push_back(Resolve("m" + std::to_string(i)));
+    for (uint64_t step = 0; step < 128; step += 2) {
+      AppendBatch batch;  // a 2-point fragment of every series
+      for (SeriesId id : ids) {
+        batch.StartSeries(id);
+        for (uint64_t k = step; k < step + 2; ++k) {
+          batch.AddPoint(k * S, static_cast<int64_t>(k) * 1000, k * 0.25);
+        }
+      }
+      batch.Prepare();
+      ASSERT_TRUE(engine_->Append(std::move(batch)).ok());
+    }
+    // The sealer merges in the background: wait until the bytes settle.
+    uint64_t last = 0;
+    for (int i = 0; i < 100; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const uint64_t now = engine_->Stats().head_bytes;
+      if (now == last) break;
+      last = now;
+    }
+    head_bytes[merge] = last;
+    for (SeriesId id : ids) ASSERT_EQ(ReadAll(id).size(), 128u);
+  }
+  EXPECT_LT(head_bytes[1] * 2, head_bytes[0])
+      << "merged " << head_bytes[1] << " bytes, unmerged " << head_bytes[0];
+}
+
 TEST_F(EngineTest, CompactSealsEverything) {
   Open(1024);
   const SeriesId id = Resolve("train/loss");
