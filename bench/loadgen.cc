@@ -27,6 +27,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/synchronization/mutex.h"
 #include "auth/client_channel.h"
 #include "nlohmann/json.hpp"
 #include "stepdb/v1/stepdb.grpc.pb.h"
@@ -358,6 +359,9 @@ int main(int argc, char** argv) {
   if (const char* env = std::getenv("STEPDB_TOKEN"); env && *env) token = env;
   app.add_option("--token", token, "Bearer token (env STEPDB_TOKEN).");
   CLI11_PARSE(app, argc, argv);
+  // As in the server: Debian's Abseil checks every lock gRPC takes for
+  // deadlock cycles, CPU taken from the server that shares the cores.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (config.run.empty()) {
     config.run = "loadgen-" + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
                                                  std::chrono::system_clock::now().time_since_epoch())

@@ -54,10 +54,10 @@ struct EngineOptions {
   absl::Duration max_head_age = absl::Minutes(2);
   // Small head fragments (small write batches) are re-encoded together on
   // the sealer's thread, which shrinks them about 2-fold, only while the
-  // open heads hold at least this many points in all: below that, heads
-  // are a small part of memory, and merging was up to half of the
-  // sealer's CPU at 10-step batches.
-  uint64_t merge_heads_above_points = 4'000'000;
+  // open heads hold at least this many points in all (16 M: about 130 MB
+  // of heads): below that, heads are a small part of memory, and merging
+  // was up to half of the sealer's CPU at 10-step batches.
+  uint64_t merge_heads_above_points = 16'000'000;
   // Memory budget in bytes for points held in memory (open heads and
   // appends queued for commit); 0 = none. See MemoryPressure().
   uint64_t memory_limit = 0;
