@@ -1,19 +1,23 @@
 #include "query/aggregate.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <set>
 #include <span>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "proto/wire_convert.h"
+#include "query/read_pool.h"
 #include "storage/downsample.h"
 
 namespace stepdb::query {
@@ -106,42 +110,90 @@ double Percentile(std::span<const double> sorted, double q) {
          (h - static_cast<double>(lo)) * (sorted[lo + 1] - sorted[lo]);
 }
 
-// Folds one series' bucket into the group's cell (first stage of the
-// semantics in stepdb.proto). Percentile values go to the caller.
-void Fold(Fn fn, const storage::Bucket& b, Cell& c) {
-  c.any = true;
-  c.coarse |= b.coarse;
-  c.nan_count += b.nan_count;
-  c.pos_inf_count += b.pos_inf_count;
-  c.neg_inf_count += b.neg_inf_count;
+// What one series' bucket adds to its group's cell under fn: the part of
+// storage::Bucket that the fold reads, 24 bytes instead of ~100, so that a
+// helper thread hands a series' buckets to the folding thread cheaply. The
+// NaN/Inf counts (almost always 0) travel apart (NonFiniteCounts).
+struct Contribution {
+  uint32_t index = 0;       // the bucket on the grid
+  bool finite = false;      // Bucket::has_finite()
+  bool coarse = false;      // Bucket::coarse
+  bool non_finite = false;  // some NaN/Inf count is not 0
+  double value = 0.0;       // per fn, see Contribute
+  uint64_t last_step = 0;   // LAST: Bucket::last_step
+};
+
+struct NonFiniteCounts {
+  uint64_t nan = 0, pos_inf = 0, neg_inf = 0;
+};
+
+Contribution Contribute(Fn fn, size_t index, const storage::Bucket& b) {
+  Contribution x;
+  x.index = static_cast<uint32_t>(index);
+  x.finite = b.has_finite();
+  x.coarse = b.coarse;
+  x.non_finite = b.nan_count + b.pos_inf_count + b.neg_inf_count > 0;
   switch (fn) {
     case v1::AggregateRequest::MEAN:
-      if (!b.has_finite()) return;
-      c.value += b.sum / static_cast<double>(b.finite_count());
+      if (x.finite) x.value = b.sum / static_cast<double>(b.finite_count());
       break;
     case v1::AggregateRequest::MIN:
-      if (!b.has_finite()) return;
-      if (c.series == 0 || b.min < c.value) c.value = b.min;
+      x.value = b.min;
       break;
     case v1::AggregateRequest::MAX:
-      if (!b.has_finite()) return;
-      if (c.series == 0 || b.max > c.value) c.value = b.max;
+      x.value = b.max;
       break;
     case v1::AggregateRequest::SUM:
-      if (!b.has_finite()) return;
-      c.value += b.sum;
+      x.value = b.sum;
       break;
     case v1::AggregateRequest::COUNT:
-      c.value += static_cast<double>(b.count);
+      x.value = static_cast<double>(b.count);
+      break;
+    case v1::AggregateRequest::LAST:
+      x.value = b.last;
+      x.last_step = b.last_step;
+      break;
+    default:  // percentiles rank each series' last value
+      x.value = b.last;
+      break;
+  }
+  return x;
+}
+
+// Folds one series' bucket into the group's cell (first stage of the
+// semantics in stepdb.proto). Percentile values go to the caller.
+void Fold(Fn fn, const Contribution& x, const NonFiniteCounts& counts,
+          Cell& c) {
+  c.any = true;
+  c.coarse |= x.coarse;
+  c.nan_count += counts.nan;
+  c.pos_inf_count += counts.pos_inf;
+  c.neg_inf_count += counts.neg_inf;
+  switch (fn) {
+    case v1::AggregateRequest::MEAN:
+    case v1::AggregateRequest::SUM:
+      if (!x.finite) return;
+      c.value += x.value;
+      break;
+    case v1::AggregateRequest::MIN:
+      if (!x.finite) return;
+      if (c.series == 0 || x.value < c.value) c.value = x.value;
+      break;
+    case v1::AggregateRequest::MAX:
+      if (!x.finite) return;
+      if (c.series == 0 || x.value > c.value) c.value = x.value;
+      break;
+    case v1::AggregateRequest::COUNT:
+      c.value += x.value;
       break;
     case v1::AggregateRequest::LAST:
       // Series come in registration order: a tie keeps the first.
-      if (c.series == 0 || b.last_step > c.last_step) {
-        c.value = b.last;
-        c.last_step = b.last_step;
+      if (c.series == 0 || x.last_step > c.last_step) {
+        c.value = x.value;
+        c.last_step = x.last_step;
       }
       break;
-    default:  // percentiles: the caller collects b.last
+    default:  // percentiles: the caller collects the value
       return;
   }
   ++c.series;
@@ -207,9 +259,14 @@ class GroupFold {
 
   // One bucket of the current series, at `index` on the grid.
   void Add(size_t index, const storage::Bucket& b) {
-    Fold(fn_, b, cells_[index]);
-    if (percentile_ && std::isfinite(b.last)) {
-      ranked_.emplace_back(static_cast<uint32_t>(index), b.last);
+    Add(Contribute(fn_, index, b),
+        {b.nan_count, b.pos_inf_count, b.neg_inf_count});
+  }
+  // The same, from a bucket's Contribution and counts.
+  void Add(const Contribution& x, const NonFiniteCounts& counts) {
+    Fold(fn_, x, counts, cells_[x.index]);
+    if (percentile_ && std::isfinite(x.value)) {
+      ranked_.emplace_back(x.index, x.value);
     }
   }
   // After the buckets of each series.
@@ -236,72 +293,259 @@ void AddStats(const storage::BucketReadStats& read,
   if (stats != nullptr) *stats += read;
 }
 
-// Reads the buckets of each of `series` (StreamBuckets on the request's
-// grid) and folds them in series order. On one thread each bucket is folded
-// as it is read, with nothing held per series. On more, the series of a
-// batch are read on up to `threads` threads (the calling one included),
-// each series' buckets kept, and folded on the calling thread in order:
-// either way the answer does not depend on the thread count
-// (floating-point sums are added in the same order). Stops at the first
-// error of a read or fold.
-absl::Status ReadEach(const storage::Engine& engine,
-                      std::span<const SeriesRef> series, const RangeSpec& spec,
-                      const ReadRange& range, uint32_t buckets,
-                      uint32_t threads, storage::BucketReadStats* stats,
-                      GroupFold& fold) {
-  threads = std::clamp<uint32_t>(threads, 1, 16);
-  storage::BucketReadStats read;
-  if (threads == 1 || series.size() == 1) {
-    for (const SeriesRef& ref : series) {
-      absl::Status s = storage::StreamBuckets(
-          engine, ref.id, spec.axis, range, buckets,
-          [&](size_t index, const storage::Bucket& b) { fold.Add(index, b); },
-          &read);
-      if (!s.ok()) return s;
-      AddStats(read, stats);
-      s = fold.EndSeries();
-      if (!s.ok()) return s;
+// Reads the buckets of the series (StreamBuckets on the request's grid),
+// one after the other, and folds them in series order: FoldNext(i) for
+// i = 0, 1, ... (the groups are consecutive runs of series).
+//
+// Without helpers each bucket is folded as it is read, with nothing held
+// per series. With helpers (threads of a ReadPool), series are claimed one
+// at a time by whichever thread is free and read into the slots of a
+// window ahead of the fold; the calling thread folds them in series order,
+// so the answer does not depend on the thread count (floating-point sums
+// are added in the same order).
+//
+// The calling thread never waits for a helper: on a loaded machine a
+// thread that sleeps (or wakes another) loses its core for a scheduler
+// time slice, which cost more than the helper saved (a first version that
+// waited on a mutex and condition was twice as slow with two threads as
+// with one at load 7). So the threads share only atomics, and the calling
+// thread reads series i itself if no helper has claimed it, reads ahead
+// while it can, and when series i is held by a helper and nothing else can
+// be claimed (the helper was descheduled, or the window is full) it takes
+// series i back: reads it itself and drops the helper's copy. A helper
+// that starts late (the pool serves other requests) just finds less to
+// claim; a helper that cannot claim polls every 100 us instead of being
+// woken.
+class SeriesReads {
+ public:
+  SeriesReads(const storage::Engine& engine, std::span<const SeriesRef> series,
+              Fn fn, const RangeSpec& spec, const ReadRange& range,
+              uint32_t buckets, size_t grid_buckets,
+              const AggregateLimits& limits)
+      : engine_(engine),
+        series_(series),
+        axis_(spec.axis),
+        range_(range),
+        buckets_(buckets) {
+    const size_t wanted = std::clamp<uint32_t>(limits.read_threads, 1, 64);
+    const size_t available = limits.read_pool != nullptr
+                                 ? size_t{limits.read_pool->threads()} + 1
+                                 : wanted;
+    const size_t threads = std::min(
+        {wanted, available, series.size() / kMinSeriesPerThread});
+    if (threads <= 1) return;  // read and fold on the calling thread alone
+    // Slots hold whole series' buckets: a few per thread, fewer for very
+    // fine grids (24 bytes a bucket).
+    const size_t window = std::max(
+        threads, std::min(kSlotsPerThread * threads,
+                          kWindowBuckets / std::max<size_t>(grid_buckets, 1)));
+    std::vector<storage::SeriesId> ids;
+    ids.reserve(series.size());
+    for (const SeriesRef& ref : series) ids.push_back(ref.id);
+    job_ = std::make_shared<Job>(engine, std::move(ids), fn, axis_, range_,
+                                 buckets_, window);
+    ReadPool* pool = limits.read_pool;
+    if (pool == nullptr) {
+      own_pool_ = std::make_unique<ReadPool>(static_cast<uint32_t>(threads - 1));
+      pool = own_pool_.get();
     }
-    return absl::OkStatus();
+    for (size_t t = 1; t < threads; ++t) {
+      // The task owns the job (it may run after this read is over, and a
+      // read it took may still be going): it needs nothing of the caller's
+      // but the engine, which outlives the pool.
+      pool->Submit([job = job_] { job->Help(); });
+    }
   }
-  // A batch's buckets are held at once: 64 series x 1000 buckets is ~6 MB.
-  constexpr size_t kBatch = 64;
-  struct Read {
+
+  // Stops the helpers' claims (a read a helper is in does not hold this
+  // thread up: it owns what it reads into).
+  ~SeriesReads() {
+    if (job_ != nullptr) job_->stop.store(true, std::memory_order_relaxed);
+  }
+
+  // Folds series i into `fold`: its buckets, then EndSeries. Precondition:
+  // i is 0, then each next one. Returns the read's or the fold's error.
+  absl::Status FoldNext(size_t i, GroupFold& fold,
+                        storage::BucketReadStats* stats) {
+    if (job_ == nullptr) return ReadAndFold(i, fold, stats);
+    Job& job = *job_;
+    Slot& slot = job.slots[i % job.slots.size()];
+    for (;;) {
+      int state = slot.state.load(std::memory_order_acquire);
+      if (state == kDone) break;  // (the slot's series is i: see Slot)
+      size_t unclaimed = i;
+      if (job.next.compare_exchange_strong(unclaimed, i + 1)) {
+        return ReadAndFoldHere(i, fold, stats);  // no helper took it
+      }
+      if (size_t j; job.TryClaim(&j)) {  // read ahead
+        job.Read(j);
+        continue;
+      }
+      // A helper holds series i (kReading), or has won the claim and not
+      // marked it yet (kFree): take it back.
+      if ((state == kReading || state == kFree) &&
+          slot.state.compare_exchange_strong(state, kAbandoned,
+                                             std::memory_order_acq_rel)) {
+        return ReadAndFoldHere(i, fold, stats);
+      }
+      // The state moved under us (kDone, most likely): look again.
+    }
+    // The slot is the caller's until it is freed below: no series can be
+    // claimed into it before.
+    absl::Status s = slot.status;
+    if (s.ok()) {
+      AddStats(slot.stats, stats);
+      auto counts = slot.non_finite.begin();
+      for (const Contribution& x : slot.buckets) {
+        fold.Add(x, x.non_finite ? *counts++ : NonFiniteCounts{});
+      }
+      s = fold.EndSeries();
+    }
+    slot.state.store(kFree, std::memory_order_release);
+    job.folded.store(i + 1, std::memory_order_release);
+    return s;
+  }
+
+ private:
+  // Below this many series per thread, a helper's handoff costs more than
+  // its share of the reading.
+  static constexpr size_t kMinSeriesPerThread = 4;
+  static constexpr size_t kSlotsPerThread = 64;
+  static constexpr size_t kWindowBuckets = size_t{1} << 18;
+
+  absl::Status ReadAndFold(size_t i, GroupFold& fold,
+                           storage::BucketReadStats* stats) const {
+    storage::BucketReadStats read;
+    absl::Status s = storage::StreamBuckets(
+        engine_, series_[i].id, axis_, range_, buckets_,
+        [&](size_t index, const storage::Bucket& b) { fold.Add(index, b); },
+        &read);
+    if (!s.ok()) return s;
+    AddStats(read, stats);
+    return fold.EndSeries();
+  }
+  // ReadAndFold of a series the caller has taken, then the window moves on.
+  absl::Status ReadAndFoldHere(size_t i, GroupFold& fold,
+                               storage::BucketReadStats* stats) {
+    absl::Status s = ReadAndFold(i, fold, stats);
+    job_->folded.store(i + 1, std::memory_order_release);
+    return s;
+  }
+
+  // Slot states. A slot holds series i, i + window, ... in turn; when the
+  // caller is at series i, its slot is kFree (i not read into it yet, or
+  // not claimed), kReading (a helper reads i), kDone (i is read), or
+  // kAbandoned (the caller took back series i - window from a helper that
+  // is still reading it; i cannot be claimed into the slot until it ends).
+  static constexpr int kFree = 0, kReading = 1, kDone = 2, kAbandoned = 3;
+  struct Slot {
+    std::atomic<int> state{kFree};
+    // The reader's while kReading or kAbandoned, the caller's once kDone
+    // (published by the state's release store).
     absl::Status status;
-    std::vector<std::pair<uint32_t, storage::Bucket>> buckets;
+    std::vector<Contribution> buckets;
+    std::vector<NonFiniteCounts> non_finite;  // of buckets[k].non_finite
     storage::BucketReadStats stats;
   };
-  std::vector<Read> results(std::min(kBatch, series.size()));
-  for (size_t base = 0; base < series.size(); base += kBatch) {
-    const size_t n = std::min(kBatch, series.size() - base);
-    // Worker t reads the series t, t + threads, ... of the batch.
-    auto work = [&](size_t t) {
-      for (size_t i = t; i < n; i += threads) {
-        Read& r = results[i];
-        r.buckets.clear();
-        r.status = storage::StreamBuckets(
-            engine, series[base + i].id, spec.axis, range, buckets,
-            [&](size_t index, const storage::Bucket& b) {
-              r.buckets.emplace_back(static_cast<uint32_t>(index), b);
-            },
-            &r.stats);
+
+  // What the caller and its helpers share; helpers own it with the caller
+  // (shared_ptr), and it holds copies of what a read needs, so that a read
+  // the caller has taken back can finish after the request is answered.
+  struct Job {
+    Job(const storage::Engine& engine, std::vector<storage::SeriesId> ids,
+        Fn fn, Axis axis, const ReadRange& range, uint32_t buckets,
+        size_t window)
+        : engine(engine),
+          ids(std::move(ids)),
+          fn(fn),
+          axis(axis),
+          range(range),
+          buckets(buckets),
+          slots(window) {}
+
+    // Claims the next series if it exists, lies in the window ahead of the
+    // fold and its slot is free, and marks the slot kReading; false if not
+    // (or the caller took the series back first).
+    bool TryClaim(size_t* claimed) {
+      size_t n = next.load(std::memory_order_relaxed);
+      for (;;) {
+        if (stop.load(std::memory_order_relaxed) || n >= ids.size() ||
+            n >= folded.load(std::memory_order_acquire) + slots.size() ||
+            slots[n % slots.size()].state.load(std::memory_order_acquire) !=
+                kFree) {
+          return false;
+        }
+        if (next.compare_exchange_weak(n, n + 1)) break;
       }
-    };
-    std::vector<std::thread> workers;
-    for (size_t t = 1; t < std::min<size_t>(threads, n); ++t) {
-      workers.emplace_back(work, t);
+      int state = kFree;
+      if (!slots[n % slots.size()].state.compare_exchange_strong(
+              state, kReading, std::memory_order_acq_rel)) {
+        // The caller took series n back before it was marked: the slot is
+        // kAbandoned with no reader, and free again.
+        slots[n % slots.size()].state.store(kFree, std::memory_order_release);
+        return false;
+      }
+      *claimed = n;
+      return true;
     }
-    work(0);
-    for (std::thread& w : workers) w.join();
-    for (size_t i = 0; i < n; ++i) {
-      if (!results[i].status.ok()) return results[i].status;
-      AddStats(results[i].stats, stats);
-      for (const auto& [index, b] : results[i].buckets) fold.Add(index, b);
-      if (absl::Status s = fold.EndSeries(); !s.ok()) return s;
+    // Reads claimed series n into its slot and publishes it (kDone), or
+    // frees the slot if the caller took the series back meanwhile.
+    void Read(size_t n) {
+      Slot& slot = slots[n % slots.size()];
+      slot.buckets.clear();
+      slot.non_finite.clear();
+      slot.status = storage::StreamBuckets(
+          engine, ids[n], axis, range, buckets,
+          [&](size_t index, const storage::Bucket& b) {
+            const Contribution& x =
+                slot.buckets.emplace_back(Contribute(fn, index, b));
+            if (x.non_finite) {
+              slot.non_finite.push_back(
+                  {b.nan_count, b.pos_inf_count, b.neg_inf_count});
+            }
+          },
+          &slot.stats);
+      int state = kReading;
+      if (!slot.state.compare_exchange_strong(state, kDone,
+                                              std::memory_order_acq_rel)) {
+        slot.state.store(kFree, std::memory_order_release);  // kAbandoned
+      }
     }
-  }
-  return absl::OkStatus();
-}
+    // A helper: reads what it can claim until every series is claimed or
+    // the read stops, polling while the window ahead of the fold is full.
+    void Help() {
+      while (!stop.load(std::memory_order_relaxed) &&
+             next.load(std::memory_order_relaxed) < ids.size()) {
+        if (size_t n; TryClaim(&n)) {
+          Read(n);
+        } else {
+          absl::SleepFor(absl::Microseconds(100));
+        }
+      }
+    }
+
+    // Constant after construction.
+    const storage::Engine& engine;  // outlives the pool
+    const std::vector<storage::SeriesId> ids;
+    const Fn fn;
+    const Axis axis;
+    const ReadRange range;
+    const uint32_t buckets;
+
+    std::atomic<size_t> next{0};    // first series not claimed
+    std::atomic<size_t> folded{0};  // series the caller is done with
+    std::atomic<bool> stop{false};  // claim nothing more
+    std::vector<Slot> slots;        // series n is read into slots[n % size]
+  };
+
+  const storage::Engine& engine_;
+  const std::span<const SeriesRef> series_;
+  const Axis axis_;
+  const ReadRange range_;
+  const uint32_t buckets_;
+  std::unique_ptr<ReadPool> own_pool_;  // when the limits give no pool
+  std::shared_ptr<Job> job_;            // null: no helpers
+};
 
 }  // namespace
 
@@ -453,6 +697,11 @@ absl::Status Aggregate(const storage::Engine& engine,
     }
   }
   std::vector<Cell> cells(grid ? grid->count() : 0);
+  std::optional<SeriesReads> reads;
+  if (!empty) {
+    reads.emplace(engine, series, fn, *spec, range, request.buckets(),
+                  grid->count(), limits);
+  }
   std::vector<std::pair<uint32_t, double>>
       ranked;  // percentiles: (bucket, value)
   std::vector<double> values;
@@ -475,10 +724,12 @@ absl::Status Aggregate(const storage::Engine& engine,
     std::fill(cells.begin(), cells.end(), Cell{});
     ranked.clear();
     GroupFold fold(fn, limits, cells, ranked);
-    absl::Status folded = ReadEach(
-        engine, std::span(series).subspan(begin, end - begin), *spec, range,
-        request.buckets(), limits.read_threads, stats, fold);
-    if (!folded.ok()) return folded;
+    for (size_t i = begin; i < end; ++i) {
+      if (limits.cancelled && limits.cancelled()) {
+        return absl::CancelledError("aggregate: cancelled by the client");
+      }
+      if (absl::Status s = reads->FoldNext(i, fold, stats); !s.ok()) return s;
+    }
     // By bucket, then value: each bucket's values come out ranked.
     std::sort(ranked.begin(), ranked.end());
     size_t r = 0;

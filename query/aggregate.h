@@ -14,8 +14,10 @@
 #define STEPDB_QUERY_AGGREGATE_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
+#include "query/read_pool.h"
 #include "stepdb/v1/stepdb.pb.h"
 #include "storage/downsample.h"
 #include "storage/engine.h"
@@ -34,11 +36,24 @@ struct AggregateLimits {
   // Groups x grid buckets (each group is reduced on a dense grid), and, for
   // percentiles, the values one group holds (series x non-empty buckets).
   uint64_t max_cells = 10'000'000;
-  // Threads that read series (each with storage::StreamBuckets) at once, the
-  // calling thread included; the answer is the same for any count.
-  // Reading is CPU-bound once the rollup records are in the block cache,
-  // so more threads than cores gain nothing.
+  // Threads that read the series of one aggregate (each series with
+  // storage::StreamBuckets) at once, the calling thread included; the
+  // answer is the same for any count. Reading is CPU-bound once the rollup
+  // records are in the block cache, so more threads than cores gain
+  // nothing. A read of fewer than 4 series per thread uses fewer threads
+  // (a handoff costs more than reading a few series).
   uint32_t read_threads = 2;
+  // Where the helpers (read_threads - 1 at most) come from: a pool shared
+  // by the requests of a server, which bounds the helper threads of all
+  // concurrent aggregates together (QueryService owns one). A request
+  // never waits for a helper to start: the calling thread reads whatever
+  // no helper has claimed. nullptr: the aggregate starts its own helper
+  // threads for its duration. Not owned; must outlive the call.
+  ReadPool* read_pool = nullptr;
+  // Polled before each series is folded; once it returns true the
+  // aggregate stops with CancelledError (a client that went away). Empty:
+  // never cancelled.
+  std::function<bool()> cancelled;
 };
 
 // Answers `request` into *response (cleared first).
@@ -47,7 +62,8 @@ struct AggregateLimits {
 // metric, buckets outside 1..storage::kMaxBuckets, an unknown fn, an empty
 // group_by key, an invalid matcher (bad regex), or a range whose from is
 // after its to; ResourceExhaustedError when a limit is exceeded (the message
-// names the limit); DataLossError for a corrupt chunk. No matching series
+// names the limit); CancelledError once limits.cancelled returns true;
+// DataLossError for a corrupt chunk. No matching series
 // is no error: the answer has no groups.
 //
 // The open ends of the range are resolved once, from the matching series'

@@ -4,6 +4,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -223,7 +224,17 @@ class QueryService::ReadRangeReactor
 
 QueryService::QueryService(const storage::Engine* engine, QueryOptions options,
                            const storage::RunStore* runs, TailHub* tail)
-    : engine_(engine), options_(options), runs_(runs), tail_(tail) {}
+    : engine_(engine),
+      options_(options),
+      runs_(runs),
+      tail_(tail),
+      aggregate_read_threads_(std::clamp<uint32_t>(
+          options.aggregate_read_threads != 0
+              ? options.aggregate_read_threads
+              : std::max(1u, std::thread::hardware_concurrency()),
+          1, 64)),
+      aggregate_pool_(
+          std::make_unique<ReadPool>(aggregate_read_threads_ - 1)) {}
 
 grpc::ServerWriteReactor<v1::TailResponse>* QueryService::Tail(
     grpc::CallbackServerContext* context, const v1::TailRequest* request) {
@@ -635,11 +646,15 @@ grpc::ServerUnaryReactor* QueryService::Aggregate(
     reactor->Finish(ToGrpcStatus(s));
     return reactor;
   }
-  reactor->Finish(ToGrpcStatus(query::Aggregate(
-      *engine_, *request,
-      {options_.max_aggregate_series, options_.max_aggregate_points,
-       options_.max_aggregate_cells},
-      response)));
+  AggregateLimits limits;
+  limits.max_series = options_.max_aggregate_series;
+  limits.max_points = options_.max_aggregate_points;
+  limits.max_cells = options_.max_aggregate_cells;
+  limits.read_threads = aggregate_read_threads_;
+  limits.read_pool = aggregate_pool_.get();
+  limits.cancelled = [context] { return context->IsCancelled(); };
+  reactor->Finish(
+      ToGrpcStatus(query::Aggregate(*engine_, *request, limits, response)));
   return reactor;
 }
 

@@ -5,9 +5,11 @@
 #define STEPDB_QUERY_QUERY_SERVICE_H_
 
 #include <cstdint>
+#include <memory>
 
 #include "auth/authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
+#include "query/read_pool.h"
 #include "query/tail.h"
 #include "storage/downsample.h"
 #include "storage/engine.h"
@@ -28,6 +30,16 @@ struct QueryOptions {
   uint64_t max_aggregate_series = 10'000;
   uint64_t max_aggregate_points = 1'000'000'000;
   uint64_t max_aggregate_cells = 10'000'000;
+  // Threads one Aggregate reads its series with, the gRPC thread included
+  // (AggregateLimits::read_threads). The service keeps one pool of
+  // aggregate_read_threads - 1 helper threads for all aggregates together,
+  // so concurrent aggregates share the cores instead of oversubscribing
+  // them. 0: the machine's hardware threads. The default is 1: on the
+  // shared 2-core benchmark machine two threads cost ~60 % more CPU than
+  // one and were slower whenever the other core was busy
+  // (docs/BENCHMARKS.md, "Cross-series aggregate"); a server with idle
+  // cores gains from more.
+  uint32_t aggregate_read_threads = 1;
   // Checks read scope on the project of every call; nullptr: auth off.
   // Must outlive the service.
   auth::Authorizer* authorizer = nullptr;
@@ -81,6 +93,8 @@ class QueryService final : public v1::Query::CallbackService {
   const QueryOptions options_;
   const storage::RunStore* const runs_;
   TailHub* const tail_;
+  const uint32_t aggregate_read_threads_;
+  std::unique_ptr<ReadPool> aggregate_pool_;  // shared by all aggregates
 };
 
 }  // namespace stepdb::query

@@ -12,17 +12,25 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "query/query_service.h"
+#include "query/read_pool.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/downsample.h"
 #include "storage/engine.h"
@@ -408,6 +416,140 @@ TEST_F(AggregateTest, ReadThreadsDoNotChangeTheAnswer) {
   }
 }
 
+// The answer with read_threads = 1 (no helper: each bucket folded as it is
+// read), serialized.
+std::string SerialAnswer(const Engine& engine, const v1::AggregateRequest& req) {
+  query::AggregateLimits limits;
+  limits.read_threads = 1;
+  v1::AggregateResponse resp;
+  absl::Status s = query::Aggregate(engine, req, limits, &resp);
+  EXPECT_TRUE(s.ok()) << s;
+  std::string out;
+  EXPECT_TRUE(resp.SerializeToString(&out));
+  return out;
+}
+
+// One pool shared by concurrent aggregates (QueryService holds one): four
+// requests at once on a pool of two helpers, with group-by (groups of one
+// to nine series, read across group boundaries) and every function, each
+// give the serial answer bit for bit.
+TEST_F(AggregateTest, SharedReadPoolGivesTheSerialAnswer) {
+  Populate();
+  std::vector<v1::AggregateRequest> reqs;
+  std::vector<std::string> want;
+  for (Fn fn : kAllFns) {
+    for (const char* group_by : {"", "run", "node", "gpu"}) {
+      v1::AggregateRequest req = Request(fn, fn == v1::AggregateRequest::MEAN ? 1000 : 33);
+      if (*group_by != '\0') req.add_group_by(group_by);
+      reqs.push_back(req);
+      want.push_back(SerialAnswer(*engine_, req));
+    }
+  }
+  query::ReadPool pool(2);
+  std::vector<std::thread> clients;
+  std::atomic<int> mismatches{0};
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      for (int round = 0; round < 3; ++round) {
+        for (size_t k = 0; k < reqs.size(); ++k) {
+          const size_t r = (k + c) % reqs.size();  // clients out of step
+          query::AggregateLimits limits;
+          limits.read_threads = 3;
+          limits.read_pool = &pool;
+          v1::AggregateResponse resp;
+          std::string got;
+          if (!query::Aggregate(*engine_, reqs[r], limits, &resp).ok() ||
+              !resp.SerializeToString(&got) || got != want[r]) {
+            ++mismatches;
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+// A request never waits for a helper to start: with the pool's only thread
+// held by another task, the calling thread reads every series itself.
+TEST_F(AggregateTest, BusyReadPoolDoesNotBlockARequest) {
+  Populate();
+  const v1::AggregateRequest req = Request(v1::AggregateRequest::SUM, 100);
+  const std::string want = SerialAnswer(*engine_, req);
+  query::ReadPool pool(1);
+  absl::Notification release;
+  pool.Submit([&] { release.WaitForNotification(); });
+  query::AggregateLimits limits;
+  limits.read_threads = 2;
+  limits.read_pool = &pool;
+  v1::AggregateResponse resp;
+  ASSERT_TRUE(query::Aggregate(*engine_, req, limits, &resp).ok());
+  std::string got;
+  ASSERT_TRUE(resp.SerializeToString(&got));
+  EXPECT_EQ(got, want);
+  release.Notify();
+}
+
+// A limit hit part way through the reads, and a cancellation, end the
+// aggregate with the same status on any thread count, with the helpers
+// stopped (the pool is destroyed right after, which joins them).
+TEST_F(AggregateTest, LimitsAndCancellationStopEveryThreadCount) {
+  Populate();
+  for (uint32_t threads : {1u, 2u, 6u}) {
+    SCOPED_TRACE(absl::StrCat("threads ", threads));
+    query::ReadPool pool(threads - 1);
+    query::AggregateLimits limits;
+    limits.read_threads = threads;
+    limits.read_pool = &pool;
+    v1::AggregateResponse resp;
+    // 10 buckets fit 50 cells; the ranked values of 27 series do not.
+    limits.max_cells = 50;
+    absl::Status s = query::Aggregate(
+        *engine_, Request(v1::AggregateRequest::P90, 10), limits, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+    EXPECT_NE(s.message().find("max_aggregate_cells"), std::string::npos) << s;
+    limits.max_cells = query::AggregateLimits{}.max_cells;
+
+    // Cancelled after 5 series are folded: the 6th poll stops it.
+    int polls = 0;
+    limits.cancelled = [&] { return ++polls > 5; };
+    s = query::Aggregate(*engine_, Request(v1::AggregateRequest::MEAN, 100),
+                         limits, &resp);
+    EXPECT_EQ(s.code(), absl::StatusCode::kCancelled) << s;
+    EXPECT_EQ(polls, 6);
+    // Not cancelled: the same limits answer.
+    limits.cancelled = [] { return false; };
+    EXPECT_TRUE(query::Aggregate(*engine_, Request(v1::AggregateRequest::MEAN, 100),
+                                 limits, &resp)
+                    .ok());
+  }
+}
+
+TEST(ReadPoolTest, RunsTasksOnItsThreadsAndDrainsOnDestruction) {
+  std::atomic<int> ran{0};
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  {
+    query::ReadPool pool(2);
+    EXPECT_EQ(pool.threads(), 2u);
+    for (int i = 0; i < 100; ++i) {
+      pool.Submit([&] {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          ids.insert(std::this_thread::get_id());
+        }
+        ++ran;
+      });
+    }
+  }  // joins after running what is queued
+  EXPECT_EQ(ran.load(), 100);
+  EXPECT_EQ(ids.count(std::this_thread::get_id()), 0u);
+  EXPECT_LE(ids.size(), 2u);
+  query::ReadPool none(0);
+  none.Submit([&] { ++ran; });  // dropped: no thread to run it
+  EXPECT_EQ(ran.load(), 100);
+}
+
 // The aggregate folds each series' buckets as StreamBuckets hands them over;
 // the answer equals, bit for bit (sums and means included), the fold of
 // each series' ReadBuckets answer in series order.
@@ -785,6 +927,7 @@ TEST_F(AggregateTest, Service) {
   Populate();
   query::QueryOptions options;
   options.max_aggregate_series = 10;
+  options.aggregate_read_threads = 2;  // the service's pool (one helper)
   query::QueryService service(engine_.get(), options);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -805,6 +948,10 @@ TEST_F(AggregateTest, Service) {
     ASSERT_EQ(resp.groups_size(), 5);  // "", 0, 1, 2, 3
     EXPECT_TRUE(resp.groups(0).labels().empty());
     EXPECT_EQ(resp.groups(1).labels().at("gpu"), "0");
+    // Read on two threads (9 series), the same answer as on one.
+    std::string got;
+    ASSERT_TRUE(resp.SerializeToString(&got));
+    EXPECT_EQ(got, SerialAnswer(*engine_, req));
   }
   {
     req.clear_runs();
