@@ -34,12 +34,12 @@ struct QueryOptions {
   // (AggregateLimits::read_threads). The service keeps one pool of
   // aggregate_read_threads - 1 helper threads for all aggregates together,
   // so concurrent aggregates share the cores instead of oversubscribing
-  // them. 0: the machine's hardware threads. The default is 1: on the
-  // shared 2-core benchmark machine two threads cost ~60 % more CPU than
-  // one and were slower whenever the other core was busy
-  // (docs/BENCHMARKS.md, "Cross-series aggregate"); a server with idle
-  // cores gains from more.
-  uint32_t aggregate_read_threads = 1;
+  // them. 0 (the default): the machine's hardware threads. On the quiet
+  // 2-core benchmark machine two threads halve an aggregate's latency
+  // (75 -> 36 ms); with the other core busy they cost ~60 % more CPU and
+  // gain nothing (docs/BENCHMARKS.md, "Cross-series aggregate"): 1 suits
+  // a server whose cores are always busy with ingest.
+  uint32_t aggregate_read_threads = 0;
   // Checks read scope on the project of every call; nullptr: auth off.
   // Must outlive the service.
   auth::Authorizer* authorizer = nullptr;

@@ -63,12 +63,12 @@ ABSL_FLAG(uint64_t, max_aggregate_series, 10'000,
 ABSL_FLAG(uint64_t, max_aggregate_points, 1'000'000'000,
           "Aggregate: most points in range one request may touch (estimated "
           "from chunk headers before reading); past it RESOURCE_EXHAUSTED.");
-ABSL_FLAG(uint32_t, aggregate_read_threads, 1,
+ABSL_FLAG(uint32_t, aggregate_read_threads, 0,
           "Aggregate: threads one request reads its series with (the gRPC "
           "thread included); all aggregates share one pool of this many "
           "minus one helper threads, so concurrent requests do not "
-          "oversubscribe the cores. Worth raising on a server whose cores "
-          "are often idle. 0: the number of hardware threads.");
+          "oversubscribe the cores. 0: the number of hardware threads; 1 "
+          "suits a server whose cores are always busy with ingest.");
 ABSL_FLAG(std::string, auth, "off",
           "on: every RPC needs a bearer token (docs/USER_GUIDE.md, "
           "Security). off: no access control (single-user default).");
