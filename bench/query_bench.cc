@@ -24,7 +24,7 @@
 #include "query/admin_service.h"
 #include "query/aggregate.h"
 #include "query/query_service.h"
-#include "query/read_pool.h"
+#include "storage/task_pool.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/downsample.h"
 #include "storage/engine.h"
@@ -307,7 +307,7 @@ void RunAggregate(benchmark::State& state, const AggStore& store,
   query::AggregateLimits limits;
   limits.read_threads = static_cast<uint32_t>(state.range(1));
   // Helpers from a pool started once, as the server's QueryService does.
-  query::ReadPool pool(limits.read_threads - 1);
+  storage::TaskPool pool(limits.read_threads - 1);
   limits.read_pool = &pool;
   v1::AggregateResponse response;
   const double cpu_start = ProcessCpuSeconds();

@@ -17,7 +17,6 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "proto/wire_convert.h"
-#include "query/read_pool.h"
 #include "storage/downsample.h"
 
 namespace stepdb::query {
@@ -298,7 +297,7 @@ void AddStats(const storage::BucketReadStats& read,
 // i = 0, 1, ... (the groups are consecutive runs of series).
 //
 // Without helpers each bucket is folded as it is read, with nothing held
-// per series. With helpers (threads of a ReadPool), series are claimed one
+// per series. With helpers (threads of a storage::TaskPool), series are claimed one
 // at a time by whichever thread is free and read into the slots of a
 // window ahead of the fold; the calling thread folds them in series order,
 // so the answer does not depend on the thread count (floating-point sums
@@ -344,9 +343,10 @@ class SeriesReads {
     for (const SeriesRef& ref : series) ids.push_back(ref.id);
     job_ = std::make_shared<Job>(engine, std::move(ids), fn, axis_, range_,
                                  buckets_, window);
-    ReadPool* pool = limits.read_pool;
+    storage::TaskPool* pool = limits.read_pool;
     if (pool == nullptr) {
-      own_pool_ = std::make_unique<ReadPool>(static_cast<uint32_t>(threads - 1));
+      own_pool_ = std::make_unique<storage::TaskPool>(static_cast<uint32_t>(threads - 1),
+                                                     "stepdb-agg");
       pool = own_pool_.get();
     }
     for (size_t t = 1; t < threads; ++t) {
@@ -543,7 +543,7 @@ class SeriesReads {
   const Axis axis_;
   const ReadRange range_;
   const uint32_t buckets_;
-  std::unique_ptr<ReadPool> own_pool_;  // when the limits give no pool
+  std::unique_ptr<storage::TaskPool> own_pool_;  // when the limits give no pool
   std::shared_ptr<Job> job_;            // null: no helpers
 };
 

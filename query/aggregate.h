@@ -17,10 +17,10 @@
 #include <functional>
 
 #include "absl/status/status.h"
-#include "query/read_pool.h"
 #include "stepdb/v1/stepdb.pb.h"
 #include "storage/downsample.h"
 #include "storage/engine.h"
+#include "storage/task_pool.h"
 
 namespace stepdb::query {
 
@@ -49,7 +49,7 @@ struct AggregateLimits {
   // never waits for a helper to start: the calling thread reads whatever
   // no helper has claimed. nullptr: the aggregate starts its own helper
   // threads for its duration. Not owned; must outlive the call.
-  ReadPool* read_pool = nullptr;
+  storage::TaskPool* read_pool = nullptr;
   // Polled before each series is folded; once it returns true the
   // aggregate stops with CancelledError (a client that went away). Empty:
   // never cancelled.

@@ -234,7 +234,8 @@ QueryService::QueryService(const storage::Engine* engine, QueryOptions options,
               : std::max(1u, std::thread::hardware_concurrency()),
           1, 64)),
       aggregate_pool_(
-          std::make_unique<ReadPool>(aggregate_read_threads_ - 1)) {}
+          std::make_unique<storage::TaskPool>(aggregate_read_threads_ - 1,
+                                             "stepdb-agg")) {}
 
 grpc::ServerWriteReactor<v1::TailResponse>* QueryService::Tail(
     grpc::CallbackServerContext* context, const v1::TailRequest* request) {

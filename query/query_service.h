@@ -9,11 +9,11 @@
 
 #include "auth/authorizer.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
-#include "query/read_pool.h"
 #include "query/tail.h"
 #include "storage/downsample.h"
 #include "storage/engine.h"
 #include "storage/run_store.h"
+#include "storage/task_pool.h"
 
 namespace stepdb::query {
 
@@ -94,7 +94,7 @@ class QueryService final : public v1::Query::CallbackService {
   const storage::RunStore* const runs_;
   TailHub* const tail_;
   const uint32_t aggregate_read_threads_;
-  std::unique_ptr<ReadPool> aggregate_pool_;  // shared by all aggregates
+  std::unique_ptr<storage::TaskPool> aggregate_pool_;  // shared by all aggregates
 };
 
 }  // namespace stepdb::query

@@ -34,6 +34,7 @@
 #include "storage/series_head.h"
 #include "storage/series_index.h"
 #include "storage/shared_columns.h"
+#include "storage/task_pool.h"
 #include "storage/thread_name.h"
 
 namespace stepdb::storage {
@@ -319,56 +320,6 @@ class LimitedEmitter {
   PointColumns slice_;
   ReadResult result_;
   bool stopped_ = false;
-};
-
-// One thread that runs closures in the order they are handed over.
-class SerialExecutor {
- public:
-  explicit SerialExecutor(const char* name)
-      : thread_([this, name] {
-          NameThisThread(name);
-          Loop();
-        }) {}
-  ~SerialExecutor() { Stop(); }
-  SerialExecutor(const SerialExecutor&) = delete;
-  SerialExecutor& operator=(const SerialExecutor&) = delete;
-
-  void Run(absl::AnyInvocable<void() &&> task) {
-    absl::MutexLock lock(&mu_);
-    tasks_.push_back(std::move(task));
-  }
-
-  // Runs every task handed over so far, then ends the thread.
-  void Stop() {
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-    }
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void Loop() {
-    for (;;) {
-      std::deque<absl::AnyInvocable<void() &&>> tasks;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(
-            +[](SerialExecutor* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) {
-              return e->stopping_ || !e->tasks_.empty();
-            },
-            this));
-        if (tasks_.empty()) return;  // stopping and drained
-        tasks.swap(tasks_);
-      }
-      for (auto& task : tasks) std::move(task)();
-    }
-  }
-
-  absl::Mutex mu_;
-  std::deque<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;  // last: starts once the rest is constructed
 };
 
 }  // namespace
@@ -1925,7 +1876,7 @@ class Engine::Impl {
     std::vector<AppendCallback> dones;
     dones.reserve(group.size());
     for (auto& pending : group) dones.push_back(std::move(pending.done));
-    callbacks_.Run([dones = std::move(dones), status = std::move(status),
+    callbacks_.Submit([dones = std::move(dones), status = std::move(status),
                     results = std::move(results)]() mutable {
       for (size_t r = 0; r < dones.size(); ++r) {
         std::move(dones[r])(status, std::move(results[r]));
@@ -2308,7 +2259,7 @@ class Engine::Impl {
   std::thread sealer_;
   // The commit thread's own; it holds commit_mu_ while it commits.
   CommitScratch commit_scratch_ ABSL_GUARDED_BY(commit_mu_);
-  SerialExecutor callbacks_{"stepdb-acks"};  // runs append callbacks in commit order
+  TaskPool callbacks_{1, "stepdb-acks"};  // append callbacks, in commit order
 
   SeriesIndex index_;
 

@@ -73,11 +73,8 @@ void SeriesHead::CountFragment(size_t points, size_t frame_at) {
 void SeriesHead::AppendFrame(std::string_view fragment, size_t points,
                              uint64_t first_step) {
   const size_t at = bytes_.size();
-  bytes_.resize(at + 4);
+  AppendBigEndian32(static_cast<uint32_t>(fragment.size()), &bytes_);
   bytes_.append(fragment);
-  for (int i = 0; i < 4; ++i) {
-    bytes_[at + i] = static_cast<char>(fragment.size() >> (24 - 8 * i));
-  }
   CountFragment(points, at);
   if (count_ == 0) first_step_ = first_step;
   count_ += static_cast<uint32_t>(points);

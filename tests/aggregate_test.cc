@@ -30,7 +30,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "query/query_service.h"
-#include "query/read_pool.h"
+#include "storage/task_pool.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/downsample.h"
 #include "storage/engine.h"
@@ -445,7 +445,7 @@ TEST_F(AggregateTest, SharedReadPoolGivesTheSerialAnswer) {
       want.push_back(SerialAnswer(*engine_, req));
     }
   }
-  query::ReadPool pool(2);
+  storage::TaskPool pool(2);
   std::vector<std::thread> clients;
   std::atomic<int> mismatches{0};
   for (int c = 0; c < 4; ++c) {
@@ -476,7 +476,7 @@ TEST_F(AggregateTest, BusyReadPoolDoesNotBlockARequest) {
   Populate();
   const v1::AggregateRequest req = Request(v1::AggregateRequest::SUM, 100);
   const std::string want = SerialAnswer(*engine_, req);
-  query::ReadPool pool(1);
+  storage::TaskPool pool(1);
   absl::Notification release;
   pool.Submit([&] { release.WaitForNotification(); });
   query::AggregateLimits limits;
@@ -497,7 +497,7 @@ TEST_F(AggregateTest, LimitsAndCancellationStopEveryThreadCount) {
   Populate();
   for (uint32_t threads : {1u, 2u, 6u}) {
     SCOPED_TRACE(absl::StrCat("threads ", threads));
-    query::ReadPool pool(threads - 1);
+    storage::TaskPool pool(threads - 1);
     query::AggregateLimits limits;
     limits.read_threads = threads;
     limits.read_pool = &pool;
@@ -525,12 +525,12 @@ TEST_F(AggregateTest, LimitsAndCancellationStopEveryThreadCount) {
   }
 }
 
-TEST(ReadPoolTest, RunsTasksOnItsThreadsAndDrainsOnDestruction) {
+TEST(TaskPoolTest, RunsTasksOnItsThreadsAndDrainsOnDestruction) {
   std::atomic<int> ran{0};
   std::mutex mu;
   std::set<std::thread::id> ids;
   {
-    query::ReadPool pool(2);
+    storage::TaskPool pool(2);
     EXPECT_EQ(pool.threads(), 2u);
     for (int i = 0; i < 100; ++i) {
       pool.Submit([&] {
@@ -545,7 +545,7 @@ TEST(ReadPoolTest, RunsTasksOnItsThreadsAndDrainsOnDestruction) {
   EXPECT_EQ(ran.load(), 100);
   EXPECT_EQ(ids.count(std::this_thread::get_id()), 0u);
   EXPECT_LE(ids.size(), 2u);
-  query::ReadPool none(0);
+  storage::TaskPool none(0);
   none.Submit([&] { ++ran; });  // dropped: no thread to run it
   EXPECT_EQ(ran.load(), 100);
 }

@@ -1,35 +1,46 @@
-#include "query/read_pool.h"
+#include "storage/task_pool.h"
 
 #include <utility>
 
-namespace stepdb::query {
+#include "storage/thread_name.h"
 
-ReadPool::ReadPool(uint32_t threads) {
+namespace stepdb::storage {
+
+TaskPool::TaskPool(uint32_t threads, const char* name) {
   threads_.reserve(threads);
-  for (uint32_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
+  for (uint32_t i = 0; i < threads; ++i) {
+    threads_.emplace_back([this, name] {
+      NameThisThread(name);
+      Loop();
+    });
+  }
 }
 
-ReadPool::~ReadPool() {
+TaskPool::~TaskPool() { Stop(); }
+
+void TaskPool::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  for (std::thread& t : threads_) t.join();
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
 }
 
-void ReadPool::Submit(absl::AnyInvocable<void() &&> task) {
+void TaskPool::Submit(absl::AnyInvocable<void() &&> task) {
   if (threads_.empty()) return;
   absl::MutexLock lock(&mu_);
   queue_.push_back(std::move(task));
 }
 
-void ReadPool::Loop() {
+void TaskPool::Loop() {
   for (;;) {
     absl::AnyInvocable<void() &&> task;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](ReadPool* pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool->mu_) {
+          +[](TaskPool* pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool->mu_) {
             return pool->stopping_ || !pool->queue_.empty();
           },
           this));
@@ -41,4 +52,4 @@ void ReadPool::Loop() {
   }
 }
 
-}  // namespace stepdb::query
+}  // namespace stepdb::storage
