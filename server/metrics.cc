@@ -51,6 +51,11 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
          "Bytes the open heads hold (compressed).", e.head_bytes);
   Metric(&out, "stepdb_sealed_chunks", "gauge", "Sealed chunks.",
          e.sealed_chunks);
+  Metric(&out, "stepdb_memory_used_bytes", "gauge",
+         "Bytes counted against --memory_limit_mb (heads, queued writes).",
+         e.memory_used);
+  Metric(&out, "stepdb_seals_queued", "gauge",
+         "Heads waiting to be sealed.", e.seals_queued);
   Metric(&out, "stepdb_disk_bytes", "gauge",
          "Bytes of the data directory.", e.bytes_on_disk);
   Metric(&out, "stepdb_wal_written_bytes_total", "counter",
