@@ -1574,7 +1574,9 @@ TEST_F(KernelsTest, X86V3KernelsAreUsedWhenTheCpuHasThem) {
 
 // Writes codes of the plain shape (or the fixed one, w1 == w2) for z with
 // the reference BitWriter, then unpacks them with each kernel table, from
-// every bit offset 0..7, and compares with the codes and with the reader
+// every bit offset 0..7, and compares with the codes (unpack_fixed) or
+// their integration (unpack_sum, against the integrate kernel, which the
+// next test checks against a scalar reference) and with the reader
 // position a checked BitReader reaches.
 TEST_F(KernelsTest, UnpackMatchesTheBitReader) {
   std::mt19937_64 rng(77);
@@ -1607,13 +1609,24 @@ TEST_F(KernelsTest, UnpackMatchesTheBitReader) {
       r.Skip(lead);
       const BitReader::RawState s = r.raw_state();
       internal::KernelBits bits = {s.p, s.end, s.buf, s.avail};
+      // unpack_fixed gives the codes; unpack_sum (both shapes) what
+      // integrate makes of them, with a random order, base and start.
+      const int order = static_cast<int>(rng() % 3);
+      const uint64_t base = rng(), prev = rng(), delta = rng();
+      std::vector<uint64_t> want_sum(m);
+      k.integrate(order, want.data(), m, base, prev, delta, want_sum.data());
+      const bool raw = fixed && iter % 2 == 0;
       std::vector<uint64_t> got(m + 1, ~uint64_t{0});
-      const size_t done = fixed ? k.unpack_fixed(&bits, m, w2, got.data())
-                                : k.unpack_plain(&bits, m, w1, w2, got.data());
+      const size_t done =
+          raw ? k.unpack_fixed(&bits, m, w2, got.data())
+              : k.unpack_sum(&bits, m, w1, w2, order, base, prev, delta,
+                             got.data());
       ASSERT_LE(done, m);
       EXPECT_LE(bits.p, bits.end);
       EXPECT_EQ(got[m], ~uint64_t{0});  // nothing written past m
-      for (size_t i = 0; i < done; ++i) ASSERT_EQ(got[i], want[i]) << i;
+      for (size_t i = 0; i < done; ++i) {
+        ASSERT_EQ(got[i], raw ? want[i] : want_sum[i]) << i;
+      }
       // The reader continues where the kernel stopped: the next codes and
       // then the marker.
       r.set_raw_state({bits.p, bits.end, bits.buf, bits.avail});
