@@ -272,8 +272,9 @@ void PruneOrders(const uint64_t* u, size_t n, const uint64_t* base,
   WidthHistogram hist[3] = {};
   static_assert(sizeof(hist) == 3 * 65 * sizeof(uint32_t));
   const size_t stride = (n - 2) / kPruneSamples;
-  internal::ActiveCodecKernels().sample_histograms(u, 2, stride, kPruneSamples,
-                                                   base, hist[0].data());
+  internal::ActiveCodecKernels().sample_histograms(
+      u, 2, stride, kPruneSamples, base,
+      int{want[0]} | int{want[1]} << 1 | int{want[2]} << 2, hist[0].data());
   uint64_t est[3];
   uint64_t best = std::numeric_limits<uint64_t>::max();
   for (int k = 0; k < 3; ++k) {
@@ -1177,6 +1178,15 @@ template <bool kInteger>
 bool MapDecimals(std::span<const double> values, int e, uint64_t* u,
                  std::vector<uint32_t>* exc) {
   const double pow10 = kPow10[static_cast<size_t>(e)];
+  if constexpr (!kInteger) {
+    // One vectorized pass maps every value; only a chunk with values that
+    // do not map takes the scalar path that collects them as exceptions.
+    if (internal::ActiveCodecKernels().decimal_patterns(
+            values.data(), values.size(), pow10, u) == 0) {
+      exc->clear();
+      return true;
+    }
+  }
   return MapValues(
       values,
       [pow10](double v, uint64_t* m) {
@@ -1480,16 +1490,9 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   if (h.version == kVersion3) {
     // No step or time column.
   } else if (h.regular_steps) {
-    const uint64_t delta = (summary.max_step - summary.min_step) / (n - 1);
-    uint64_t step = summary.min_step;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4, step += 4 * delta) {
-      steps[i] = step;
-      steps[i + 1] = step + delta;
-      steps[i + 2] = step + 2 * delta;
-      steps[i + 3] = step + 3 * delta;
-    }
-    for (; i < n; ++i, step += delta) steps[i] = step;
+    internal::ActiveCodecKernels().arithmetic(
+        summary.min_step, (summary.max_step - summary.min_step) / (n - 1), n,
+        steps);
   } else if (n == 1) {
     steps[0] = summary.min_step;
   } else {

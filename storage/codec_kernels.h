@@ -115,17 +115,26 @@ struct CodecKernels {
                       const uint64_t* dict, int right_bits, double* out);
 
   // Encoder helpers of the integer column code's planning.
-  // The width histograms (as width_histograms) of all three orders at
-  // `count` sample points i = first + j * stride (first >= 2), added to
-  // hist[order * 65 + width].
+  // The width histograms (as width_histograms, the orders whose bit is
+  // set in `orders`) at `count` sample points i = first + j * stride
+  // (first >= 2), added to hist[order * 65 + width].
   void (*sample_histograms)(const uint64_t* u, size_t first, size_t stride,
-                            size_t count, const uint64_t* base,
+                            size_t count, const uint64_t* base, int orders,
                             uint32_t* hist);
   // What the runs shape spends on the zero residuals of order `order` of
   // u[0, n) (the residual i, order <= i < n, is zero when the difference
   // equals base): per maximal run of r zeros, 16 bits for every full run
   // of 255 and 2 * bit_width(r % 255) for the rest.
   uint64_t (*run_bits)(const uint64_t* u, size_t n, int order, uint64_t base);
+  // The decimal value codec's mapping: u[i] = v[i] * pow10 as an int64
+  // if that is an integer i with |i| < 2^51 and i / pow10 == v[i] bit for
+  // bit (as ToDecimal in chunk_codec.cc decides it), else unspecified.
+  // Returns how many v[i] do not map.
+  size_t (*decimal_patterns)(const double* v, size_t n, double pow10,
+                             uint64_t* u);
+  // The decoder's regular step column: out[i] = first + i * delta, mod
+  // 2^64.
+  void (*arithmetic)(uint64_t first, uint64_t delta, size_t n, uint64_t* out);
 };
 
 extern const CodecKernels kPortableKernels;
