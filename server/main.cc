@@ -44,9 +44,10 @@ ABSL_FLAG(std::string, sync, "full",
           "full: acks wait for fsync of the WAL (group commit). none: acks "
           "wait for the WAL write only (a machine crash may lose them).");
 ABSL_FLAG(uint32_t, chunk_points, 1024, "Points per sealed chunk.");
-ABSL_FLAG(uint64_t, memory_limit_mb, 4096,
-          "Budget for points held in memory (open heads, queued writes), in "
-          "MiB; past half of it writers are slowed, past it refused with "
+ABSL_FLAG(uint64_t, memory_limit_mb, 2048,
+          "Budget for points held in memory (open heads as allocated, queued "
+          "writes), in MiB; past half of it the oldest heads are sealed "
+          "early and writers slowed, past it writes are refused with "
           "RESOURCE_EXHAUSTED. 0: no budget.");
 ABSL_FLAG(absl::Duration, stream_idle_timeout, absl::Minutes(10),
           "A write stream that sends no request for this long is ended with "

@@ -132,6 +132,11 @@ struct SealedStats {
 // sealed chunks. The committer thread is the only writer of the head and
 // of `last`; readers and sealing take `mu`.
 struct SeriesState {
+  // Bits of `queued`.
+  static constexpr uint8_t kSealQueued = 1;
+  static constexpr uint8_t kSealAll = 2;  // the seal takes the whole head
+  static constexpr uint8_t kMergeQueued = 4;
+
   // Constant after construction. The key prefix of the series' chunks is
   // built when needed rather than kept: a million series would hold 32
   // bytes each for it.
@@ -157,6 +162,10 @@ struct SeriesState {
   // an expiry that picked the state up before must not write for it.
   bool deleted ABSL_GUARDED_BY(mu) = false;
   bool has_last ABSL_GUARDED_BY(mu) = false;
+  // Which of the sealer's queues hold the state (kSealQueued etc.), under
+  // the engine's seal_queue_mu_: flags here rather than sets of a million
+  // pointers beside the queues (~35 MB when every head is queued).
+  uint8_t queued = 0;
   uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
   int64_t last_time_ms ABSL_GUARDED_BY(mu) = 0;
   double last_value ABSL_GUARDED_BY(mu) = 0;
@@ -978,9 +987,9 @@ class Engine::Impl {
         {
           absl::MutexLock series_lock(&state->mu);
           state->deleted = true;
-          head_bytes_.fetch_sub(state->head.size() * kPointBytes,
-                                std::memory_order_relaxed);
+          const size_t head_bytes = state->head.bytes();
           state->head.Clear();
+          CountHeadBytes(head_bytes, state->head.bytes());
           state->log_records.Clear();
           state->sealed = SealedStats();
           state->has_last = false;
@@ -1004,8 +1013,7 @@ class Engine::Impl {
     {
       absl::MutexLock lock(&seal_queue_mu_);
       for (SeriesState* state : states) {
-        seal_queued_.erase(state);
-        seal_all_.erase(state);
+        state->queued &= SeriesState::kMergeQueued;
         std::erase(seal_queue_, state);
         // Left in merge_queue_ (it can be long, and commits wait here):
         // MergeHeads skips deleted states, which stay allocated.
@@ -1126,6 +1134,10 @@ class Engine::Impl {
 
   SeriesState* State(SeriesId id) const {
     absl::ReaderMutexLock lock(&states_mu_);
+    return StateLocked(id);
+  }
+  SeriesState* StateLocked(SeriesId id) const
+      ABSL_SHARED_LOCKS_REQUIRED(states_mu_) {
     if (id == 0 || id > states_.size()) return nullptr;
     return states_[id - 1].get();
   }
@@ -1214,10 +1226,10 @@ class Engine::Impl {
         size_t keep = 0;
         if (state.has_last) keep = LowerBound(fragment.steps, sealed_to + 1);
         state.log_records.Append({seq, fragment.steps.back()});
+        const size_t head_bytes = state.head.bytes();
         state.AppendHeadLocked(AsSpan(fragment).Suffix(keep),
                                keep == 0 ? bytes : std::string_view());
-        head_bytes_.fetch_add((fragment.size() - keep) * kPointBytes,
-                              std::memory_order_relaxed);
+        CountHeadBytes(head_bytes, state.head.bytes());
         ++record.live;
         record.series.push_back(id);
       }
@@ -1810,8 +1822,8 @@ class Engine::Impl {
     std::vector<SeriesState*> full, merges;
     // Under memory pressure merging is worth its CPU at any head size.
     const bool merge_heads =
-        head_bytes_.load(std::memory_order_relaxed) / kPointBytes >=
-            options_.merge_heads_above_points ||
+        head_bytes_.load(std::memory_order_relaxed) >=
+            options_.merge_heads_above_bytes ||
         Pressure() != MemoryPressure::kNone;
     for (const Fragment& f : fragments) {
       const PointSpan& p = f.points;
@@ -1824,8 +1836,9 @@ class Engine::Impl {
         if (!f.encoded.empty()) break;
       }
       // A prepared fragment is the encoding of all of p; the head keeps it.
+      const size_t head_bytes = f.state->head.bytes();
       f.state->AppendHeadLocked(p, f.encoded);
-      head_bytes_.fetch_add(p.size() * kPointBytes, std::memory_order_relaxed);
+      CountHeadBytes(head_bytes, f.state->head.bytes());
       if (f.state->head.size() >= options_.chunk_points) {
         full.push_back(f.state);
       } else if (merge_heads && f.state->head.WantsMerge()) {
@@ -1847,12 +1860,8 @@ class Engine::Impl {
     // head log, and a seal lost in a crash leaves the records in place.
     if (!full.empty() || !merges.empty()) {
       absl::MutexLock lock(&seal_queue_mu_);
-      for (SeriesState* state : full) {
-        if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
-      }
-      for (SeriesState* state : merges) {
-        if (merge_queued_.insert(state).second) merge_queue_.push_back(state);
-      }
+      for (SeriesState* state : full) QueueLocked(state, SeriesState::kSealQueued);
+      for (SeriesState* state : merges) QueueLocked(state, SeriesState::kMergeQueued);
     }
   }
 
@@ -1863,7 +1872,9 @@ class Engine::Impl {
       absl::MutexLock lock(&state->mu);
       if (state->deleted || !state->head.WantsMerge()) continue;
       // A head that does not decode stays as it is; its seal reports it.
+      const size_t head_bytes = state->head.bytes();
       state->head.MergeSmallTail().IgnoreError();
+      CountHeadBytes(head_bytes, state->head.bytes());
     }
   }
 
@@ -1906,15 +1917,17 @@ class Engine::Impl {
         if (!seal_queue_.empty()) {
           state = seal_queue_.front();
           seal_queue_.pop_front();
-          seal_queued_.erase(state);
-          all = seal_all_.erase(state) > 0;
+          all = (state->queued & SeriesState::kSealAll) != 0;
+          state->queued &= ~(SeriesState::kSealQueued | SeriesState::kSealAll);
         } else if (!merge_queue_.empty()) {
           // A slice at a time, oldest first, so that a seal queued
           // meanwhile soon runs.
           const size_t n = std::min<size_t>(merge_queue_.size(), 4096);
           merges.assign(merge_queue_.begin(), merge_queue_.begin() + n);
           merge_queue_.erase(merge_queue_.begin(), merge_queue_.begin() + n);
-          for (SeriesState* merge : merges) merge_queued_.erase(merge);
+          for (SeriesState* merge : merges) {
+            merge->queued &= ~SeriesState::kMergeQueued;
+          }
         }
       }
       // On a clock, whatever the queues hold: a steady stream of seals or
@@ -1943,17 +1956,20 @@ class Engine::Impl {
     }
   }
 
-  // Queues a seal of every series that still pins the oldest head-log
-  // record, once that record is older than max_head_age; and, while the
-  // engine stays over its memory budget, of every non-empty head (short
-  // chunks beat refusing writes forever).
+  // Queues seals of whole heads (partial windows too), oldest head-log
+  // record first:
+  // - of the series that still pin the oldest record once it is older than
+  //   max_head_age, which bounds the log and the replay after a crash;
+  // - above half the memory budget, of the series of as many of the oldest
+  //   records as it takes to bring memory down to a quarter of it: with
+  //   many series no head fills a chunk before memory runs out, and the
+  //   oldest heads leaving in shorter chunks beats slowing writers;
+  // - over the budget on two ticks in a row (sealing is not catching up),
+  //   of every non-empty head: short chunks beat refusing writes forever.
   void QueueSealsOfOldRecords() {
-    // Over the budget on two ticks in a row (a second or more): sealing is
-    // not catching up by itself.
-    const bool over = Pressure() == MemoryPressure::kOverLimit;
-    const bool seal_heads = over && over_limit_last_tick_;
-    over_limit_last_tick_ = over;
-    if (seal_heads) {
+    const MemoryPressure pressure = Pressure();
+    const bool over = pressure == MemoryPressure::kOverLimit;
+    if (over && over_limit_last_tick_) {
       std::vector<SeriesState*> heads;
       {
         absl::ReaderMutexLock lock(&states_mu_);
@@ -1963,28 +1979,65 @@ class Engine::Impl {
           if (!state->head.empty()) heads.push_back(state.get());
         }
       }
+      QueueWholeHeadSeals(heads);
+    }
+    over_limit_last_tick_ = over;
+    uint64_t excess = 0;  // bytes of heads to seal
+    if (pressure != MemoryPressure::kNone) {
+      // Seals still queued from an earlier tick count in the memory used:
+      // the walk below waits for them rather than queue newer heads too
+      // (it also cost a third of the sealer's time when repeated).
       absl::MutexLock lock(&seal_queue_mu_);
-      for (SeriesState* state : heads) {
-        seal_all_.insert(state);
-        if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
+      if (seal_queue_.empty()) {
+        const uint64_t used = MemoryUsage();
+        excess = used - std::min(used, options_.memory_limit / 4);
       }
     }
-    std::vector<SeriesId> series;
-    {
-      absl::MutexLock lock(&log_mu_);
-      if (log_.empty() ||
-          absl::Now() - log_.begin()->second.created < options_.max_head_age) {
-        return;
+    const absl::Time now = absl::Now();
+    std::optional<uint64_t> after;  // the last record taken
+    for (;;) {
+      std::vector<SeriesId> series;
+      {
+        absl::MutexLock lock(&log_mu_);
+        auto it = after ? log_.upper_bound(*after) : log_.begin();
+        if (it == log_.end()) return;
+        const bool old = !after && now - it->second.created >= options_.max_head_age;
+        if (!old && excess == 0) return;
+        after = it->first;
+        series = it->second.series;
       }
-      series = log_.begin()->second.series;
+      std::vector<SeriesState*> states;
+      states.reserve(series.size());
+      {
+        absl::ReaderMutexLock lock(&states_mu_);
+        for (SeriesId id : series) {
+          if (SeriesState* state = StateLocked(id)) states.push_back(state);
+        }
+      }
+      for (SeriesState* state : states) {
+        absl::ReaderMutexLock series_lock(&state->mu);
+        excess -= std::min<uint64_t>(excess, state->head.bytes());
+      }
+      QueueWholeHeadSeals(states);
     }
+  }
+
+  void QueueWholeHeadSeals(const std::vector<SeriesState*>& states) {
     absl::MutexLock lock(&seal_queue_mu_);
-    for (SeriesId id : series) {
-      SeriesState* state = State(id);
-      if (state == nullptr) continue;
-      seal_all_.insert(state);  // the whole head, partial window too
-      if (seal_queued_.insert(state).second) seal_queue_.push_back(state);
+    for (SeriesState* state : states) {
+      state->queued |= SeriesState::kSealAll;
+      QueueLocked(state, SeriesState::kSealQueued);
     }
+  }
+
+  // Appends `state` to the seal queue (kSealQueued) or the merge queue
+  // (kMergeQueued) unless it is there already.
+  void QueueLocked(SeriesState* state, uint8_t queue)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_queue_mu_) {
+    if ((state->queued & queue) != 0) return;
+    state->queued |= queue;
+    (queue == SeriesState::kSealQueued ? seal_queue_ : merge_queue_)
+        .push_back(state);
   }
 
   // Seals the head of `state` into chunks cut at aligned step windows (see
@@ -2112,8 +2165,8 @@ class Engine::Impl {
       if (auto s = Write(rocksdb::WriteOptions(), &batch, "seal"); !s.ok()) {
         return s;
       }
+      CountHeadBytes(state->head.bytes(), rest.bytes());
       state->head = std::move(rest);
-      head_bytes_.fetch_sub(k * kPointBytes, std::memory_order_relaxed);
       state->log_records.EraseFirst(released_refs);
       state->sealed = sealed;
     }
@@ -2170,11 +2223,19 @@ class Engine::Impl {
   // Sealer thread only: whether the last idle tick found the engine over
   // its memory budget.
   bool over_limit_last_tick_ = false;
-  // Memory budget accounting (bytes of points; see Pressure()).
+  // Memory budget accounting (see Pressure()): the heads' allocations, as
+  // SeriesHead::bytes() counts them, and the decoded appends queued.
   std::atomic<uint64_t> head_bytes_{0};
   // A write failed and RocksDB must be resumed before the next (see Write).
   std::atomic<bool> write_failed_{false};
   std::atomic<uint64_t> queued_bytes_{0};
+
+  // Called with a head's bytes() before and after a change made under its
+  // series' lock (unsigned wrap-around subtracts when it shrank).
+  void CountHeadBytes(size_t before, size_t after) {
+    head_bytes_.fetch_add(uint64_t{after} - uint64_t{before},
+                          std::memory_order_relaxed);
+  }
 
  public:
   uint64_t MemoryUsage() const {
@@ -2286,14 +2347,11 @@ class Engine::Impl {
   LeaderCache leaders_ ABSL_GUARDED_BY(seal_mu_){65536};
   PointColumns leader_points_ ABSL_GUARDED_BY(seal_mu_);
   absl::Mutex seal_queue_mu_;
+  // Each state is at most once in each queue (SeriesState::queued).
   std::deque<SeriesState*> seal_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
-  absl::flat_hash_set<SeriesState*> seal_queued_ ABSL_GUARDED_BY(seal_queue_mu_);
-  // Queued seals that must take the whole head (old head-log records).
-  absl::flat_hash_set<SeriesState*> seal_all_ ABSL_GUARDED_BY(seal_queue_mu_);
   bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
   // Heads whose small trailing fragments are to be merged (MergeHeads).
   std::deque<SeriesState*> merge_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
-  absl::flat_hash_set<SeriesState*> merge_queued_ ABSL_GUARDED_BY(seal_queue_mu_);
 
   mutable absl::Mutex states_mu_;
   // Indexed by SeriesId - 1; entries are never removed, so pointers to

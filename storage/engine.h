@@ -54,12 +54,14 @@ struct EngineOptions {
   absl::Duration max_head_age = absl::Minutes(2);
   // Small head fragments (small write batches) are re-encoded together on
   // the sealer's thread, which shrinks them about 2-fold, only while the
-  // open heads hold at least this many points in all (16 M: about 130 MB
-  // of heads): below that, heads are a small part of memory, and merging
-  // was up to half of the sealer's CPU at 10-step batches.
-  uint64_t merge_heads_above_points = 16'000'000;
-  // Memory budget in bytes for points held in memory (open heads and
-  // appends queued for commit); 0 = none. See MemoryPressure().
+  // open heads hold at least this many bytes in all (128 MiB: about 16 M
+  // points), or under memory pressure: below that, heads are a small part
+  // of memory, and merging was up to half of the sealer's CPU at 10-step
+  // batches.
+  uint64_t merge_heads_above_bytes = 128 << 20;
+  // Memory budget in bytes for points held in memory (the open heads'
+  // allocations and the decoded appends queued for commit); 0 = none. Above
+  // half of it the oldest heads are sealed early; see MemoryPressure().
   uint64_t memory_limit = 0;
   // RocksDB's own memory, which counts in the process' RSS beside the
   // heads: all memtables of all column families together (a write buffer
@@ -84,7 +86,8 @@ struct EngineOptions {
 // How close the engine is to its memory budget.
 enum class MemoryPressure {
   kNone,    // below half of the budget (or no budget)
-  kHigh,    // above half: writers should slow down
+  kHigh,    // above half: writers should slow down; the sealer seals the
+            // oldest heads until a quarter of the budget is used
   kOverLimit,  // above the budget: writers must be refused
 };
 

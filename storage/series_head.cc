@@ -237,7 +237,7 @@ absl::Status SeriesHead::MergeSmallTail() {
   bytes_.resize(tail);
   small_tail_ = 0;
   // In pieces like any encoding here: with merges off for a while (see
-  // EngineOptions::merge_heads_above_points) the tail can be long.
+  // EngineOptions::merge_heads_above_bytes) the tail can be long.
   EncodeFragments(points.steps, points.times_ms, points.values);
   if (bytes_.capacity() > bytes_.size() + bytes_.size() / 4 + 64) {
     bytes_.shrink_to_fit();

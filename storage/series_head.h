@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "storage/chunk_codec.h"
@@ -27,12 +28,31 @@ namespace stepdb::storage {
 
 class SeriesHead {
  public:
+  SeriesHead() = default;
+  SeriesHead(const SeriesHead&) = default;
+  SeriesHead(SeriesHead&&) = default;
+  SeriesHead& operator=(const SeriesHead&) = default;
+  // Swaps rather than moves: libstdc++'s move-assignment from an inline
+  // (short) string keeps the target's heap buffer, so a head replaced by
+  // an emptied one (a seal of the whole head) kept its old allocation.
+  SeriesHead& operator=(SeriesHead&& other) noexcept {
+    bytes_.swap(other.bytes_);
+    std::swap(count_, other.count_);
+    std::swap(small_tail_at_, other.small_tail_at_);
+    std::swap(first_step_, other.first_step_);
+    std::swap(small_tail_, other.small_tail_);
+    return *this;
+  }
+
   size_t size() const { return count_; }
   bool empty() const { return count_ == 0; }
   // Precondition: !empty().
   uint64_t first_step() const { return first_step_; }
-  // Bytes held (encoded fragments and their sizes).
-  size_t bytes() const { return bytes_.capacity(); }
+  // Bytes allocated for the encoded fragments and their sizes (0 while they
+  // fit in the string object itself).
+  size_t bytes() const {
+    return bytes_.capacity() > kInlineCapacity ? bytes_.capacity() : 0;
+  }
 
   // Appends points whose steps strictly increase and follow the head's
   // last step. `fragment` is their encoding (EncodeChunkV1 of exactly these
@@ -93,6 +113,8 @@ class SeriesHead {
   // frame starts at byte `frame_at`.
   void CountFragment(size_t points, size_t frame_at);
 
+  // What a std::string holds without a heap allocation (15 in libstdc++).
+  static inline const size_t kInlineCapacity = std::string().capacity();
   std::string bytes_;  // (size: 4 bytes big-endian, fragment)*
   uint32_t count_ = 0;
   // Where the frame of the first trailing small fragment starts (when

@@ -533,7 +533,7 @@ TEST_F(EngineTest, ConcurrentWritersShareGroupCommits) {
 }
 
 // Small fragments are merged (on the sealer's thread) only once the heads
-// hold merge_heads_above_points points: with few series the merge's CPU
+// hold merge_heads_above_bytes bytes: with few series the merge's CPU
 // buys nothing worth having.
 TEST_F(EngineTest, SmallFragmentsAreMergedOnlyWhenHeadsAreLarge) {
   uint64_t head_bytes[2] = {0, 0};
@@ -543,7 +543,7 @@ TEST_F(EngineTest, SmallFragmentsAreMergedOnlyWhenHeadsAreLarge) {
     EngineOptions options;
     options.data_dir = dir.path();
     options.chunk_points = 1024;
-    options.merge_heads_above_points = merge ? 0 : UINT64_MAX;
+    options.merge_heads_above_bytes = merge ? 0 : UINT64_MAX;
     options.sync = false;  // 64 appends; durability is not the point here
     auto engine = Engine::Open(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
@@ -575,6 +575,75 @@ TEST_F(EngineTest, SmallFragmentsAreMergedOnlyWhenHeadsAreLarge) {
   }
   EXPECT_LT(head_bytes[1] * 2, head_bytes[0])
       << "merged " << head_bytes[1] << " bytes, unmerged " << head_bytes[0];
+}
+
+// Above half the memory budget the sealer moves heads out of memory, oldest
+// head-log record first, until a quarter of the budget is used: with many
+// series no head would fill a chunk before memory runs out.
+TEST_F(EngineTest, MemoryPressureSealsTheOldestHeadsFirst) {
+  constexpr int kSeries = 40;
+  constexpr uint64_t kPoints = 300;
+  std::vector<SeriesId> ids;
+  Open(1024, absl::Hours(1));  // neither full chunks nor old records
+  for (int i = 0; i < kSeries; ++i) {
+    ids.push_back(Resolve("m" + std::to_string(i)));
+    PointColumns points;  // noisy values: a few bytes a point
+    for (uint64_t s = 0; s < kPoints; ++s) {
+      points.push_back(s * S, static_cast<int64_t>(s) * 1000,
+                       std::sin(static_cast<double>(s * (i + 1))));
+    }
+    AppendOne(ids.back(), points);  // one head-log record per series
+  }
+  ASSERT_EQ(engine_->Stats().head_points, kSeries * kPoints);
+  Open(1024, absl::Hours(1));  // heads recovered as one fragment each
+  const uint64_t recovered = engine_->MemoryUsage();
+  ASSERT_EQ(recovered, engine_->Stats().head_bytes);
+
+  // Reopened with a budget the recovered heads fill to two thirds: above
+  // half of it, so heads are sealed down to a quarter of it.
+  engine_.reset();
+  EngineOptions options;
+  options.data_dir = dir_.path();
+  options.chunk_points = 1024;
+  options.max_head_age = absl::Hours(1);
+  options.memory_limit = recovered * 3 / 2;
+  auto engine = Engine::Open(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  engine_ = std::move(*engine);
+  EXPECT_EQ(engine_->Pressure(), MemoryPressure::kHigh);
+  for (int i = 0; i < 500 && engine_->Pressure() != MemoryPressure::kNone;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(engine_->Pressure(), MemoryPressure::kNone);
+  EXPECT_LE(engine_->MemoryUsage(), options.memory_limit / 4);
+
+  // Sealed whole, in record order: the oldest series are all in chunks,
+  // the newest still in memory, and nothing is lost.
+  struct Where : ChunkVisitor {
+    uint64_t sealed = 0, head = 0;
+    absl::StatusOr<bool> OnChunk(const ChunkSummary& c, ChunkLoader) override {
+      sealed += c.count;
+      return true;
+    }
+    void OnHead(const PointColumns& p) override { head += p.size(); }
+  };
+  int sealed_series = 0;
+  for (int i = 0; i < kSeries; ++i) {
+    Where where;
+    ASSERT_TRUE(engine_->Scan(ids[i], {}, where).ok());
+    EXPECT_EQ(where.sealed + where.head, kPoints);
+    EXPECT_TRUE(where.sealed == 0 || where.head == 0) << i;
+    if (where.sealed > 0) {
+      EXPECT_EQ(sealed_series, i) << "series " << i << " sealed out of order";
+      ++sealed_series;
+    }
+    EXPECT_EQ(ReadAll(ids[i]).size(), kPoints);
+  }
+  EXPECT_GE(sealed_series, kSeries / 2);
+  EXPECT_LT(sealed_series, kSeries);
+  // The budget's count is what the heads really hold: sealed heads freed.
+  EXPECT_EQ(engine_->MemoryUsage(), engine_->Stats().head_bytes);
 }
 
 TEST_F(EngineTest, CompactSealsEverything) {

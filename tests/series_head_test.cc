@@ -228,7 +228,25 @@ TEST(SeriesHeadTest, MergeTakesOnlyTheSmallTailAndEmptyingFreesTheBuffer) {
   ASSERT_EQ(head.size(), 52u);
   ASSERT_TRUE(head.DropFirst(52).ok());
   EXPECT_TRUE(head.empty());
-  EXPECT_EQ(head.bytes(), 15u);  // the empty string's inline capacity
+  EXPECT_EQ(head.bytes(), 0u);  // nothing on the heap
+}
+
+// A seal replaces a head by the head without its sealed points: when that
+// is empty, the old allocation must go with it.
+TEST(SeriesHeadTest, AssigningAnEmptiedHeadFreesTheBuffer) {
+  SeriesHead head;
+  PointColumns p;
+  for (uint64_t i = 0; i < 100; ++i) {
+    p.push_back(i * 1'000'000, static_cast<int64_t>(i * 500),
+                std::sin(static_cast<double>(i)));
+  }
+  head.Append(p.steps, p.times_ms, p.values, {});
+  ASSERT_GT(head.bytes(), 100u);
+  SeriesHead rest = head;
+  ASSERT_TRUE(rest.DropFirst(rest.size()).ok());
+  head = std::move(rest);
+  EXPECT_TRUE(head.empty());
+  EXPECT_EQ(head.bytes(), 0u);
 }
 
 // With a million heads, growth slack is memory: a head grows by about a
