@@ -194,25 +194,6 @@ uint64_t SampleMedian(const uint64_t* u, size_t n) {
 
 using WidthHistogram = std::array<uint32_t, 65>;
 
-// What the runs shape spends on the zero residuals of order K (the "0" +
-// gamma codes).
-template <int K>
-uint64_t RunBits(const uint64_t* u, size_t n, uint64_t base) {
-  // Branch-free: whether a residual is zero is data. A run of r costs
-  // 1 + GammaBits(r) = 2 * Width(r) bits; runs are cut at kMaxRun.
-  uint64_t run_bits = 0;
-  uint64_t run = 0;
-  for (size_t i = K; i < n; ++i) {
-    const uint64_t zero = Diff<K>(u, i) == base ? 1 : 0;
-    run_bits += (1 - zero) * static_cast<uint64_t>(2 * Width(run));
-    run = (run + 1) * zero;
-    const uint64_t full = run == kMaxRun ? 1 : 0;
-    run_bits += full * static_cast<uint64_t>(2 * Width(kMaxRun));
-    run &= full - 1;
-  }
-  return run_bits + static_cast<uint64_t>(2 * Width(run));
-}
-
 // Sizes `plan` (order and base already set) from the width histogram of its
 // m residuals: picks the shape and widths. `fixed_bits` is what the column
 // spends besides the residual codes.
@@ -227,9 +208,10 @@ void SizeResiduals(const uint64_t* u, size_t n, const WidthHistogram& hist,
   const uint64_t zeros = hist[0];
   uint64_t run_bits = std::numeric_limits<uint64_t>::max() / 4;
   if (zeros != 0 && 2 + m - zeros < zeros * (1 + top_w1)) {
-    run_bits = WithOrder(plan->order, [&](auto k) {
-      return RunBits<decltype(k)::value>(u, n, plan->base);
-    });
+    // What the runs shape spends on the zero residuals (the "0" + gamma
+    // codes).
+    run_bits = internal::ActiveCodecKernels().run_bits(u, n, plan->order,
+                                                       plan->base);
   }
   uint64_t le = 0;     // residuals of width <= w1
   uint64_t le_nz = 0;  // nonzero ones among them
@@ -288,13 +270,11 @@ void PruneOrders(const uint64_t* u, size_t n, const uint64_t* base,
                  bool* want) {
   if (n < kPruneMinPoints || int{want[0]} + want[1] + want[2] < 2) return;
   WidthHistogram hist[3] = {};
+  static_assert(sizeof(hist) == 3 * 65 * sizeof(uint32_t));
   const size_t stride = (n - 2) / kPruneSamples;
-  for (size_t j = 0; j < kPruneSamples; ++j) {
-    const size_t i = 2 + j * stride;
-    ++hist[0][Width(ZigZag(u[i] - base[0]))];
-    ++hist[1][Width(ZigZag(Diff<1>(u, i) - base[1]))];
-    ++hist[2][Width(ZigZag(Diff<2>(u, i) - base[2]))];
-  }
+  internal::ActiveCodecKernels().sample_histograms(
+      u, 2, stride, kPruneSamples, base,
+      int{want[0]} | int{want[1]} << 1 | int{want[2]} << 2, hist[0].data());
   uint64_t est[3];
   uint64_t best = std::numeric_limits<uint64_t>::max();
   for (int k = 0; k < 3; ++k) {
@@ -478,14 +458,10 @@ internal::KernelBits ToKernel(const BitReader::RawState& s) {
   return {s.p, s.end, s.buf, s.avail};
 }
 
-// Fixed shape: every residual in w bits, 1 <= w <= 55. z[0, m).
-void ReadFixed(BitReader* reader, size_t m, int w, uint64_t* __restrict z) {
-  size_t i = 0;
-  if (reader->ok()) {
-    internal::KernelBits k = ToKernel(reader->raw_state());
-    i = internal::ActiveCodecKernels().unpack_fixed(&k, m, w, z);
-    reader->set_raw_state(ToRaw(k));
-  }
+// Fixed shape, the codes [i, m) with the checked reader (the rest of a
+// column whose bulk a kernel unpacked).
+void ReadFixedRest(BitReader* reader, size_t i, size_t m, int w,
+                   uint64_t* __restrict z) {
   BitReader r = *reader;
   for (; i < m; ++i) {
     r.Ensure(w);
@@ -495,16 +471,21 @@ void ReadFixed(BitReader* reader, size_t m, int w, uint64_t* __restrict z) {
   *reader = r;
 }
 
-// Plain shape with w1 <= w2 <= 55: peeks the longer code and picks,
-// branch-free.
-void ReadPlainNarrow(BitReader* reader, size_t m, int w1, int w2,
-                     uint64_t* __restrict z) {
+// Fixed shape: every residual in w bits, 1 <= w <= 55. z[0, m).
+void ReadFixed(BitReader* reader, size_t m, int w, uint64_t* __restrict z) {
   size_t i = 0;
   if (reader->ok()) {
     internal::KernelBits k = ToKernel(reader->raw_state());
-    i = internal::ActiveCodecKernels().unpack_plain(&k, m, w1, w2, z);
+    i = internal::ActiveCodecKernels().unpack_fixed(&k, m, w, z);
     reader->set_raw_state(ToRaw(k));
   }
+  ReadFixedRest(reader, i, m, w, z);
+}
+
+// Plain shape with w1 <= w2 <= 55, the codes [i, m): peeks the longer code
+// and picks, branch-free.
+void ReadPlainNarrowRest(BitReader* reader, size_t i, size_t m, int w1,
+                         int w2, uint64_t* __restrict z) {
   BitReader r = *reader;
   const int w1p = w1 + 1;
   const int w2p = w2 + 1;
@@ -625,19 +606,37 @@ bool ReadInts(BitReader* r, size_t n, bool first_known, uint64_t first,
   const size_t k = static_cast<size_t>(order);
   const size_t m = n - k;
   uint64_t* const z = u + k;
-  bool ok = true;
-  if (runs) {
-    ok = ReadRuns(r, m, w1, w2, z);
-  } else if (w1 == w2 && w2 >= 1 && w2 <= kMaxW1) {
-    ReadFixed(r, m, w2, z);
-  } else if (w2 <= kMaxW1 && w1 <= w2) {
-    ReadPlainNarrow(r, m, w1, w2, z);
-  } else {
-    ReadPlain(r, m, w1, w2, z);
-  }
-  if (!ok) return false;
   const internal::CodecKernels& kernels = internal::ActiveCodecKernels();
-  kernels.integrate(order, z, m, base, order == 2 ? u0 + d1 : u0, d1, z);
+  if (!runs && w2 <= kMaxW1 && w1 <= w2 && w2 >= 1) {
+    // The plain and fixed shapes (w1 == w2 >= 1) of the common widths:
+    // unpacked and integrated in one kernel pass; the last codes (within 8
+    // bytes of the input's end) with the checked reader, integrated from
+    // where the kernel stopped.
+    size_t done = 0;
+    if (r->ok()) {
+      internal::KernelBits bits = ToKernel(r->raw_state());
+      done = kernels.unpack_sum(&bits, m, w1, w2, order, base,
+                                order == 2 ? u0 + d1 : u0, d1, z);
+      r->set_raw_state(ToRaw(bits));
+    }
+    if (w1 == w2) {
+      ReadFixedRest(r, done, m, w2, z);
+    } else {
+      ReadPlainNarrowRest(r, done, m, w1, w2, z);
+    }
+    // u[k + done - 1] and the delta before it exist for order >= 1 (u[0],
+    // u[1] are set above); order 0 needs neither.
+    const uint64_t prev = order >= 1 ? u[k + done - 1] : 0;
+    const uint64_t delta = order == 2 ? prev - u[k + done - 2] : 0;
+    kernels.integrate(order, z + done, m - done, base, prev, delta, z + done);
+  } else {
+    if (runs) {
+      if (!ReadRuns(r, m, w1, w2, z)) return false;
+    } else {
+      ReadPlain(r, m, w1, w2, z);
+    }
+    kernels.integrate(order, z, m, base, order == 2 ? u0 + d1 : u0, d1, z);
+  }
   switch (out.kind) {
     case IntOutput::kU64:
       break;
@@ -1179,6 +1178,15 @@ template <bool kInteger>
 bool MapDecimals(std::span<const double> values, int e, uint64_t* u,
                  std::vector<uint32_t>* exc) {
   const double pow10 = kPow10[static_cast<size_t>(e)];
+  if constexpr (!kInteger) {
+    // One vectorized pass maps every value; only a chunk with values that
+    // do not map takes the scalar path that collects them as exceptions.
+    if (internal::ActiveCodecKernels().decimal_patterns(
+            values.data(), values.size(), pow10, u) == 0) {
+      exc->clear();
+      return true;
+    }
+  }
   return MapValues(
       values,
       [pow10](double v, uint64_t* m) {
@@ -1482,16 +1490,9 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   if (h.version == kVersion3) {
     // No step or time column.
   } else if (h.regular_steps) {
-    const uint64_t delta = (summary.max_step - summary.min_step) / (n - 1);
-    uint64_t step = summary.min_step;
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4, step += 4 * delta) {
-      steps[i] = step;
-      steps[i + 1] = step + delta;
-      steps[i + 2] = step + 2 * delta;
-      steps[i + 3] = step + 3 * delta;
-    }
-    for (; i < n; ++i, step += delta) steps[i] = step;
+    internal::ActiveCodecKernels().arithmetic(
+        summary.min_step, (summary.max_step - summary.min_step) / (n - 1), n,
+        steps);
   } else if (n == 1) {
     steps[0] = summary.min_step;
   } else {

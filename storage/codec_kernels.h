@@ -43,14 +43,19 @@ struct CodecKernels {
   const char* name;
 
   // Unpack the codes of the integer column code's fixed shape (every code
-  // w bits, 1 <= w <= 55) or plain shape (flag bit, then w1 or w2 bits;
-  // w1 <= w2 <= 55) into z[0, m), the zigzagged residuals, for as long as
-  // the input has at least 8 bytes left (no reads past bits->end). Return
-  // how many codes they unpacked (0..m); the caller finishes the rest with
-  // a checked reader from the updated *bits.
+  // w bits, 1 <= w <= 55) into z[0, m) for as long as the input has at
+  // least 8 bytes left (no reads past bits->end). Return how many codes
+  // they unpacked (0..m); the caller finishes the rest with a checked
+  // reader from the updated *bits.
   size_t (*unpack_fixed)(KernelBits* bits, size_t m, int w, uint64_t* z);
-  size_t (*unpack_plain)(KernelBits* bits, size_t m, int w1, int w2,
-                         uint64_t* z);
+  // The same for a column's residual codes, plain shape (flag bit, then w1
+  // or w2 bits; w1 < w2 <= 55) or fixed shape (w1 == w2 >= 1), undoing
+  // the column transform on the way: dst[i] is what `integrate` makes of
+  // the codes (same order, base, prev and delta). One pass instead of
+  // unpack_fixed and integrate, in blocks that stay in L1.
+  size_t (*unpack_sum)(KernelBits* bits, size_t m, int w1, int w2, int order,
+                       uint64_t base, uint64_t prev, uint64_t delta,
+                       uint64_t* dst);
 
   // Undoes the column transform: dst[i] = the order-`order` (0..2)
   // integral of UnZigZag(z[i]) + base, continuing from `prev` (value i - 1)
@@ -108,6 +113,28 @@ struct CodecKernels {
   // Preconditions: right[i] < 2^right_bits, 1 <= right_bits <= 63.
   void (*alp_rd_join)(const uint64_t* idx, const uint64_t* right, size_t n,
                       const uint64_t* dict, int right_bits, double* out);
+
+  // Encoder helpers of the integer column code's planning.
+  // The width histograms (as width_histograms, the orders whose bit is
+  // set in `orders`) at `count` sample points i = first + j * stride
+  // (first >= 2), added to hist[order * 65 + width].
+  void (*sample_histograms)(const uint64_t* u, size_t first, size_t stride,
+                            size_t count, const uint64_t* base, int orders,
+                            uint32_t* hist);
+  // What the runs shape spends on the zero residuals of order `order` of
+  // u[0, n) (the residual i, order <= i < n, is zero when the difference
+  // equals base): per maximal run of r zeros, 16 bits for every full run
+  // of 255 and 2 * bit_width(r % 255) for the rest.
+  uint64_t (*run_bits)(const uint64_t* u, size_t n, int order, uint64_t base);
+  // The decimal value codec's mapping: u[i] = v[i] * pow10 as an int64
+  // if that is an integer i with |i| < 2^51 and i / pow10 == v[i] bit for
+  // bit (as ToDecimal in chunk_codec.cc decides it), else unspecified.
+  // Returns how many v[i] do not map.
+  size_t (*decimal_patterns)(const double* v, size_t n, double pow10,
+                             uint64_t* u);
+  // The decoder's regular step column: out[i] = first + i * delta, mod
+  // 2^64.
+  void (*arithmetic)(uint64_t first, uint64_t delta, size_t n, uint64_t* out);
 };
 
 extern const CodecKernels kPortableKernels;

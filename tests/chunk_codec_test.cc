@@ -1574,7 +1574,9 @@ TEST_F(KernelsTest, X86V3KernelsAreUsedWhenTheCpuHasThem) {
 
 // Writes codes of the plain shape (or the fixed one, w1 == w2) for z with
 // the reference BitWriter, then unpacks them with each kernel table, from
-// every bit offset 0..7, and compares with the codes and with the reader
+// every bit offset 0..7, and compares with the codes (unpack_fixed) or
+// their integration (unpack_sum, against the integrate kernel, which the
+// next test checks against a scalar reference) and with the reader
 // position a checked BitReader reaches.
 TEST_F(KernelsTest, UnpackMatchesTheBitReader) {
   std::mt19937_64 rng(77);
@@ -1607,13 +1609,24 @@ TEST_F(KernelsTest, UnpackMatchesTheBitReader) {
       r.Skip(lead);
       const BitReader::RawState s = r.raw_state();
       internal::KernelBits bits = {s.p, s.end, s.buf, s.avail};
+      // unpack_fixed gives the codes; unpack_sum (both shapes) what
+      // integrate makes of them, with a random order, base and start.
+      const int order = static_cast<int>(rng() % 3);
+      const uint64_t base = rng(), prev = rng(), delta = rng();
+      std::vector<uint64_t> want_sum(m);
+      k.integrate(order, want.data(), m, base, prev, delta, want_sum.data());
+      const bool raw = fixed && iter % 2 == 0;
       std::vector<uint64_t> got(m + 1, ~uint64_t{0});
-      const size_t done = fixed ? k.unpack_fixed(&bits, m, w2, got.data())
-                                : k.unpack_plain(&bits, m, w1, w2, got.data());
+      const size_t done =
+          raw ? k.unpack_fixed(&bits, m, w2, got.data())
+              : k.unpack_sum(&bits, m, w1, w2, order, base, prev, delta,
+                             got.data());
       ASSERT_LE(done, m);
       EXPECT_LE(bits.p, bits.end);
       EXPECT_EQ(got[m], ~uint64_t{0});  // nothing written past m
-      for (size_t i = 0; i < done; ++i) ASSERT_EQ(got[i], want[i]) << i;
+      for (size_t i = 0; i < done; ++i) {
+        ASSERT_EQ(got[i], raw ? want[i] : want_sum[i]) << i;
+      }
       // The reader continues where the kernel stopped: the next codes and
       // then the marker.
       r.set_raw_state({bits.p, bits.end, bits.buf, bits.avail});
@@ -1758,6 +1771,131 @@ TEST_F(KernelsTest, AlpRdSplitAndJoinMatchScalarReference) {
       for (size_t i = 0; i < n; ++i) {
         ASSERT_EQ(Bits(out[i]), dict[0] << right_bits | right[i]);
       }
+    }
+  }
+}
+
+// The encoder's planning kernels against plain scalar references: the
+// width histograms at sample points, the runs shape's run-length bits, the
+// decimal mapping, and the regular step column.
+TEST_F(KernelsTest, EncoderKernelsMatchScalarReference) {
+  std::mt19937_64 rng(81);
+  const auto width = [](uint64_t v) { return std::bit_width(v); };
+  const auto zigzag = [](uint64_t v) {
+    return (v << 1) ^ static_cast<uint64_t>(static_cast<int64_t>(v) >> 63);
+  };
+  for (const std::string& name : RunnableKernels()) {
+    ASSERT_TRUE(internal::UseCodecKernelsForTesting(name.c_str()));
+    const internal::CodecKernels& k = internal::ActiveCodecKernels();
+    SCOPED_TRACE(name);
+    for (int iter = 0; iter < 300; ++iter) {
+      const size_t n = 1 + rng() % 700;
+      // Columns with long and short runs of equal differences (zero
+      // residuals) and some noise of every width.
+      std::vector<uint64_t> u(n);
+      uint64_t v = rng(), d = rng() % 100;
+      for (size_t i = 0; i < n; ++i) {
+        // Every 11th column is regular: runs longer than 255.
+        const int kind = iter % 11 == 0 ? 2 : static_cast<int>(rng() % 16);
+        if (kind == 0) d = rng() >> (rng() % 64);
+        if (kind == 1) v += rng() % 7;
+        if (iter % 7 == 0 && rng() % 3 == 0) v = rng();
+        u[i] = v += d;
+      }
+      const uint64_t base[3] = {iter % 5 == 0 ? rng() : u[n / 2], d, 0};
+      const int orders = 1 + static_cast<int>(rng() % 7);
+      // Histograms at sample points.
+      if (n >= 3) {
+        const size_t first = 2 + rng() % 3;
+        const size_t stride = 1 + rng() % 4;
+        const size_t count = first < n ? (n - 1 - first) / stride + 1 : 0;
+        std::vector<uint32_t> got(3 * 65, 1), want(3 * 65, 1);
+        k.sample_histograms(u.data(), first, stride, count, base, orders,
+                            got.data());
+        for (size_t j = 0; j < count; ++j) {
+          const size_t i = first + j * stride;
+          const uint64_t d1 = u[i] - u[i - 1];
+          const uint64_t d2 = d1 - (u[i - 1] - u[i - 2]);
+          const uint64_t r[3] = {u[i], d1, d2};
+          for (int o = 0; o < 3; ++o) {
+            if ((orders >> o & 1) != 0) {
+              ++want[o * 65 + width(zigzag(r[o] - base[o]))];
+            }
+          }
+        }
+        ASSERT_EQ(got, want) << "n " << n << " orders " << orders;
+      }
+      // Run-length bits: a running count, cut at 255.
+      for (int order = 0; order <= 2 && static_cast<size_t>(order) < n;
+           ++order) {
+        uint64_t want = 0, run = 0;
+        for (size_t i = order; i < n; ++i) {
+          uint64_t diff = u[i];
+          if (order >= 1) diff = u[i] - u[i - 1];
+          if (order == 2) diff -= u[i - 1] - u[i - 2];
+          if (diff == base[order]) {
+            if (++run == 255) {
+              want += 16;
+              run = 0;
+            }
+          } else {
+            want += 2 * width(run);
+            run = 0;
+          }
+        }
+        want += 2 * width(run);
+        ASSERT_EQ(k.run_bits(u.data(), n, order, base[order]), want)
+            << "n " << n << " order " << order;
+      }
+      // Regular steps.
+      std::vector<uint64_t> steps(n + 1, 7);
+      k.arithmetic(u[0], d, n, steps.data());
+      for (size_t i = 0; i < n; ++i) ASSERT_EQ(steps[i], u[0] + i * d);
+      EXPECT_EQ(steps[n], 7u);
+    }
+    // Decimals: values of 0-3 decimals, float32 and real doubles, huge and
+    // special values; a mapped value is the integer of the scalar rule.
+    for (int e = 1; e <= 10; ++e) {
+      const double pow10 = std::pow(10.0, e);
+      std::vector<double> v = {0.0, -0.0, 1e300, -1e300, 2.5e15, 1e-300,
+                               std::numeric_limits<double>::infinity(),
+                               std::numeric_limits<double>::quiet_NaN(),
+                               std::numeric_limits<double>::denorm_min()};
+      for (int j = 0; j < 300; ++j) {
+        const int64_t i = static_cast<int64_t>(rng() % 2000001) - 1000000;
+        switch (j % 4) {
+          case 0:
+            v.push_back(static_cast<double>(i) / pow10);
+            break;
+          case 1:
+            v.push_back(static_cast<double>(i) / 10.0);
+            break;
+          case 2:
+            v.push_back(static_cast<float>(static_cast<double>(i) / 7.0));
+            break;
+          default:
+            v.push_back(std::bit_cast<double>(rng()));
+            break;
+        }
+      }
+      std::vector<uint64_t> got(v.size() + 1, 5);
+      const size_t misses =
+          k.decimal_patterns(v.data(), v.size(), pow10, got.data());
+      size_t want_misses = 0;
+      for (size_t j = 0; j < v.size(); ++j) {
+        const double scaled = v[j] * pow10;
+        const bool in_range = std::fabs(scaled) < 2251799813685248.0;
+        const int64_t i =
+            in_range ? static_cast<int64_t>(std::nearbyint(scaled)) : 0;
+        const bool hit = in_range && Bits(static_cast<double>(i) / pow10) ==
+                                         Bits(v[j]);
+        want_misses += hit ? 0 : 1;
+        if (hit) {
+          ASSERT_EQ(got[j], static_cast<uint64_t>(i)) << e << " " << v[j];
+        }
+      }
+      EXPECT_EQ(misses, want_misses) << "e " << e;
+      EXPECT_EQ(got[v.size()], 5u);
     }
   }
 }
