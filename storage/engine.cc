@@ -80,9 +80,6 @@ constexpr size_t kMaxGroupSeries = 1 << 18;
 // What one point costs in memory as the budget counts it: step, time, value.
 constexpr uint64_t kPointBytes = 24;
 
-// Heads sealed in one RocksDB write (Engine::Impl::SealMany).
-constexpr size_t kSealBatch = 256;
-
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;
   std::error_code ec;
@@ -830,14 +827,10 @@ class Engine::Impl {
         if (state != nullptr) all.push_back(state.get());
       }
     }
-    std::vector<std::pair<SeriesState*, bool>> seals;
-    for (size_t i = 0; i < all.size(); ++i) {
-      seals.emplace_back(all[i], /*all=*/true);
-      if (seals.size() < kSealBatch && i + 1 < all.size()) continue;
-      auto sealed = SealMany(seals);
+    for (SeriesState* state : all) {
+      auto sealed = Seal(state, /*all=*/true);
       if (!sealed.ok()) return sealed.status();
       result.chunks_sealed += *sealed;
-      seals.clear();
     }
     rocksdb::FlushOptions flush;
     if (auto s = db_->Flush(flush, families_); !s.ok()) {
@@ -1910,9 +1903,9 @@ class Engine::Impl {
   void SealLoop() {
     uint64_t seal_failures = 0;  // in a row
     absl::Time next_record_check = absl::Now();
-    std::vector<std::pair<SeriesState*, bool>> seals;
     for (;;) {
-      seals.clear();
+      SeriesState* state = nullptr;
+      bool all = false;
       std::vector<SeriesState*> merges;
       {
         absl::MutexLock lock(&seal_queue_mu_);
@@ -1926,13 +1919,12 @@ class Engine::Impl {
                 this),
             absl::Seconds(1));
         if (sealer_stopping_) return;
-        while (!seal_queue_.empty() && seals.size() < kSealBatch) {
-          SeriesState* state = seal_queue_.front();
+        if (!seal_queue_.empty()) {
+          state = seal_queue_.front();
           seal_queue_.pop_front();
-          seals.emplace_back(state, (state->queued & SeriesState::kSealAll) != 0);
+          all = (state->queued & SeriesState::kSealAll) != 0;
           state->queued &= ~(SeriesState::kSealQueued | SeriesState::kSealAll);
-        }
-        if (seals.empty() && !merge_queue_.empty()) {
+        } else if (!merge_queue_.empty()) {
           // A slice at a time, oldest first, so that a seal queued
           // meanwhile soon runs.
           const size_t n = std::min<size_t>(merge_queue_.size(), 4096);
@@ -1943,29 +1935,27 @@ class Engine::Impl {
           }
         }
       }
-      // On a clock, whatever the queues hold: a steady stream of seals or
-      // merges must not hold off the age and memory-budget checks.
-      if (const absl::Time now = absl::Now(); now >= next_record_check) {
-        QueueSealsOfOldRecords();
-        next_record_check = now + absl::Seconds(1);
-      }
-      if (!merges.empty()) {
-        MergeHeads(merges);
-        continue;
-      }
-      if (seals.empty()) continue;
-      if (auto s = SealMany(seals); !s.ok()) {
-        // The heads stay durable in the head log; a later append retries.
+      if (!merges.empty()) MergeHeads(merges);
+      if (absl::Status s =
+              state == nullptr ? absl::OkStatus() : Seal(state, all).status();
+          !s.ok()) {
+        // The head stays durable in the head log; a later append retries.
         // One line per outage, not per series (a full disk fails them all).
         if (seal_failures++ == 0) {
-          fprintf(stderr, "stepdb: seal of series %u (and %zu more) failed: %s\n",
-                  seals.front().first->id, seals.size() - 1,
-                  std::string(s.status().message()).c_str());
+          fprintf(stderr, "stepdb: seal of series %u failed: %s\n", state->id,
+                  std::string(s.message()).c_str());
         }
       } else if (seal_failures > 0) {
         fprintf(stderr, "stepdb: seals succeed again after %llu failed\n",
                 static_cast<unsigned long long>(seal_failures));
         seal_failures = 0;
+      }
+      // On a clock, whatever the queues hold: a steady stream of seals or
+      // merges must not hold off the age and memory-budget checks. After
+      // the seal taken above, so that its head no longer counts.
+      if (const absl::Time now = absl::Now(); now >= next_record_check) {
+        QueueSealsOfOldRecords();
+        next_record_check = now + absl::Seconds(1);
       }
     }
   }
@@ -2002,9 +1992,11 @@ class Engine::Impl {
       // the walk below waits for them rather than queue newer heads too
       // (it also cost a third of the sealer's time when repeated).
       absl::MutexLock lock(&seal_queue_mu_);
-      if (seal_queue_.empty()) {
+      if (seal_queue_.empty() && options_.seal_under_pressure) {
+        // Only heads can be sealed away (not the queued appends).
         const uint64_t used = MemoryUsage();
-        excess = used - std::min(used, options_.memory_limit / 4);
+        excess = std::min(head_bytes_.load(std::memory_order_relaxed),
+                          used - std::min(used, options_.memory_limit / 4));
       }
     }
     const absl::Time now = absl::Now();
@@ -2028,20 +2020,27 @@ class Engine::Impl {
           if (SeriesState* state = StateLocked(id)) states.push_back(state);
         }
       }
-      for (SeriesState* state : states) {
+      // A series in several records counts (and is queued) once.
+      for (SeriesState* state : QueueWholeHeadSeals(states)) {
         absl::ReaderMutexLock series_lock(&state->mu);
         excess -= std::min<uint64_t>(excess, state->head.bytes());
       }
-      QueueWholeHeadSeals(states);
     }
   }
 
-  void QueueWholeHeadSeals(const std::vector<SeriesState*>& states) {
+  // Queues whole-head seals of `states`; returns those not queued so
+  // before.
+  std::vector<SeriesState*> QueueWholeHeadSeals(
+      const std::vector<SeriesState*>& states) {
+    std::vector<SeriesState*> queued;
     absl::MutexLock lock(&seal_queue_mu_);
     for (SeriesState* state : states) {
+      if ((state->queued & SeriesState::kSealAll) != 0) continue;
       state->queued |= SeriesState::kSealAll;
       QueueLocked(state, SeriesState::kSealQueued);
+      queued.push_back(state);
     }
+    return queued;
   }
 
   // Appends `state` to the seal queue (kSealQueued) or the merge queue
@@ -2054,127 +2053,29 @@ class Engine::Impl {
         .push_back(state);
   }
 
-  // One series' part of a batched seal (SealMany).
-  struct SealPlan {
-    SeriesState* state = nullptr;
-    PointColumns head;      // a copy of the head when planned
-    size_t points = 0;      // sealed: the first `points` of the head
-    size_t released_refs = 0;  // head-log references sealed to their end
-    SealedStats sealed;     // the stats after the seal
-    uint64_t chunks = 0;
-  };
-
-  // Seals the head of `state`; see SealMany.
+  // Seals the head of `state` into chunks cut at aligned step windows (see
+  // ChunkWindow; at most 2 * chunk_points points each) and releases the
+  // head-log records no longer needed, atomically. Unless `all`, only whole
+  // windows are sealed: the points of the window the head ends in stay, so
+  // that the next seal continues that window. Returns the chunk count.
+  // Encoding works on a copy, so neither reads nor the committer wait for
+  // it; only the write and the head swap hold the series mutex.
   absl::StatusOr<uint64_t> Seal(SeriesState* state, bool all)
       ABSL_LOCKS_EXCLUDED(seal_mu_) {
-    const std::pair<SeriesState*, bool> one[] = {{state, all}};
-    return SealMany(one);
-  }
-
-  // Seals the heads of `seals` (state, all) into chunks cut at aligned step
-  // windows (see ChunkWindow; at most 2 * chunk_points points each) and
-  // releases the head-log records no longer needed, in one atomic RocksDB
-  // write: a write per series kept the sealer waiting behind the commit
-  // path's fsyncs (~30 k seals/s, where a million small heads under memory
-  // pressure need far more). Unless `all`, only whole windows are sealed:
-  // the points of the window the head ends in stay, so that the next seal
-  // continues that window. Returns the chunk count. Encoding works on
-  // copies, so neither reads nor the committer wait for it; only the write
-  // and the head swaps hold the series mutexes.
-  absl::StatusOr<uint64_t> SealMany(
-      std::span<const std::pair<SeriesState*, bool>> seals)
-      ABSL_LOCKS_EXCLUDED(seal_mu_) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    // One seal at a time (the sealer thread and Compact): the head prefixes
-    // copied below stay the heads' prefixes, as the committer only appends.
+    // One seal at a time (the sealer thread and Compact): the head prefix
+    // copied below stays the head's prefix, as the committer only appends.
     absl::MutexLock seal_lock(&seal_mu_);
-    rocksdb::WriteBatch batch;
-    std::vector<SealPlan> plans;
-    plans.reserve(seals.size());
-    absl::flat_hash_map<uint64_t, uint32_t> released;  // record -> entries
-    pending_leaders_.clear();
-    for (const auto& [state, all] : seals) {
-      SealPlan& plan = plans.emplace_back();
-      plan.state = state;
-      if (auto s = PlanSeal(all, &plan, &batch, &released); !s.ok()) return s;
-      if (plan.points == 0) plans.pop_back();
-    }
-    pending_leaders_.clear();  // their spans point into the plans
-    if (plans.empty()) return 0;
-    // Records of fragments sealed to their end. Those that no series needs
-    // once this seal lands are deleted in the same atomic batch. Records
-    // never gain entries and seals are serialized, so the counts read here
-    // still hold at the write.
-    {
-      absl::MutexLock lock(&log_mu_);
-      for (const auto& [seq, n] : released) {
-        auto it = log_.find(seq);
-        if (it != log_.end() && it->second.live == n) {
-          std::string key;
-          AppendBigEndian64(seq, &key);
-          batch.Delete(head_log_cf_, key);
-        }
-      }
-    }
-    // The heads without the sealed points (and with whatever the committer
-    // appended since the copies), made before the write so that the chunks
-    // are never written while their points stay in the heads.
-    // Locked in id order: one order for every batch (the seals are
-    // serialized anyway; other threads hold one series mutex at a time).
-    std::sort(plans.begin(), plans.end(),
-              [](const SealPlan& a, const SealPlan& b) {
-                return a.state->id < b.state->id;
-              });
-    std::vector<std::unique_ptr<absl::MutexLock>> locks;
-    locks.reserve(plans.size());
-    std::vector<SeriesHead> rests;
-    rests.reserve(plans.size());
-    for (const SealPlan& plan : plans) {
-      locks.push_back(std::make_unique<absl::MutexLock>(&plan.state->mu));
-      SeriesHead& rest = rests.emplace_back(plan.state->head);
-      if (auto s = rest.DropFirst(plan.points); !s.ok()) return s;
-    }
-    // No fsync needed: losing this write in a crash leaves the head log.
-    if (auto s = Write(rocksdb::WriteOptions(), &batch, "seal"); !s.ok()) {
-      return s;
-    }
-    uint64_t chunks = 0;
-    for (size_t i = 0; i < plans.size(); ++i) {
-      SeriesState& state = *plans[i].state;
-      CountHeadBytes(state.head.bytes(), rests[i].bytes());
-      state.head = std::move(rests[i]);
-      state.log_records.EraseFirst(plans[i].released_refs);
-      state.sealed = plans[i].sealed;
-      chunks += plans[i].chunks;
-    }
-    locks.clear();
-    absl::MutexLock log_lock(&log_mu_);
-    for (const auto& [seq, n] : released) {
-      auto it = log_.find(seq);
-      if (it == log_.end()) continue;
-      it->second.live -= n;
-      if (it->second.live == 0) log_.erase(it);
-    }
-    return chunks;
-  }
-
-  // Plans the seal of plan->state (see SealMany): copies its head, puts its
-  // chunks, rollups and sealed stats into *batch and counts the head-log
-  // entries it releases into *released. plan->points stays 0 when there is
-  // nothing to seal.
-  absl::Status PlanSeal(bool all, SealPlan* plan, rocksdb::WriteBatch* batch,
-                        absl::flat_hash_map<uint64_t, uint32_t>* released)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_mu_) {
-    SeriesState* const state = plan->state;
-    PointColumns& head = plan->head;
+    PointColumns head;
     std::vector<LogRefs::Ref> records;
+    SealedStats sealed;
     {
       absl::ReaderMutexLock lock(&state->mu);
-      if (state->deleted) return absl::OkStatus();  // queued before deletion
+      if (state->deleted) return 0;  // queued before its deletion
       if (auto s = state->head.Decode(&head); !s.ok()) return s;
       records = state->log_records.ToVector();
-      plan->sealed = state->sealed;
+      sealed = state->sealed;
     }
-    if (head.empty()) return absl::OkStatus();
+    if (head.empty()) return 0;
     const uint64_t window = ChunkWindow(head.steps, options_.chunk_points);
     size_t k = head.size();
     if (!all) {
@@ -2182,11 +2083,13 @@ class Engine::Impl {
       // A head that never completes a window (irregular steps) is sealed
       // whole once it holds two chunks' worth.
       if (k == 0 && head.size() >= 2 * options_.chunk_points) k = head.size();
-      if (k == 0) return absl::OkStatus();
+      if (k == 0) return 0;
     }
+    rocksdb::WriteBatch batch;
     std::string encoded;
     const std::string data_prefix = state->DataPrefix();
     std::vector<RollupPiece> pieces;
+    uint64_t chunks = 0;
     const size_t max_points =
         std::min(2 * options_.chunk_points, kMaxChunkPoints);
     const std::optional<SeriesKey> series_key = index_.KeyOf(state->id);
@@ -2196,6 +2099,8 @@ class Engine::Impl {
             : ColumnGroupKey(
                   std::string_view(data_prefix).substr(0, 8),
                   series_key->labels);
+    // Chunks stored with their own columns, for leaders_ once written.
+    std::vector<std::pair<uint64_t, uint64_t>> new_leaders;  // step, hash
     for (size_t begin = 0; begin < k;) {
       const uint64_t window_index = head.steps[begin] / window;
       size_t end = begin + 1;
@@ -2208,8 +2113,6 @@ class Engine::Impl {
       const auto times = std::span(head.times_ms).subspan(begin, end - begin);
       const auto values = std::span(head.values).subspan(begin, end - begin);
       const uint64_t hash = HashColumns(steps, times);
-      std::string key = data_prefix;
-      AppendBigEndian64(head.steps[begin], &key);
       if (const std::optional<SeriesId> leader =
               !series_key
                   ? std::nullopt
@@ -2217,38 +2120,82 @@ class Engine::Impl {
         EncodeFollowerChunk(steps, times, values, *leader, &encoded);
       } else {
         EncodeChunk(steps, times, values, &encoded);
-        // A leader at once, for the siblings planned in this same batch
-        // (FindLeader checks it in pending_leaders_: it is not stored yet).
-        // Should the write fail, the cache entry is only a wrong hint.
-        if (series_key) {
-          leaders_.Add(group, steps.front(), hash, state->id);
-          pending_leaders_[key] = {steps, times};
-        }
+        new_leaders.emplace_back(steps.front(), hash);
       }
-      batch->Put(chunks_cf_, key, encoded);
+      std::string key = data_prefix;
+      AppendBigEndian64(head.steps[begin], &key);
+      batch.Put(chunks_cf_, key, encoded);
       // The chunk's rollup rides in the same atomic batch: after any crash
       // a chunk has its rollup record and vice versa.
-      PutRollup(batch, rollups_cf_, data_prefix, steps, times, values, window,
-                &pieces, &encoded);
-      ++plan->chunks;
+      const size_t n = end - begin;
+      PutRollup(&batch, rollups_cf_, data_prefix,
+                std::span(head.steps).subspan(begin, n),
+                std::span(head.times_ms).subspan(begin, n),
+                std::span(head.values).subspan(begin, n), window, &pieces,
+                &encoded);
+      ++chunks;
       begin = end;
     }
+    // Records of fragments sealed to their end. Those that no series needs
+    // once this seal lands are deleted in the same atomic batch. Records
+    // never gain entries and seals are serialized, so the counts read here
+    // still hold at the write.
     const uint64_t sealed_to = head.steps[k - 1];
-    while (plan->released_refs < records.size() &&
-           records[plan->released_refs].last_step <= sealed_to) {
-      ++(*released)[records[plan->released_refs].seq];
-      ++plan->released_refs;
+    size_t released_refs = 0;
+    while (released_refs < records.size() &&
+           records[released_refs].last_step <= sealed_to) {
+      ++released_refs;
     }
-    SealedStats& sealed = plan->sealed;
+    absl::flat_hash_map<uint64_t, uint32_t> released;
+    for (size_t i = 0; i < released_refs; ++i) ++released[records[i].seq];
+    {
+      absl::MutexLock lock(&log_mu_);
+      for (const auto& [seq, n] : released) {
+        auto it = log_.find(seq);
+        if (it != log_.end() && it->second.live == n) {
+          std::string key;
+          AppendBigEndian64(seq, &key);
+          batch.Delete(head_log_cf_, key);
+        }
+      }
+    }
     if (sealed.points == 0) sealed.first_step = head.steps.front();
     sealed.points += k;
-    sealed.chunks += plan->chunks;
+    sealed.chunks += chunks;
     sealed.last_step = head.steps[k - 1];
     sealed.last_time_ms = head.times_ms[k - 1];
     sealed.last_value = head.values[k - 1];
-    batch->Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
-    plan->points = k;
-    return absl::OkStatus();
+    batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
+
+    {
+      absl::MutexLock lock(&state->mu);
+      // The head without the sealed points (and with whatever the committer
+      // appended since the copy above), made before the write so that the
+      // chunks are never written while their points stay in the head.
+      SeriesHead rest = state->head;
+      if (auto s = rest.DropFirst(k); !s.ok()) return s;
+      // No fsync needed: losing this write in a crash leaves the head log.
+      if (auto s = Write(rocksdb::WriteOptions(), &batch, "seal"); !s.ok()) {
+        return s;
+      }
+      CountHeadBytes(state->head.bytes(), rest.bytes());
+      state->head = std::move(rest);
+      state->log_records.EraseFirst(released_refs);
+      state->sealed = sealed;
+    }
+    if (series_key.has_value()) {
+      for (const auto& [first_step, hash] : new_leaders) {
+        leaders_.Add(group, first_step, hash, state->id);
+      }
+    }
+    absl::MutexLock log_lock(&log_mu_);
+    for (const auto& [seq, n] : released) {
+      auto it = log_.find(seq);
+      if (it == log_.end()) continue;
+      it->second.live -= n;
+      if (it->second.live == 0) log_.erase(it);
+    }
+    return chunks;
   }
 
   // The leader for a chunk of `state` with these columns (see
@@ -2268,14 +2215,6 @@ class Engine::Impl {
     std::string key(state.DataPrefix().substr(0, 8));
     AppendBigEndian32(*leader, &key);
     AppendBigEndian64(steps.front(), &key);
-    if (auto it = pending_leaders_.find(key); it != pending_leaders_.end()) {
-      const auto& [leader_steps, leader_times] = it->second;
-      if (std::ranges::equal(steps, leader_steps) &&
-          std::ranges::equal(times, leader_times)) {
-        return leader;
-      }
-      return std::nullopt;
-    }
     std::string chunk;
     if (!db_->Get(rocksdb::ReadOptions(), chunks_cf_, key, &chunk).ok()) {
       return std::nullopt;
@@ -2420,11 +2359,6 @@ class Engine::Impl {
   // scratch FindLeader decodes them into. 64k entries: ~6 MB.
   LeaderCache leaders_ ABSL_GUARDED_BY(seal_mu_){65536};
   PointColumns leader_points_ ABSL_GUARDED_BY(seal_mu_);
-  // The leader chunks of the seal being planned (SealMany), not yet in the
-  // database: chunk key -> their steps and times (in the plans' copies).
-  absl::flat_hash_map<std::string, std::pair<std::span<const uint64_t>,
-                                             std::span<const int64_t>>>
-      pending_leaders_ ABSL_GUARDED_BY(seal_mu_);
   mutable absl::Mutex seal_queue_mu_;
   // Each state is at most once in each queue (SeriesState::queued).
   std::deque<SeriesState*> seal_queue_ ABSL_GUARDED_BY(seal_queue_mu_);

@@ -63,6 +63,10 @@ struct EngineOptions {
   // allocations and the decoded appends queued for commit); 0 = none. Above
   // half of it the oldest heads are sealed early; see MemoryPressure().
   uint64_t memory_limit = 0;
+  // Above half the budget, seal the oldest heads early (whole, into shorter
+  // chunks) until a quarter of it is used. Off, the budget only slows and
+  // refuses writers (and seals every head once over it for a second).
+  bool seal_under_pressure = true;
   // RocksDB's own memory, which counts in the process' RSS beside the
   // heads: all memtables of all column families together (a write buffer
   // manager flushes the largest when they pass it), and one block cache

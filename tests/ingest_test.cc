@@ -557,12 +557,15 @@ TEST_F(LargePageServiceTest, FractionalStepsLateInAPageKeepColumnsAligned) {
   EXPECT_EQ(pages[0].steps(10'007), 10'007);
 }
 
-// A memory budget of 16 bytes, which any head on the heap passes.
+// A memory budget of 16 bytes, which any head on the heap passes, and no
+// early seals above half of it: a seal between the first request and the
+// next would let the next in.
 class MemoryBudgetServiceTest : public ServiceTest {
  protected:
   void ConfigureEngine(storage::EngineOptions* options) const override {
     options->chunk_points = 1024;
     options->memory_limit = 16;
+    options->seal_under_pressure = false;
   }
 };
 
