@@ -1378,6 +1378,35 @@ TEST(ChunkCodecV3Test, JitteredTimesCostNothingInAFollower) {
   EXPECT_LT(follower.size() * 8, own.size() * 8 - 6 * p.size());
 }
 
+// The follower chunks' bytes (their columns checks, both kinds, at every
+// count mod 4) are pinned like EncodingsAreStable's: a check computed
+// another way must still give the same value, or stored followers would
+// no longer decode.
+TEST(ChunkCodecV3Test, FollowerEncodingsAreStable) {
+  uint64_t hash = 0xcbf29ce484222325;
+  size_t bytes = 0;
+  for (const PointColumns& p : StableSamples()) {
+    for (size_t n : {p.size(), p.size() / 2 + 1, p.size() / 3 + 2, size_t{1},
+                     size_t{2}, size_t{3}, size_t{5}}) {
+      PointColumns q;
+      for (size_t i = 0; i < n && i < p.size(); ++i) {
+        q.push_back(p.steps[i], p.times_ms[i], p.values[i]);
+      }
+      std::string serial;
+      internal::EncodeFollowerChunkSerialCheck(q.steps, q.times_ms, q.values,
+                                               7, &serial);
+      for (const std::string& chunk : {EncodeFollower(q, 7), serial}) {
+        bytes += chunk.size();
+        for (const char c : chunk) {
+          hash = (hash ^ static_cast<uint8_t>(c)) * 0x100000001b3;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(bytes, 863068u);
+  EXPECT_EQ(hash, 8230144561898293793u);
+}
+
 TEST(ChunkCodecV3Test, DecodeChunkRefusesAFollower) {
   const PointColumns p = Telemetry(100, 1);
   PointColumns out;
