@@ -91,8 +91,7 @@ void SeriesHead::EncodeFragments(std::span<const uint64_t> steps,
 }
 
 void SeriesHead::Clear() {
-  std::string().swap(bytes_);  // (assigning an empty string keeps the buffer)
-  *this = SeriesHead();
+  *this = SeriesHead();  // swaps: the old buffer goes with the temporary
 }
 
 void SeriesHead::Append(std::span<const uint64_t> steps,
