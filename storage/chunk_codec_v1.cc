@@ -153,13 +153,24 @@ absl::Status DecodeBody(const CommonHeader& h, uint64_t* steps, int64_t* times,
   uint64_t step = h.summary.min_step;
   uint64_t delta = kInitialStepDelta;
   steps[0] = step;
-  for (size_t i = 1; i < n; ++i) {
-    delta += GetDod(kStepBuckets, &r);
-    const uint64_t next = step + delta;
-    // Catches a zero delta and 64-bit overflow alike.
-    if (next <= step) return Corrupt("steps not increasing");
-    step = next;
-    steps[i] = step;
+  for (size_t i = 1; i < n;) {
+    // A run of zero bits is a run of zero dods (regular steps, the common
+    // case): taken up to 56 at a time rather than a GetDod each.
+    const int want = static_cast<int>(std::min<size_t>(n - i, 56));
+    const uint64_t peek = r.Peek(want);
+    const int zeros =
+        peek == 0 ? want : std::countl_zero(peek) - (64 - want);
+    r.Skip(zeros);
+    // The one dod after the run, if the run ended before `want`.
+    const size_t end = i + static_cast<size_t>(zeros) + (zeros < want ? 1 : 0);
+    for (; i < end; ++i) {
+      if (i == end - 1 && zeros < want) delta += GetDod(kStepBuckets, &r);
+      const uint64_t next = step + delta;
+      // Catches a zero delta and 64-bit overflow alike.
+      if (next <= step) return Corrupt("steps not increasing");
+      step = next;
+      steps[i] = step;
+    }
   }
   if (step != h.summary.max_step) return Corrupt("last step mismatch");
 
@@ -221,11 +232,24 @@ void EncodeChunkV1(std::span<const uint64_t> steps,
 
   BitWriter w(out);
   uint64_t prev_delta = kInitialStepDelta;
-  for (size_t i = 1; i < n; ++i) {
+  for (size_t i = 1; i < n;) {
+    // A run of repeated deltas (regular steps) is a run of zero bits,
+    // written up to 64 at a time.
+    size_t same = 0;
+    while (i + same < n && same < 64 &&
+           steps[i + same] - steps[i + same - 1] == prev_delta) {
+      ++same;
+    }
+    if (same > 0) {
+      w.Write(0, static_cast<int>(same));
+      i += same;
+      continue;
+    }
     assert(steps[i] > steps[i - 1]);
     const uint64_t delta = steps[i] - steps[i - 1];
     PutDod(delta - prev_delta, kStepBuckets, &w);
     prev_delta = delta;
+    ++i;
   }
   prev_delta = kInitialTimeDelta;
   for (size_t i = 1; i < n; ++i) {

@@ -671,6 +671,7 @@ class Engine::Impl {
     bool truncated = false;
     ExpireResult result;
     absl::MutexLock seal_lock(&seal_mu_);
+    leader_columns_.Clear();  // kept columns must name existing chunks
     // Listed under seal_mu_: a series registered before it is taken may
     // already have sealed a follower of a listed leader, and must be walked
     // (and its chunk deleted) before that leader's.
@@ -859,6 +860,7 @@ class Engine::Impl {
     // being deleted after the deletion's batch.
     absl::MutexLock commit_lock(&commit_mu_);
     absl::MutexLock seal_lock(&seal_mu_);
+    leader_columns_.Clear();  // kept columns must name existing chunks
     DeleteResult result;
     rocksdb::WriteBatch batch;
     std::vector<ReclaimRange> ranges;
@@ -2100,7 +2102,11 @@ class Engine::Impl {
                   std::string_view(data_prefix).substr(0, 8),
                   series_key->labels);
     // Chunks stored with their own columns, for leaders_ once written.
-    std::vector<std::pair<uint64_t, uint64_t>> new_leaders;  // step, hash
+    struct NewLeader {
+      uint64_t hash;
+      size_t begin, end;  // its points in `head`
+    };
+    std::vector<NewLeader> new_leaders;
     for (size_t begin = 0; begin < k;) {
       const uint64_t window_index = head.steps[begin] / window;
       size_t end = begin + 1;
@@ -2120,7 +2126,7 @@ class Engine::Impl {
         EncodeFollowerChunk(steps, times, values, *leader, &encoded);
       } else {
         EncodeChunk(steps, times, values, &encoded);
-        new_leaders.emplace_back(steps.front(), hash);
+        new_leaders.push_back({hash, begin, end});
       }
       std::string key = data_prefix;
       AppendBigEndian64(head.steps[begin], &key);
@@ -2184,8 +2190,13 @@ class Engine::Impl {
       state->sealed = sealed;
     }
     if (series_key.has_value()) {
-      for (const auto& [first_step, hash] : new_leaders) {
-        leaders_.Add(group, first_step, hash, state->id);
+      for (const NewLeader& leader : new_leaders) {
+        const size_t n = leader.end - leader.begin;
+        const auto steps = std::span(head.steps).subspan(leader.begin, n);
+        leaders_.Add(group, steps.front(), leader.hash, state->id);
+        leader_columns_.Add(
+            state->id, steps,
+            std::span(head.times_ms).subspan(leader.begin, n));
       }
     }
     absl::MutexLock log_lock(&log_mu_);
@@ -2212,6 +2223,14 @@ class Engine::Impl {
     const std::optional<SeriesId> leader =
         leaders_.Find(group, steps.front(), hash, state.id);
     if (!leader) return std::nullopt;
+    if (const PointColumns* columns =
+            leader_columns_.Find(*leader, steps.front())) {
+      if (!std::ranges::equal(steps, columns->steps) ||
+          !std::ranges::equal(times, columns->times_ms)) {
+        return std::nullopt;
+      }
+      return leader;
+    }
     std::string key(state.DataPrefix().substr(0, 8));
     AppendBigEndian32(*leader, &key);
     AppendBigEndian64(steps.front(), &key);
@@ -2358,6 +2377,9 @@ class Engine::Impl {
   // Recent chunks that may lead a sibling's (shared time columns), and the
   // scratch FindLeader decodes them into. 64k entries: ~6 MB.
   LeaderCache leaders_ ABSL_GUARDED_BY(seal_mu_){65536};
+  // 8 MB: a window of every group of 512 ranks' 1024-point chunks; a
+  // sibling seals within moments of its leader.
+  RecentLeaderColumns leader_columns_ ABSL_GUARDED_BY(seal_mu_){8 << 20};
   PointColumns leader_points_ ABSL_GUARDED_BY(seal_mu_);
   mutable absl::Mutex seal_queue_mu_;
   // Each state is at most once in each queue (SeriesState::queued).

@@ -62,4 +62,36 @@ void LeaderCache::Add(std::string_view group, uint64_t first_step,
   }
 }
 
+const PointColumns* RecentLeaderColumns::Find(SeriesId leader,
+                                              uint64_t first_step) const {
+  auto it = entries_.find(Key{leader, first_step});
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+void RecentLeaderColumns::Add(SeriesId leader, std::span<const uint64_t> steps,
+                              std::span<const int64_t> times_ms) {
+  const Key key{leader, steps.front()};
+  PointColumns columns;
+  columns.steps.assign(steps.begin(), steps.end());
+  columns.times_ms.assign(times_ms.begin(), times_ms.end());
+  if (Bytes(columns) > max_bytes_) return;
+  auto [it, inserted] = entries_.try_emplace(key);
+  if (!inserted) bytes_ -= Bytes(it->second);
+  bytes_ += Bytes(columns);
+  it->second = std::move(columns);
+  if (inserted) order_.push_back(key);
+  while (bytes_ > max_bytes_) {
+    auto oldest = entries_.find(order_.front());
+    bytes_ -= Bytes(oldest->second);
+    entries_.erase(oldest);
+    order_.pop_front();
+  }
+}
+
+void RecentLeaderColumns::Clear() {
+  entries_.clear();
+  order_.clear();
+  bytes_ = 0;
+}
+
 }  // namespace stepdb::storage

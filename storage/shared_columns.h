@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "absl/container/flat_hash_map.h"
+#include "storage/chunk_codec.h"
 #include "storage/keys.h"
 #include "storage/series_key.h"
 
@@ -77,6 +78,39 @@ class LeaderCache {
   const size_t capacity_;
   absl::flat_hash_map<std::string, Entry> entries_;
   std::deque<std::string> order_;  // insertion order, for eviction
+};
+
+// The step and time columns of the leader chunks sealed last, so that a
+// sibling sealing the same window checks a LeaderCache hint against them
+// rather than reading the leader's chunk back and decoding it (a RocksDB
+// read and a decode per follower seal: ~8 % of the sealer's time).
+// Bounded by bytes, oldest forgotten first; a forgotten entry only costs
+// that read. The engine clears it whenever chunks are deleted.
+// Thread-compatible (the engine uses it under its seal mutex).
+class RecentLeaderColumns {
+ public:
+  explicit RecentLeaderColumns(size_t max_bytes) : max_bytes_(max_bytes) {}
+  RecentLeaderColumns(const RecentLeaderColumns&) = delete;
+  RecentLeaderColumns& operator=(const RecentLeaderColumns&) = delete;
+
+  // The columns of the chunk `leader` sealed at `first_step`, or null if
+  // they are not kept.
+  const PointColumns* Find(SeriesId leader, uint64_t first_step) const;
+  // Keeps the columns of the chunk `leader` just sealed (steps non-empty).
+  void Add(SeriesId leader, std::span<const uint64_t> steps,
+           std::span<const int64_t> times_ms);
+  void Clear();
+
+ private:
+  using Key = std::pair<SeriesId, uint64_t>;  // leader, first step
+  static size_t Bytes(const PointColumns& columns) {
+    return columns.steps.size() * (sizeof(uint64_t) + sizeof(int64_t));
+  }
+
+  const size_t max_bytes_;
+  size_t bytes_ = 0;
+  absl::flat_hash_map<Key, PointColumns> entries_;  // values left empty
+  std::deque<Key> order_;  // insertion order, for eviction
 };
 
 }  // namespace stepdb::storage

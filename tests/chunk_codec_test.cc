@@ -1407,6 +1407,33 @@ TEST(ChunkCodecV3Test, FollowerEncodingsAreStable) {
   EXPECT_EQ(hash, 8230144561898293793u);
 }
 
+// Version 1 is still written: head fragments (the head log on disk) are
+// version 1 chunks. Its bytes are pinned like EncodingsAreStable's, so that
+// a faster encoder cannot change what older releases read back.
+TEST(ChunkCodecV1Test, EncodingsAreStable) {
+  uint64_t hash = 0xcbf29ce484222325;
+  size_t bytes = 0;
+  for (const PointColumns& p : StableSamples()) {
+    for (size_t n : {p.size(), p.size() / 2 + 1, size_t{1}, size_t{2}}) {
+      PointColumns q;
+      for (size_t i = 0; i < n && i < p.size(); ++i) {
+        q.push_back(p.steps[i], p.times_ms[i], p.values[i]);
+      }
+      std::string chunk;
+      internal::EncodeChunkV1(q.steps, q.times_ms, q.values, &chunk);
+      bytes += chunk.size();
+      for (const char c : chunk) {
+        hash = (hash ^ static_cast<uint8_t>(c)) * 0x100000001b3;
+      }
+      PointColumns out;
+      ASSERT_TRUE(DecodeChunk(chunk, &out).ok());
+      EXPECT_EQ(out.steps, q.steps);
+    }
+  }
+  EXPECT_EQ(bytes, 784439u);
+  EXPECT_EQ(hash, 17853395594092280541u);
+}
+
 TEST(ChunkCodecV3Test, DecodeChunkRefusesAFollower) {
   const PointColumns p = Telemetry(100, 1);
   PointColumns out;

@@ -56,6 +56,38 @@ TEST(LeaderCacheTest, FindsOnlyALowerIdWithTheSameHash) {
   EXPECT_EQ(cache.Find("g", 24, 1, 2), SeriesId{1});
 }
 
+TEST(RecentLeaderColumnsTest, KeepsTheLastLeadersColumnsWithinItsBytes) {
+  const std::vector<uint64_t> steps = {10, 20, 30, 40};
+  const std::vector<int64_t> times = {1, 2, 3, 4};
+  // Room for two entries of 4 points (64 bytes each).
+  RecentLeaderColumns kept(128);
+  kept.Add(3, steps, times);
+  const PointColumns* found = kept.Find(3, 10);
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(found->steps, steps);
+  EXPECT_EQ(found->times_ms, times);
+  EXPECT_EQ(kept.Find(3, 20), nullptr);  // another first step
+  EXPECT_EQ(kept.Find(4, 10), nullptr);  // another leader
+
+  const std::vector<uint64_t> later = {50, 60, 70, 80};
+  kept.Add(5, later, times);
+  kept.Add(6, later, times);  // the oldest (3 at 10) goes
+  EXPECT_EQ(kept.Find(3, 10), nullptr);
+  EXPECT_NE(kept.Find(5, 50), nullptr);
+  EXPECT_NE(kept.Find(6, 50), nullptr);
+
+  // Columns larger than the whole budget are not kept.
+  const std::vector<uint64_t> many(9, 1);
+  const std::vector<int64_t> many_times(9, 1);
+  kept.Add(7, many, many_times);
+  EXPECT_EQ(kept.Find(7, 1), nullptr);
+  EXPECT_NE(kept.Find(6, 50), nullptr);
+
+  kept.Clear();
+  EXPECT_EQ(kept.Find(5, 50), nullptr);
+  EXPECT_EQ(kept.Find(6, 50), nullptr);
+}
+
 TEST(LeaderCacheTest, GroupKeysSeparateRunsAndLabels) {
   const std::string run_a(8, 'a'), run_b(8, 'b');
   const Labels l1 = {{"rank", "1"}}, l2 = {{"rank", "2"}};
