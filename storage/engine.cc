@@ -492,11 +492,17 @@ class Engine::Impl {
 
   std::optional<SeriesKey> KeyOf(SeriesId id) const { return index_.KeyOf(id); }
 
-  void AppendAsync(AppendBatch batch, AppendCallback done) {
+  void AppendAsync(AppendBatch batch, AppendCallback done)
+      ABSL_LOCKS_EXCLUDED(seal_queue_mu_, seal_mu_) {
     const size_t points = batch.point_count();
     queued_bytes_.fetch_add(points * kPointBytes, std::memory_order_relaxed);
-    absl::MutexLock lock(&queue_mu_);
-    queue_.push_back(PendingAppend{std::move(batch), std::move(done), points});
+    {
+      absl::MutexLock lock(&queue_mu_);
+      queue_.push_back(PendingAppend{std::move(batch), std::move(done), points});
+    }
+    // After queueing: the append commits (and is acked) meanwhile; what
+    // waits is the caller's next request.
+    AssistSeals(points);
   }
 
   absl::StatusOr<ReadResult> Read(SeriesId id, const ReadRange& range,
@@ -1922,10 +1928,7 @@ class Engine::Impl {
             absl::Seconds(1));
         if (sealer_stopping_) return;
         if (!seal_queue_.empty()) {
-          state = seal_queue_.front();
-          seal_queue_.pop_front();
-          all = (state->queued & SeriesState::kSealAll) != 0;
-          state->queued &= ~(SeriesState::kSealQueued | SeriesState::kSealAll);
+          state = PopSealLocked(&all);
         } else if (!merge_queue_.empty()) {
           // A slice at a time, oldest first, so that a seal queued
           // meanwhile soon runs.
@@ -2051,8 +2054,62 @@ class Engine::Impl {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_queue_mu_) {
     if ((state->queued & queue) != 0) return;
     state->queued |= queue;
+    if (queue == SeriesState::kSealQueued && seal_queue_.empty()) {
+      seal_backlog_since_ = absl::Now();
+    }
     (queue == SeriesState::kSealQueued ? seal_queue_ : merge_queue_)
         .push_back(state);
+  }
+
+  // Takes the oldest queued seal; *all: whether it takes the whole head.
+  // Precondition: the seal queue is not empty.
+  SeriesState* PopSealLocked(bool* all)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seal_queue_mu_) {
+    SeriesState* state = seal_queue_.front();
+    seal_queue_.pop_front();
+    *all = (state->queued & SeriesState::kSealAll) != 0;
+    state->queued &= ~(SeriesState::kSealQueued | SeriesState::kSealAll);
+    return state;
+  }
+
+  // Writers help the sealer once it is behind (EngineOptions::
+  // seal_assist_after and seal_assist_above_bytes): after its append is
+  // queued, a writer seals queued heads (on its own thread, one seal at a
+  // time as ever) until it has sealed about as many points as it brought.
+  // Sealing is the largest part of the engine's CPU per point and has one
+  // thread, which the writers' threads starve: at 2.5 M points/s on two
+  // cores every head stayed queued and heads grew without end
+  // (docs/ARCHITECTURE.md, "Seal assists").
+  void AssistSeals(size_t points)
+      ABSL_LOCKS_EXCLUDED(seal_queue_mu_, seal_mu_) {
+    if (head_bytes_.load(std::memory_order_relaxed) <
+        options_.seal_assist_above_bytes) {
+      return;
+    }
+    size_t sealed = 0;
+    while (sealed < points) {
+      SeriesState* state;
+      bool all;
+      {
+        absl::MutexLock lock(&seal_queue_mu_);
+        if (seal_queue_.empty() || sealer_stopping_ ||
+            absl::Now() - seal_backlog_since_ < options_.seal_assist_after) {
+          return;
+        }
+        state = PopSealLocked(&all);
+      }
+      {
+        absl::ReaderMutexLock lock(&state->mu);
+        sealed += std::max<size_t>(state->head.size(), 1);
+      }
+      if (!Seal(state, all).ok()) {
+        // Left to the sealer thread, which reports failures.
+        absl::MutexLock lock(&seal_queue_mu_);
+        if (all) state->queued |= SeriesState::kSealAll;
+        QueueLocked(state, SeriesState::kSealQueued);
+        return;
+      }
+    }
   }
 
   // Seals the head of `state` into chunks cut at aligned step windows (see
@@ -2384,6 +2441,8 @@ class Engine::Impl {
   mutable absl::Mutex seal_queue_mu_;
   // Each state is at most once in each queue (SeriesState::queued).
   std::deque<SeriesState*> seal_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
+  // When seal_queue_ last became non-empty (see AssistSeals).
+  absl::Time seal_backlog_since_ ABSL_GUARDED_BY(seal_queue_mu_);
   bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
   // Heads whose small trailing fragments are to be merged (MergeHeads).
   std::deque<SeriesState*> merge_queue_ ABSL_GUARDED_BY(seal_queue_mu_);

@@ -67,6 +67,15 @@ struct EngineOptions {
   // chunks) until a quarter of it is used. Off, the budget only slows and
   // refuses writers (and seals every head once over it for a second).
   bool seal_under_pressure = true;
+  // Flow control before the budget: once the seal queue has not been empty
+  // for `seal_assist_after` and the open heads hold at least
+  // `seal_assist_above_bytes`, writers seal queued heads on their own
+  // threads (see AppendAsync). Those bytes are the burst a sealer that
+  // falls behind may build up (256 MiB: ~40 M points at 5120 series);
+  // past them ingest slows to the rate sealing keeps up with, instead of
+  // the heads growing on to early seals and refusals at the budget.
+  absl::Duration seal_assist_after = absl::Seconds(1);
+  uint64_t seal_assist_above_bytes = 256 << 20;
   // RocksDB's own memory, which counts in the process' RSS beside the
   // heads: all memtables of all column families together (a write buffer
   // manager flushes the largest when they pass it), and one block cache
@@ -371,6 +380,11 @@ class Engine {
   // thread, after the accepted points are durable (status OK, one result per
   // batch series, in order) or could not be written (the write error; then
   // nothing of the append was stored). `done` must not block.
+  // Flow control: once sealing has fallen behind (see
+  // EngineOptions::seal_assist_after), the call seals queued heads on the
+  // caller's thread, about as many points as it appends, before it
+  // returns; so writers slow to the rate sealing keeps up with. The caller
+  // must hold no lock the engine's callbacks take.
   void AppendAsync(AppendBatch batch, AppendCallback done);
   // Blocking form of AppendAsync.
   absl::StatusOr<std::vector<SeriesAppendResult>> Append(AppendBatch batch);

@@ -33,11 +33,15 @@ class EngineTest : public ::testing::Test {
  protected:
   void Open(size_t chunk_points = 8,
             absl::Duration max_head_age = absl::Minutes(2)) {
-    engine_.reset();
     EngineOptions options;
-    options.data_dir = dir_.path();
     options.chunk_points = chunk_points;
     options.max_head_age = max_head_age;
+    Open(std::move(options));
+  }
+
+  void Open(EngineOptions options) {
+    engine_.reset();
+    options.data_dir = dir_.path();
     auto engine = Engine::Open(options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = std::move(*engine);
@@ -530,6 +534,78 @@ TEST_F(EngineTest, ConcurrentWritersShareGroupCommits) {
   const EngineStats stats = engine_->Stats();
   EXPECT_EQ(stats.appends, kThreads * kRequests * 1u);
   EXPECT_LE(stats.write_groups, stats.appends);
+}
+
+// With seal assists always on, every append finding a seal queued seals
+// it on the writer's thread, concurrently with the sealer thread and the
+// other writers: every point must still read back exactly, in order, at
+// any moment, and every complete window end up sealed.
+TEST_F(EngineTest, WritersSealWhenSealingFallsBehind) {
+  EngineOptions options;
+  options.chunk_points = 16;
+  options.seal_assist_after = absl::ZeroDuration();
+  options.seal_assist_above_bytes = 0;
+  Open(std::move(options));
+  constexpr int kThreads = 4;
+  constexpr int kSeriesPerThread = 8;
+  constexpr uint64_t kRequests = 100;
+  constexpr uint64_t kSteps = 10;  // per request
+  std::vector<std::vector<SeriesId>> ids(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int k = 0; k < kSeriesPerThread; ++k) {
+      ids[t].push_back(Resolve("m" + std::to_string(k),
+                               {{"rank", std::to_string(t)}}));
+    }
+  }
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    while (!done.load()) {
+      const PointColumns all = ReadAll(ids[0][0]);
+      for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all.steps[i], i * S);
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; ++t) {
+    writers.emplace_back([&, t] {
+      for (uint64_t r = 0; r < kRequests; ++r) {
+        AppendBatch batch;
+        for (SeriesId id : ids[t]) {
+          batch.StartSeries(id);
+          for (uint64_t s = r * kSteps; s < (r + 1) * kSteps; ++s) {
+            batch.AddPoint(s * S, static_cast<int64_t>(s) * 1000,
+                           static_cast<double>(id) + s * 0.25);
+          }
+        }
+        batch.Prepare();
+        auto result = engine_->Append(std::move(batch));
+        ASSERT_TRUE(result.ok()) << result.status();
+        for (const SeriesAppendResult& series : *result) {
+          ASSERT_EQ(series.accepted, kSteps);
+        }
+      }
+    });
+  }
+  for (auto& writer : writers) writer.join();
+  done = true;
+  reader.join();
+  for (int t = 0; t < kThreads; ++t) {
+    for (SeriesId id : ids[t]) {
+      const PointColumns all = ReadAll(id);
+      ASSERT_EQ(all.size(), kRequests * kSteps);
+      for (uint64_t s = 0; s < all.size(); ++s) {
+        ASSERT_EQ(all.steps[s], s * S);
+        ASSERT_EQ(all.times_ms[s], static_cast<int64_t>(s) * 1000);
+        ASSERT_EQ(all.values[s], static_cast<double>(id) + s * 0.25);
+      }
+    }
+  }
+  // 1000 steps a series: windows of 16 up to step 991 are complete.
+  const uint64_t series = kThreads * kSeriesPerThread;
+  WaitForHeadPoints(*engine_, series * (1000 - 992));
+  const EngineStats stats = engine_->Stats();
+  EXPECT_EQ(stats.points, series * kRequests * kSteps);
+  EXPECT_EQ(stats.head_points, series * (1000 - 992));
+  EXPECT_EQ(stats.sealed_chunks, series * (992 / 16));
 }
 
 // Small fragments are merged (on the sealer's thread) only once the heads
