@@ -564,7 +564,29 @@ struct IntOutput {
   uint64_t* u64 = nullptr;  // kU64
   double* values = nullptr;  // the others
   double pow10 = 1.0;        // kDecimal
+  // kU64, optional: also mixes the column, as times, into this check
+  // (check->times == u64, no points mixed yet) and leaves the column's
+  // range in check->min_time and max_time.
+  internal::KernelColumnsCheck* check = nullptr;
 };
+
+// Completes IntOutput::check for the column u[0, n), of which the kernel
+// checked u[begin, end) (its range included).
+void FinishCheck(const uint64_t* u, size_t n, size_t begin, size_t end,
+                 internal::KernelColumnsCheck* check) {
+  const internal::CodecKernels& kernels = internal::ActiveCodecKernels();
+  kernels.columns_check(check, n);
+  const int64_t* t = reinterpret_cast<const int64_t*>(u);
+  const auto widen = [&](size_t b, size_t e) {
+    if (b == e) return;
+    int64_t lo, hi;
+    kernels.min_max(t + b, e - b, &lo, &hi);
+    check->min_time = std::min(check->min_time, lo);
+    check->max_time = std::max(check->max_time, hi);
+  };
+  widen(0, begin);
+  widen(end, n);
+}
 
 // Decodes a column written by WriteInts, n values, into `out`. False if
 // the parameters are invalid; truncation shows in r->ok() (the values are
@@ -615,8 +637,14 @@ bool ReadInts(BitReader* r, size_t n, bool first_known, uint64_t first,
     size_t done = 0;
     if (r->ok()) {
       internal::KernelBits bits = ToKernel(r->raw_state());
-      done = kernels.unpack_sum(&bits, m, w1, w2, order, base,
-                                order == 2 ? u0 + d1 : u0, d1, z);
+      const uint64_t prev = order == 2 ? u0 + d1 : u0;
+      if (out.check != nullptr) {
+        kernels.columns_check(out.check, k);  // u[0, k), set above
+        done = kernels.unpack_sum_check(&bits, m, w1, w2, order, base, prev, d1,
+                                        z, out.check);
+      } else {
+        done = kernels.unpack_sum(&bits, m, w1, w2, order, base, prev, d1, z);
+      }
       r->set_raw_state(ToRaw(bits));
     }
     if (w1 == w2) {
@@ -629,6 +657,7 @@ bool ReadInts(BitReader* r, size_t n, bool first_known, uint64_t first,
     const uint64_t prev = order >= 1 ? u[k + done - 1] : 0;
     const uint64_t delta = order == 2 ? prev - u[k + done - 2] : 0;
     kernels.integrate(order, z + done, m - done, base, prev, delta, z + done);
+    if (out.check != nullptr) FinishCheck(u, n, k, k + done, out.check);
   } else {
     if (runs) {
       if (!ReadRuns(r, m, w1, w2, z)) return false;
@@ -636,6 +665,7 @@ bool ReadInts(BitReader* r, size_t n, bool first_known, uint64_t first,
       ReadPlain(r, m, w1, w2, z);
     }
     kernels.integrate(order, z, m, base, order == 2 ? u0 + d1 : u0, d1, z);
+    if (out.check != nullptr) FinishCheck(u, n, 0, 0, out.check);
   }
   switch (out.kind) {
     case IntOutput::kU64:
@@ -722,15 +752,31 @@ inline __attribute__((always_inline)) XorStep<W> ChooseXor(uint64_t x,
 }
 
 // Bits of the codes for values [begin, end) (begin >= 1), starting with
-// lead 0.
+// lead 0: ChooseXor's sizes, with all that does not depend on the previous
+// lead taken off the loop's chain. ChooseXor keeps the previous lead (code
+// "0" or "10") exactly when lo <= prev_lead <= hi below (for "10": at
+// least rlead - 4, so that it costs no more than a new lead, and at least
+// 2 + W - centre, so that it costs no more than a centre window), else
+// takes rlead at min(new lead, centre) bits; the chain is two compares and
+// a select (ChooseXor's was ~8 operations).
 template <int W>
 uint64_t XorCodeBits(const uint64_t* u, size_t begin, size_t end) {
+  static constexpr std::array<uint8_t, W + 1> kIndex = LeadIndexTable<W>();
   uint64_t bits = 0;
   int prev_lead = 0;
   for (size_t i = begin; i < end; ++i) {
-    const XorStep<W> s = ChooseXor<W>(u[i] ^ u[i - 1], prev_lead);
-    bits += static_cast<uint64_t>(s.bits);
-    prev_lead = s.code >= 2 ? XorTraits<W>::kLeads[s.lead_idx] : prev_lead;
+    const uint64_t x = u[i] ^ u[i - 1];
+    const bool zero = x == 0;
+    const int lead = zero ? W : std::countl_zero(x) - (64 - W);
+    const int rlead = XorTraits<W>::kLeads[kIndex[static_cast<size_t>(lead)]];
+    const int trail = zero ? W : std::countr_zero(x);
+    const int centre = 3 + 3 + XorTraits<W>::kLenBits + (W - rlead - trail);
+    const int renew = std::min(3 + 3 + W - rlead, centre);
+    const int lo = zero ? 0 : std::max(rlead - 4, 2 + W - centre);
+    const bool keep = lo <= prev_lead && prev_lead <= lead;
+    bits +=
+        static_cast<uint64_t>(keep ? (zero ? 1 : 2 + W - prev_lead) : renew);
+    prev_lead = keep ? prev_lead : rlead;
   }
   return bits;
 }
@@ -1472,10 +1518,12 @@ absl::Status ReadExceptions(std::string_view* in, uint64_t n, size_t count,
 
 // Decodes the body of a version 2 or 3 chunk. Version 2: all three columns,
 // or only steps and times if `values` is null (a leader's columns for its
-// followers). Version 3: the values only; steps and times are the caller's
-// (from the leader).
+// followers; then `check`, if not null, gets some or all of the points
+// mixed in as the time column is decoded: see IntOutput::check). Version
+// 3: the values only; steps and times are the caller's (from the leader).
 absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
-                          double* values) {
+                          double* values,
+                          internal::KernelColumnsCheck* check = nullptr) {
   const ChunkSummary& summary = h.common.summary;
   const size_t n = summary.count;
   // Exceptions first (byte-aligned), applied after the value column.
@@ -1514,10 +1562,15 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   } else {
     uint64_t* const t = reinterpret_cast<uint64_t*>(times);
     if (!ReadInts(&r, n, true, static_cast<uint64_t>(h.common.first_time_ms),
-                  {.kind = IntOutput::kU64, .u64 = t})) {
+                  {.kind = IntOutput::kU64, .u64 = t, .check = check})) {
       return Corrupt("bad time column");
     }
-    if (absl::Status s = internal::CheckTimes(times, n, h.common); !s.ok()) {
+    if (absl::Status s =
+            check != nullptr
+                ? internal::CheckTimeRange(times, check->min_time,
+                                           check->max_time, h.common)
+                : internal::CheckTimes(times, n, h.common);
+        !s.ok()) {
       return s;
     }
   }
@@ -1634,29 +1687,36 @@ inline uint64_t CheckMix(uint64_t h, uint64_t step, uint64_t time) {
   return h ^ (h >> 29);
 }
 
+// The lanes' chains run in the kernels (KernelColumnsCheck), which the
+// follower decoder also feeds from inside the time column's decoding.
+internal::KernelColumnsCheck StartColumnsCheck(const uint64_t* steps,
+                                               const int64_t* times, size_t n) {
+  internal::KernelColumnsCheck c = {
+      .steps = steps,
+      .times = reinterpret_cast<const uint64_t*>(times),
+      .lane = {},
+      .next = 0,
+      .min_time = std::numeric_limits<int64_t>::max(),
+      .max_time = std::numeric_limits<int64_t>::min()};
+  for (size_t j = 0; j < kCheckLanes; ++j) {
+    c.lane[j] = (0x9e3779b97f4a7c15ULL + j) ^ n;
+  }
+  return c;
+}
+
+// The lanes joined, once all n points are mixed in.
+uint32_t FinishColumnsCheck(const internal::KernelColumnsCheck& c) {
+  uint64_t all = CheckMix(c.lane[0], c.lane[1], 1);
+  all = CheckMix(all, c.lane[2], 2);
+  all = CheckMix(all, c.lane[3], 3);
+  return static_cast<uint32_t>(all ^ (all >> 32));
+}
+
 uint32_t ColumnsCheckLanes(const uint64_t* steps, const int64_t* times,
                            size_t n) {
-  const uint64_t* t = reinterpret_cast<const uint64_t*>(times);
-  // Four named chains (an array of them stayed in memory at -O2, each step
-  // a store-to-load round trip).
-  uint64_t h0 = 0x9e3779b97f4a7c15ULL ^ n;
-  uint64_t h1 = 0x9e3779b97f4a7c16ULL ^ n;
-  uint64_t h2 = 0x9e3779b97f4a7c17ULL ^ n;
-  uint64_t h3 = 0x9e3779b97f4a7c18ULL ^ n;
-  size_t i = 0;
-  for (; i + kCheckLanes <= n; i += kCheckLanes) {
-    h0 = CheckMix(h0, steps[i], t[i]);
-    h1 = CheckMix(h1, steps[i + 1], t[i + 1]);
-    h2 = CheckMix(h2, steps[i + 2], t[i + 2]);
-    h3 = CheckMix(h3, steps[i + 3], t[i + 3]);
-  }
-  if (i < n) h0 = CheckMix(h0, steps[i], t[i]);
-  if (i + 1 < n) h1 = CheckMix(h1, steps[i + 1], t[i + 1]);
-  if (i + 2 < n) h2 = CheckMix(h2, steps[i + 2], t[i + 2]);
-  uint64_t all = CheckMix(h0, h1, 1);
-  all = CheckMix(all, h2, 2);
-  all = CheckMix(all, h3, 3);
-  return static_cast<uint32_t>(all ^ (all >> 32));
+  internal::KernelColumnsCheck c = StartColumnsCheck(steps, times, n);
+  internal::ActiveCodecKernels().columns_check(&c, n);
+  return FinishColumnsCheck(c);
 }
 
 // Writes a version 2 chunk, or with leader != 0 a version 3 one (the same
@@ -1843,13 +1903,21 @@ absl::Status DecodeFollowerChunk(std::string_view chunk,
   }
   return internal::DecodeAppending(
       f.count, out, [&](uint64_t* steps, int64_t* times, double* values) {
-        if (absl::Status s = DecodeBodyV2(lh, steps, times, nullptr);
+        // The lane check's chains overlap the time column's decoding.
+        internal::KernelColumnsCheck lanes =
+            StartColumnsCheck(steps, times, f.count);
+        if (absl::Status s = DecodeBodyV2(lh, steps, times, nullptr,
+                                          h.lane_check ? &lanes : nullptr);
             !s.ok()) {
           return s;
         }
-        const uint32_t check = h.lane_check
-                                    ? ColumnsCheckLanes(steps, times, f.count)
-                                    : ColumnsCheck(steps, times, f.count);
+        uint32_t check;
+        if (h.lane_check) {
+          internal::ActiveCodecKernels().columns_check(&lanes, f.count);
+          check = FinishColumnsCheck(lanes);
+        } else {
+          check = ColumnsCheck(steps, times, f.count);
+        }
         if (check != h.columns_check) {
           return absl::DataLossError(absl::StrCat(
               "corrupt chunk: steps and times differ from those it was "

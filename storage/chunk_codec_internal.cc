@@ -110,9 +110,14 @@ absl::Status ParseCommonHeader(std::string_view chunk, CommonHeader* h) {
 }
 
 absl::Status CheckTimes(const int64_t* times, size_t n, const CommonHeader& h) {
-  if (times[0] != h.first_time_ms) return Corrupt("first time mismatch");
   int64_t min_time, max_time;
   ActiveCodecKernels().min_max(times, n, &min_time, &max_time);
+  return CheckTimeRange(times, min_time, max_time, h);
+}
+
+absl::Status CheckTimeRange(const int64_t* times, int64_t min_time,
+                            int64_t max_time, const CommonHeader& h) {
+  if (times[0] != h.first_time_ms) return Corrupt("first time mismatch");
   if (min_time != h.summary.min_time_ms || max_time != h.summary.max_time_ms) {
     return Corrupt("time range mismatch");
   }

@@ -81,6 +81,9 @@ absl::Status ParseCommonHeader(std::string_view chunk, CommonHeader* h);
 // Checks decoded times against the header's range: times[0] must be the
 // first time, their min and max the header's (n >= 1).
 absl::Status CheckTimes(const int64_t* times, size_t n, const CommonHeader& h);
+// The same with their min and max known.
+absl::Status CheckTimeRange(const int64_t* times, int64_t min_time,
+                            int64_t max_time, const CommonHeader& h);
 
 // The end of a body: fewer than 8 bits left, all zero.
 absl::Status CheckPadding(BitReader* r);

@@ -39,6 +39,20 @@ struct KernelBits {
   int avail;           // valid bits at the top of buf (>= 0)
 };
 
+// The lane columns check of a follower chunk (ColumnsCheckLanes in
+// chunk_codec.cc) under way: the points [0, next) of steps and times are
+// mixed in, point i into lane[i % 4]. unpack_sum_check also widens
+// [min_time, max_time] to the times it writes (the decoder's range check
+// comes free with them).
+struct KernelColumnsCheck {
+  const uint64_t* steps;
+  const uint64_t* times;
+  uint64_t lane[4];
+  size_t next;
+  int64_t min_time;
+  int64_t max_time;
+};
+
 struct CodecKernels {
   const char* name;
 
@@ -56,6 +70,16 @@ struct CodecKernels {
   size_t (*unpack_sum)(KernelBits* bits, size_t m, int w1, int w2, int order,
                        uint64_t base, uint64_t prev, uint64_t delta,
                        uint64_t* dst);
+
+  // unpack_sum that also mixes the values it writes into *check, as it
+  // integrates them (the check's multiply chains overlap the vector work).
+  // Precondition: dst == check->times + check->next.
+  size_t (*unpack_sum_check)(KernelBits* bits, size_t m, int w1, int w2,
+                             int order, uint64_t base, uint64_t prev,
+                             uint64_t delta, uint64_t* dst,
+                             KernelColumnsCheck* check);
+  // Mixes the points [check->next, end) into *check.
+  void (*columns_check)(KernelColumnsCheck* check, size_t end);
 
   // Undoes the column transform: dst[i] = the order-`order` (0..2)
   // integral of UnZigZag(z[i]) + base, continuing from `prev` (value i - 1)

@@ -1628,6 +1628,21 @@ TEST_F(KernelsTest, X86V3KernelsAreUsedWhenTheCpuHasThem) {
   EXPECT_STREQ(internal::ActiveCodecKernels().name, "portable");
 }
 
+// Writes m random codes of the plain shape (a quarter of them wide) or of
+// the fixed one (w1 == w2); returns their values.
+std::vector<uint64_t> WriteRandomCodes(int w1, int w2, size_t m,
+                                       std::mt19937_64& rng, BitWriter* w) {
+  std::vector<uint64_t> codes(m);
+  for (size_t i = 0; i < m; ++i) {
+    const bool wide = w1 != w2 && rng() % 4 == 0;
+    const int width = wide ? w2 : w1;
+    codes[i] = width == 0 ? 0 : rng() >> (64 - width);
+    if (w1 != w2) w->WriteBit(wide);
+    w->Write(codes[i], width);
+  }
+  return codes;
+}
+
 // Writes codes of the plain shape (or the fixed one, w1 == w2) for z with
 // the reference BitWriter, then unpacks them with each kernel table, from
 // every bit offset 0..7, and compares with the codes (unpack_fixed) or
@@ -1645,17 +1660,10 @@ TEST_F(KernelsTest, UnpackMatchesTheBitReader) {
       const bool fixed = w1 == w2;
       const size_t m = rng() % 200;
       const int lead = static_cast<int>(rng() % 8);
-      std::vector<uint64_t> want(m);
       std::string bytes;
       BitWriter w(&bytes);
       w.Write(0, lead);
-      for (size_t i = 0; i < m; ++i) {
-        const bool wide = !fixed && rng() % 4 == 0;
-        const int width = wide ? w2 : w1;
-        want[i] = width == 0 ? 0 : rng() >> (64 - width);
-        if (!fixed) w.WriteBit(wide);
-        w.Write(want[i], width);
-      }
+      const std::vector<uint64_t> want = WriteRandomCodes(w1, w2, m, rng, &w);
       w.Write(0x5a, 8);  // a marker after the codes
       w.Finish();
       SCOPED_TRACE(::testing::Message() << name << " w1 " << w1 << " w2 "
@@ -1700,6 +1708,74 @@ TEST_F(KernelsTest, UnpackMatchesTheBitReader) {
       if (done < m) {
         EXPECT_LT(bits.end - bits.p, 8);
       }
+    }
+  }
+}
+
+// unpack_sum_check writes what unpack_sum writes, and leaves the columns
+// check as columns_check over the same points would, with the range of the
+// times it wrote; from any point (lane) it starts at.
+TEST_F(KernelsTest, UnpackSumCheckMatchesUnpackSumThenTheCheck) {
+  std::mt19937_64 rng(79);
+  for (const std::string& name : RunnableKernels()) {
+    ASSERT_TRUE(internal::UseCodecKernelsForTesting(name.c_str()));
+    const internal::CodecKernels& k = internal::ActiveCodecKernels();
+    for (int iter = 0; iter < 300; ++iter) {
+      const int w2 = 1 + static_cast<int>(rng() % 55);
+      const int w1 = iter % 3 == 0 ? w2 : static_cast<int>(rng() % (w2 + 1));
+      const size_t m = rng() % 600;
+      const size_t head = rng() % 6;  // points mixed before the kernel's
+      const size_t n = head + m;
+      std::string bytes;
+      BitWriter w(&bytes);
+      WriteRandomCodes(w1, w2, m, rng, &w);
+      w.Write(0, 32);  // so that the kernel unpacks every code
+      w.Write(0, 32);
+      w.Finish();
+      const int order = static_cast<int>(rng() % 3);
+      const uint64_t base = rng(), prev = rng(), delta = rng();
+      std::vector<uint64_t> steps(n), want(n), got(n);
+      for (size_t i = 0; i < n; ++i) steps[i] = rng();
+      for (size_t i = 0; i < head; ++i) want[i] = got[i] = rng();
+      SCOPED_TRACE(::testing::Message()
+                   << name << " w1 " << w1 << " w2 " << w2 << " m " << m
+                   << " head " << head << " order " << order);
+      const BitReader::RawState s = BitReader(bytes).raw_state();
+      internal::KernelBits bits = {s.p, s.end, s.buf, s.avail};
+      const size_t done = k.unpack_sum(&bits, m, w1, w2, order, base, prev,
+                                       delta, want.data() + head);
+      const auto start = [&](const std::vector<uint64_t>& times) {
+        internal::KernelColumnsCheck c = {
+            .steps = steps.data(),
+            .times = times.data(),
+            .lane = {rng(), rng(), rng(), rng()},
+            .next = 0,
+            .min_time = std::numeric_limits<int64_t>::max(),
+            .max_time = std::numeric_limits<int64_t>::min()};
+        return c;
+      };
+      internal::KernelColumnsCheck want_check = start(want);
+      internal::KernelColumnsCheck got_check = want_check;
+      got_check.times = got.data();
+      k.columns_check(&want_check, head + done);
+      k.columns_check(&got_check, head);
+      bits = {s.p, s.end, s.buf, s.avail};
+      ASSERT_EQ(k.unpack_sum_check(&bits, m, w1, w2, order, base, prev, delta,
+                                   got.data() + head, &got_check),
+                done);
+      for (size_t i = 0; i < head + done; ++i) ASSERT_EQ(got[i], want[i]) << i;
+      EXPECT_EQ(got_check.next, head + done);
+      for (int j = 0; j < 4; ++j) {
+        EXPECT_EQ(got_check.lane[j], want_check.lane[j]) << j;
+      }
+      int64_t lo = std::numeric_limits<int64_t>::max();
+      int64_t hi = std::numeric_limits<int64_t>::min();
+      for (size_t i = head; i < head + done; ++i) {
+        lo = std::min(lo, static_cast<int64_t>(want[i]));
+        hi = std::max(hi, static_cast<int64_t>(want[i]));
+      }
+      EXPECT_EQ(got_check.min_time, lo);
+      EXPECT_EQ(got_check.max_time, hi);
     }
   }
 }
