@@ -56,6 +56,8 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
          e.memory_used);
   Metric(&out, "stepdb_seals_queued", "gauge",
          "Heads waiting to be sealed.", e.seals_queued);
+  Metric(&out, "stepdb_seal_assists_total", "counter",
+         "Seals run by writers because sealing fell behind.", e.seal_assists);
   Metric(&out, "stepdb_disk_bytes", "gauge",
          "Bytes of the data directory.", e.bytes_on_disk);
   Metric(&out, "stepdb_wal_written_bytes_total", "counter",

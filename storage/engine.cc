@@ -606,6 +606,7 @@ class Engine::Impl {
     stats.compaction_bytes =
         statistics_->getTickerCount(rocksdb::COMPACT_WRITE_BYTES);
     absl::MutexLock lock(&counters_mu_);
+    stats.seal_assists = seal_assists_.load(std::memory_order_relaxed);
     stats.write_groups = counters_.write_groups;
     stats.appends = counters_.appends;
     stats.points_accepted = counters_.points_accepted;
@@ -676,6 +677,7 @@ class Engine::Impl {
     filter.project = std::string(project);
     bool truncated = false;
     ExpireResult result;
+    const MaintenanceScope maintenance(this);
     absl::MutexLock seal_lock(&seal_mu_);
     leader_columns_.Clear();  // kept columns must name existing chunks
     // Listed under seal_mu_: a series registered before it is taken may
@@ -864,6 +866,7 @@ class Engine::Impl {
     // No commit and no seal (nor expiry) may run meanwhile: a commit could
     // write a head-log entry, a seal a chunk or 'T' record, for a series
     // being deleted after the deletion's batch.
+    const MaintenanceScope maintenance(this);
     absl::MutexLock commit_lock(&commit_mu_);
     absl::MutexLock seal_lock(&seal_mu_);
     leader_columns_.Clear();  // kept columns must name existing chunks
@@ -2080,6 +2083,9 @@ class Engine::Impl {
   // thread, which the writers' threads starve: at 2.5 M points/s on two
   // cores every head stayed queued and heads grew without end
   // (docs/ARCHITECTURE.md, "Seal assists").
+  // Not while an expiry or a deletion holds seal_mu_ (they may take
+  // seconds: writers would stop for them, where they used to go on), nor
+  // while writes fail (each seal would fail at its write).
   void AssistSeals(size_t points)
       ABSL_LOCKS_EXCLUDED(seal_queue_mu_, seal_mu_) {
     if (head_bytes_.load(std::memory_order_relaxed) <
@@ -2088,11 +2094,15 @@ class Engine::Impl {
     }
     size_t sealed = 0;
     while (sealed < points) {
+      if (maintenance_.load(std::memory_order_acquire) > 0 ||
+          write_failed_.load(std::memory_order_acquire)) {
+        return;
+      }
       SeriesState* state;
       bool all;
       {
         absl::MutexLock lock(&seal_queue_mu_);
-        if (seal_queue_.empty() || sealer_stopping_ ||
+        if (seal_queue_.empty() ||
             absl::Now() - seal_backlog_since_ < options_.seal_assist_after) {
           return;
         }
@@ -2102,6 +2112,7 @@ class Engine::Impl {
         absl::ReaderMutexLock lock(&state->mu);
         sealed += std::max<size_t>(state->head.size(), 1);
       }
+      seal_assists_.fetch_add(1, std::memory_order_relaxed);
       if (!Seal(state, all).ok()) {
         // Left to the sealer thread, which reports failures.
         absl::MutexLock lock(&seal_queue_mu_);
@@ -2121,7 +2132,8 @@ class Engine::Impl {
   // it; only the write and the head swap hold the series mutex.
   absl::StatusOr<uint64_t> Seal(SeriesState* state, bool all)
       ABSL_LOCKS_EXCLUDED(seal_mu_) {
-    // One seal at a time (the sealer thread and Compact): the head prefix
+    // One seal at a time (the sealer thread, writers' assists and
+    // Compact): the head prefix
     // copied below stays the head's prefix, as the committer only appends.
     absl::MutexLock seal_lock(&seal_mu_);
     PointColumns head;
@@ -2269,8 +2281,8 @@ class Engine::Impl {
   // The leader for a chunk of `state` with these columns (see
   // storage/shared_columns.h): a sibling's chunk at the same first step,
   // stored with its own columns, that holds exactly these steps and times
-  // (checked on the stored chunk: the cache is only a hint). Any failure
-  // just means no sharing.
+  // (checked on the leader's kept columns, else on its stored chunk: the
+  // cache is only a hint). Any failure just means no sharing.
   std::optional<SeriesId> FindLeader(std::string_view group,
                                      const SeriesState& state,
                                      std::span<const uint64_t> steps,
@@ -2429,7 +2441,8 @@ class Engine::Impl {
   // sees no commit in flight and lets none start. Lock order: commit_mu_,
   // seal_mu_, states_mu_, a series' mu, log_mu_.
   absl::Mutex commit_mu_;
-  // Serializes seals (sealer thread and Compact), expiry and deletions.
+  // Serializes seals (sealer thread, writers' assists, Compact), expiry
+  // and deletions.
   absl::Mutex seal_mu_;
   // Recent chunks that may lead a sibling's (shared time columns), and the
   // scratch FindLeader decodes them into. 64k entries: ~6 MB.
@@ -2443,6 +2456,24 @@ class Engine::Impl {
   std::deque<SeriesState*> seal_queue_ ABSL_GUARDED_BY(seal_queue_mu_);
   // When seal_queue_ last became non-empty (see AssistSeals).
   absl::Time seal_backlog_since_ ABSL_GUARDED_BY(seal_queue_mu_);
+  std::atomic<uint64_t> seal_assists_{0};  // seals run by writers
+  // Expiries and deletions running (or waiting for seal_mu_): writers do
+  // not assist meanwhile.
+  std::atomic<int> maintenance_{0};
+  class MaintenanceScope {
+   public:
+    explicit MaintenanceScope(Impl* impl) : impl_(impl) {
+      impl_->maintenance_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    ~MaintenanceScope() {
+      impl_->maintenance_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+    MaintenanceScope(const MaintenanceScope&) = delete;
+    MaintenanceScope& operator=(const MaintenanceScope&) = delete;
+
+   private:
+    Impl* const impl_;
+  };
   bool sealer_stopping_ ABSL_GUARDED_BY(seal_queue_mu_) = false;
   // Heads whose small trailing fragments are to be merged (MergeHeads).
   std::deque<SeriesState*> merge_queue_ ABSL_GUARDED_BY(seal_queue_mu_);

@@ -284,6 +284,7 @@ struct EngineStats {
   uint64_t bytes_on_disk = 0;  // whole data directory
   uint64_t memory_used = 0;    // against the budget (Engine::MemoryUsage)
   uint64_t seals_queued = 0;   // heads waiting for the sealer
+  uint64_t seal_assists = 0;   // seals run by writers since open (AppendAsync)
   // Since open:
   uint64_t write_groups = 0;  // RocksDB writes of the commit path (fsyncs)
   uint64_t appends = 0;       // AppendAsync calls committed

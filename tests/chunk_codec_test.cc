@@ -1428,6 +1428,12 @@ TEST(ChunkCodecV1Test, EncodingsAreStable) {
       PointColumns out;
       ASSERT_TRUE(DecodeChunk(chunk, &out).ok());
       EXPECT_EQ(out.steps, q.steps);
+      EXPECT_EQ(out.times_ms, q.times_ms);
+      ASSERT_EQ(out.values.size(), q.values.size());
+      for (size_t i = 0; i < q.values.size(); ++i) {
+        EXPECT_EQ(std::bit_cast<uint64_t>(out.values[i]),
+                  std::bit_cast<uint64_t>(q.values[i]));
+      }
     }
   }
   EXPECT_EQ(bytes, 784439u);
