@@ -2079,11 +2079,10 @@ class Engine::Impl {
   // seal_assist_after and seal_assist_above_bytes): after its append is
   // queued, a writer seals queued heads (on its own thread, one seal at a
   // time as ever) until it has sealed about as many points as it brought.
-  // Sealing is the largest part of the engine's CPU per point and has one
+  // Sealing is about half of the engine's CPU per point and has one
   // thread, which the writers' threads starve: at 2.5 M points/s on two
   // cores every head stayed queued and heads grew without end
-  // (docs/ARCHITECTURE.md, "Seal assists").
-  // Not while an expiry or a deletion holds seal_mu_ (they may take
+  // (docs/ARCHITECTURE.md, write path, "Seal assists"). Not while an expiry or a deletion holds seal_mu_ (they may take
   // seconds: writers would stop for them, where they used to go on), nor
   // while writes fail (each seal would fail at its write).
   void AssistSeals(size_t points)

@@ -1634,6 +1634,14 @@ TEST_F(KernelsTest, X86V3KernelsAreUsedWhenTheCpuHasThem) {
   EXPECT_STREQ(internal::ActiveCodecKernels().name, "portable");
 }
 
+// Random code widths {w1, w2} (w1 <= w2 <= 55): every third iteration the
+// fixed shape (w1 == w2), else the plain one.
+std::pair<int, int> RandomCodeWidths(int iter, std::mt19937_64& rng) {
+  const int w2 = 1 + static_cast<int>(rng() % 55);
+  const int w1 = iter % 3 == 0 ? w2 : static_cast<int>(rng() % (w2 + 1));
+  return {w1, w2};
+}
+
 // Writes m random codes of the plain shape (a quarter of them wide) or of
 // the fixed one (w1 == w2); returns their values.
 std::vector<uint64_t> WriteRandomCodes(int w1, int w2, size_t m,
@@ -1661,8 +1669,7 @@ TEST_F(KernelsTest, UnpackMatchesTheBitReader) {
     ASSERT_TRUE(internal::UseCodecKernelsForTesting(name.c_str()));
     const internal::CodecKernels& k = internal::ActiveCodecKernels();
     for (int iter = 0; iter < 300; ++iter) {
-      const int w2 = 1 + static_cast<int>(rng() % 55);
-      const int w1 = iter % 3 == 0 ? w2 : static_cast<int>(rng() % (w2 + 1));
+      const auto [w1, w2] = RandomCodeWidths(iter, rng);
       const bool fixed = w1 == w2;
       const size_t m = rng() % 200;
       const int lead = static_cast<int>(rng() % 8);
@@ -1727,8 +1734,7 @@ TEST_F(KernelsTest, UnpackSumCheckMatchesUnpackSumThenTheCheck) {
     ASSERT_TRUE(internal::UseCodecKernelsForTesting(name.c_str()));
     const internal::CodecKernels& k = internal::ActiveCodecKernels();
     for (int iter = 0; iter < 300; ++iter) {
-      const int w2 = 1 + static_cast<int>(rng() % 55);
-      const int w1 = iter % 3 == 0 ? w2 : static_cast<int>(rng() % (w2 + 1));
+      const auto [w1, w2] = RandomCodeWidths(iter, rng);
       const size_t m = rng() % 600;
       const size_t head = rng() % 6;  // points mixed before the kernel's
       const size_t n = head + m;
