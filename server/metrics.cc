@@ -1,9 +1,22 @@
 #include "server/metrics.h"
 
+#include <unistd.h>
+
+#include <fstream>
+
 #include "absl/strings/str_cat.h"
 
 namespace stepdb::server {
 namespace {
+
+// Resident set size from /proc/self/statm (second field, in pages); 0 where
+// there is no /proc.
+uint64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size_pages = 0, resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return 0;
+  return resident_pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
 
 void Metric(std::string* out, const char* name, const char* type,
             const char* help, uint64_t value) {
@@ -54,6 +67,15 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
   Metric(&out, "stepdb_memory_used_bytes", "gauge",
          "Bytes counted against --memory_limit_mb (heads, queued writes).",
          e.memory_used);
+  Metric(&out, "stepdb_rocksdb_memtable_bytes", "gauge",
+         "Bytes of RocksDB memtables, mutable and immutable (outside the "
+         "budget).",
+         e.rocksdb_memtable_bytes);
+  Metric(&out, "stepdb_rocksdb_block_cache_bytes", "gauge",
+         "Bytes charged to RocksDB's block caches (outside the budget).",
+         e.rocksdb_block_cache_bytes);
+  Metric(&out, "process_resident_memory_bytes", "gauge",
+         "Resident memory size in bytes.", ResidentBytes());
   Metric(&out, "stepdb_seals_queued", "gauge",
          "Heads waiting to be sealed.", e.seals_queued);
   Metric(&out, "stepdb_seal_assists_total", "counter",

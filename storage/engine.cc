@@ -386,11 +386,13 @@ class Engine::Impl {
 
     // Memory RocksDB may hold, set deliberately (see EngineOptions): one
     // budget for every memtable, one block cache for every family.
-    db_options.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(
+    write_buffers_ = std::make_shared<rocksdb::WriteBufferManager>(
         options_.rocksdb_memtable_bytes);
-    rocksdb::BlockBasedTableOptions table_options;
-    table_options.block_cache = rocksdb::NewLRUCache(
+    db_options.write_buffer_manager = write_buffers_;
+    block_cache_ = rocksdb::NewLRUCache(
         std::max<uint64_t>(options_.rocksdb_block_cache_bytes, 1 << 20));
+    rocksdb::BlockBasedTableOptions table_options;
+    table_options.block_cache = block_cache_;
     rocksdb::ColumnFamilyOptions family_options;
     family_options.table_factory.reset(
         rocksdb::NewBlockBasedTableFactory(table_options));
@@ -420,8 +422,8 @@ class Engine::Impl {
     rollup_options.bottommost_compression_opts.level = 19;
     rollup_options.bottommost_compression_opts.enabled = true;
     rocksdb::BlockBasedTableOptions rollup_table;
-    rollup_table.block_cache =
-        rocksdb::NewLRUCache(options_.rollup_cache_bytes);
+    rollup_cache_ = rocksdb::NewLRUCache(options_.rollup_cache_bytes);
+    rollup_table.block_cache = rollup_cache_;
     // Records are read in long runs (a chart or an aggregate walks every
     // record of a series in range), and each data block costs a block-cache
     // lookup, pin and release when the iterator enters it (~12 % of a
@@ -605,6 +607,9 @@ class Engine::Impl {
     stats.flush_bytes = statistics_->getTickerCount(rocksdb::FLUSH_WRITE_BYTES);
     stats.compaction_bytes =
         statistics_->getTickerCount(rocksdb::COMPACT_WRITE_BYTES);
+    stats.rocksdb_memtable_bytes = write_buffers_->memory_usage();
+    stats.rocksdb_block_cache_bytes =
+        block_cache_->GetUsage() + rollup_cache_->GetUsage();
     absl::MutexLock lock(&counters_mu_);
     stats.seal_assists = seal_assists_.load(std::memory_order_relaxed);
     stats.write_groups = counters_.write_groups;
@@ -2409,6 +2414,9 @@ class Engine::Impl {
   // Constant after construction.
   const EngineOptions options_;
   std::shared_ptr<rocksdb::Statistics> statistics_;
+  std::shared_ptr<rocksdb::WriteBufferManager> write_buffers_;
+  std::shared_ptr<rocksdb::Cache> block_cache_;
+  std::shared_ptr<rocksdb::Cache> rollup_cache_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> families_;
   rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;

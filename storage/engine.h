@@ -285,6 +285,11 @@ struct EngineStats {
   uint64_t memory_used = 0;    // against the budget (Engine::MemoryUsage)
   uint64_t seals_queued = 0;   // heads waiting for the sealer
   uint64_t seal_assists = 0;   // seals run by writers since open (AppendAsync)
+  // Memory RocksDB holds outside the budget (EngineOptions::
+  // rocksdb_memtable_bytes and the block caches): mutable and immutable
+  // memtables of every family, and the caches' charged blocks.
+  uint64_t rocksdb_memtable_bytes = 0;
+  uint64_t rocksdb_block_cache_bytes = 0;
   // Since open:
   uint64_t write_groups = 0;  // RocksDB writes of the commit path (fsyncs)
   uint64_t appends = 0;       // AppendAsync calls committed

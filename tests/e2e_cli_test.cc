@@ -21,6 +21,7 @@
 namespace stepdb {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 
 using testing::CommandResult;
@@ -139,6 +140,12 @@ TEST_F(CliTest, WriteConflictsAreReportedAndHealthAndMetricsServe) {
   EXPECT_THAT(metrics->body, HasSubstr("stepdb_points_accepted_total 2\n"));
   EXPECT_THAT(metrics->body, HasSubstr("stepdb_points_rejected_total 1\n"));
   EXPECT_THAT(metrics->body, HasSubstr("# TYPE stepdb_series gauge"));
+  // The memory gauges read the live process and RocksDB: the points just
+  // written sit in a memtable.
+  EXPECT_THAT(metrics->body,
+              ContainsRegex("\nprocess_resident_memory_bytes [1-9][0-9]{6,}\n"));
+  EXPECT_THAT(metrics->body,
+              ContainsRegex("\nstepdb_rocksdb_memtable_bytes [1-9][0-9]*\n"));
 }
 
 TEST_F(CliTest, AggregateAcrossSeriesAsCsv) {
