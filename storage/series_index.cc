@@ -161,7 +161,10 @@ std::optional<SeriesRef> SeriesIndex::Find(const SeriesKey& key) const {
 void SeriesIndex::TakePendingRecords(std::vector<IndexRecord>* out) {
   absl::MutexLock lock(&mu_);
   for (auto& r : pending_) out->push_back(std::move(r));
-  pending_.clear();
+  // Frees the buffer too: it would otherwise keep, for good, the capacity
+  // of the largest burst of registrations between two commits (64 bytes a
+  // series).
+  std::vector<IndexRecord>().swap(pending_);
 }
 
 void SeriesIndex::RestorePendingRecords(std::vector<IndexRecord> records) {
