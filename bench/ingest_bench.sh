@@ -17,6 +17,9 @@ shift || true
 data=$(mktemp -d /tmp/stepdb-bench.XXXXXX)
 port=$((20000 + RANDOM % 20000))
 # STEPDB_FLAGS: extra server flags, e.g. "--memory_limit_mb 64".
+# STEPDB_SAMPLE=SECONDS: also print the server's memory gauges (RSS, what
+# the budget counts, heads, RocksDB memtables; MB) and seal queue to stderr
+# that often during the run.
 "$build/stepdb" --data "$data" --listen "127.0.0.1:$port" --http "127.0.0.1:$((port + 1))" ${STEPDB_FLAGS:-} \
   > "$data.log" 2>&1 &
 server=$!
@@ -24,7 +27,22 @@ trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data" "$data.
 for _ in $(seq 50); do grep -q "stepdb ready" "$data.log" && break; sleep 0.1; done
 ticks=$(getconf CLK_TCK)
 cpu_before=$(awk '{print $14 + $15}' "/proc/$server/stat")
+sampler=
+if [ -n "${STEPDB_SAMPLE:-}" ]; then
+  ( while sleep "$STEPDB_SAMPLE"; do
+      curl -s "127.0.0.1:$((port + 1))/metrics" | awk -v t="$(date +%T)" '
+        $1 == "process_resident_memory_bytes" {r = $2}
+        $1 == "stepdb_memory_used_bytes" {u = $2}
+        $1 == "stepdb_head_bytes" {h = $2}
+        $1 == "stepdb_rocksdb_memtable_bytes" {m = $2}
+        $1 == "stepdb_seals_queued" {q = $2}
+        END {printf "%s rss %d budget %d heads %d memtables %d seals_queued %d\n",
+                    t, r / 1e6, u / 1e6, h / 1e6, m / 1e6, q}' >&2
+    done ) &
+  sampler=$!
+fi
 result=$("$build/stepdb-loadgen" --addr "127.0.0.1:$port" "$@")
+[ -n "$sampler" ] && kill "$sampler"
 cpu_after=$(awk '{print $14 + $15}' "/proc/$server/stat")
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$server/status")
 metrics=$(curl -s "127.0.0.1:$((port + 1))/metrics")
