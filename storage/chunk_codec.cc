@@ -177,6 +177,27 @@ decltype(auto) WithOrder(int order, F&& f) {
   }
 }
 
+// The evenly spaced sample indices j * m / k, j = 0, 1, ... (k >= 1),
+// without a division each (a division per sample, ~20 cycles, was a tenth
+// of planning a column).
+class EvenlySpaced {
+ public:
+  EvenlySpaced(size_t m, size_t k) : step_(m / k), rem_step_(m % k), k_(k) {}
+  size_t index() const { return index_; }
+  void Next() {
+    index_ += step_;
+    rem_ += rem_step_;
+    const bool wrap = rem_ >= k_;
+    index_ += wrap ? 1 : 0;
+    rem_ -= wrap ? k_ : 0;
+  }
+
+ private:
+  size_t step_, rem_step_, k_;
+  size_t index_ = 0;
+  size_t rem_ = 0;  // (j * m) % k
+};
+
 // The median of up to 33 evenly spaced k-th differences of u[0, n), as
 // int64 (entries begin + j * m / samples, m = n - k).
 template <int K>
@@ -185,8 +206,9 @@ uint64_t SampleMedian(const uint64_t* u, size_t n) {
   std::array<int64_t, kSamples> sample{};
   const size_t m = n - K;
   const size_t k = std::min(m, kSamples);
-  for (size_t j = 0; j < k; ++j) {
-    sample[j] = static_cast<int64_t>(Diff<K>(u, K + j * m / k));
+  EvenlySpaced at(m, k);
+  for (size_t j = 0; j < k; ++j, at.Next()) {
+    sample[j] = static_cast<int64_t>(Diff<K>(u, K + at.index()));
   }
   std::nth_element(sample.begin(), sample.begin() + k / 2, sample.begin() + k);
   return static_cast<uint64_t>(sample[k / 2]);
@@ -964,9 +986,10 @@ AlpRdPlan PlanAlpRd(std::span<const double> values) {
   std::array<uint32_t, kAlpSamples> run_count;
   std::array<uint16_t, kAlpSamples> slot_of;
   size_t runs = 0;
-  for (size_t j = 0; j < k; ++j) {
-    const uint32_t key =
-        static_cast<uint32_t>(Bits(values[j * n / k]) >> (64 - kAlpMaxLeft));
+  EvenlySpaced at(n, k);
+  for (size_t j = 0; j < k; ++j, at.Next()) {
+    const uint32_t key = static_cast<uint32_t>(Bits(values[at.index()]) >>
+                                               (64 - kAlpMaxLeft));
     size_t h = (key * 0x9e3779b1u) >> (32 - 9);
     while (slot_key[h] != 0 && slot_key[h] != key + 1) h = (h + 1) % kSlots;
     if (slot_key[h] == 0) {
@@ -1151,8 +1174,9 @@ int DetectExponent(std::span<const double> values) {
   const size_t k = std::min(n, kSamples);
   int exponent = 0;
   size_t misses = 0;
-  for (size_t j = 0; j < k; ++j) {
-    const double v = values[j * n / k];
+  EvenlySpaced at(n, k);
+  for (size_t j = 0; j < k; ++j, at.Next()) {
+    const double v = values[at.index()];
     int e = 0;
     int64_t unused;
     while (e <= kMaxExponent && !ToDecimal(v, e, &unused)) ++e;
