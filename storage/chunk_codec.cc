@@ -808,22 +808,27 @@ uint64_t XorBits(const uint64_t* u, size_t n) {
   return W + XorCodeBits<W>(u, 1, n);
 }
 
-// An estimate of XorBits from kXorSampleBlocks evenly spaced blocks of
-// kXorBlock values (exact for short columns).
+// Whether an estimate of XorBits from kXorSampleBlocks evenly spaced
+// blocks of kXorBlock values (exact for short columns) is at most `limit`.
+// The estimate only grows with each block: it stops at the first that
+// takes it past the limit (on float32 telemetry, XOR is often far worse).
 constexpr size_t kXorSampleBlocks = 8;
 constexpr uint64_t kXorPruneMargin = 32;
 constexpr size_t kXorBlock = 32;
 
 template <int W>
-uint64_t EstimateXorBits(const uint64_t* u, size_t n) {
-  if (n < 4 * kXorSampleBlocks * kXorBlock) return XorBits<W>(u, n);
+bool XorEstimateAtMost(const uint64_t* u, size_t n, uint64_t limit) {
+  if (n < 4 * kXorSampleBlocks * kXorBlock) return XorBits<W>(u, n) <= limit;
   const size_t stride = (n - 1 - kXorBlock) / (kXorSampleBlocks - 1);
   uint64_t bits = 0;
   for (size_t b = 0; b < kXorSampleBlocks; ++b) {
     const size_t begin = 1 + b * stride;
     bits += XorCodeBits<W>(u, begin, begin + kXorBlock);
+    if (W + bits * (n - 1) / (kXorSampleBlocks * kXorBlock) > limit) {
+      return false;
+    }
   }
-  return W + bits * (n - 1) / (kXorSampleBlocks * kXorBlock);
+  return true;
 }
 
 // Bits of a column of n values at most (for reserving room).
@@ -1325,8 +1330,9 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
     // (kXorPruneMargin: an estimate 1/32 above the integer code's size
     // rules it out).
     uint64_t xor_bits = std::numeric_limits<uint64_t>::max();
-    const uint64_t estimate = EstimateXorBits<32>(f32, n) + exc_bits;
-    if (estimate <= int_bits + int_bits / kXorPruneMargin) {
+    const uint64_t margin = int_bits + int_bits / kXorPruneMargin;
+    if (exc_bits <= margin &&
+        XorEstimateAtMost<32>(f32, n, margin - exc_bits)) {
       xor_bits = XorBits<32>(f32, n) + exc_bits;
     }
     if (std::min(xor_bits, int_bits) < best->bits) {
@@ -1386,7 +1392,7 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
     if (best->bits != std::numeric_limits<uint64_t>::max()) {
       xor_bits = std::numeric_limits<uint64_t>::max();
       if (best->codec != ChunkValueCodec::kAlpRd ||
-          EstimateXorBits<64>(raw, n) <= alp_bits + alp_bits / kXorPruneMargin) {
+          XorEstimateAtMost<64>(raw, n, alp_bits + alp_bits / kXorPruneMargin)) {
         xor_bits = XorBits<64>(raw, n);
       }
     }
