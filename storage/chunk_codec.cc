@@ -1274,8 +1274,11 @@ bool MapDecimals(std::span<const double> values, int e, uint64_t* u,
 }
 
 // Picks the value codec: detection passes and exact sizes, no trial
-// encodes; a candidate is sized only when it can still win.
-void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
+// encodes; a candidate is sized only when it can still win. s.b and s.c
+// hold the values' float32 patterns as the float32_patterns kernel maps
+// them, f32_misses its result.
+void PlanValues(std::span<const double> values, size_t f32_misses, Scratch& s,
+                ValuePlan* best) {
   const size_t n = values.size();
   static const std::vector<uint32_t> kNoExceptions;
   best->exc = &kNoExceptions;
@@ -1295,14 +1298,13 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
     best->exc = &s.positions;
   }
   // float32 widened to float64: not worth a look when the decimal codec
-  // already spends under 12 bits a value.
-  uint64_t* const f32 = Scratch::Get(s.b, n);
-  uint64_t* const ordered = Scratch::Get(s.c, n);
-  // One vectorized pass maps every value; only a chunk with values that are
-  // not float32 takes the scalar path that collects them as exceptions.
+  // already spends under 12 bits a value. The kernel mapped every value;
+  // only a chunk with values that are not float32 takes the scalar path
+  // that collects them as exceptions.
+  uint64_t* const f32 = s.b.data();
+  uint64_t* const ordered = s.c.data();
   const auto map_float32 = [&] {
-    if (internal::ActiveCodecKernels().float32_patterns(values.data(), n, f32,
-                                                        ordered) == 0) {
+    if (f32_misses == 0) {
       s.positions2.clear();
       return true;
     }
@@ -1654,35 +1656,16 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   return internal::CheckPadding(&r);
 }
 
-void PutValueStats(std::span<const double> values, std::string* out) {
-  constexpr uint64_t kExponent = 0x7ff0000000000000;
-  uint64_t nan = 0, pinf = 0, ninf = 0;
-  double min = 0.0, max = 0.0, sum = 0.0;
-  bool any = false;
-  for (size_t i = 0; i < values.size(); ++i) {
-    const double v = values[i];
-    if ((Bits(v) & kExponent) != kExponent) [[likely]] {  // finite
-      if (!any) {
-        min = max = v;
-        any = true;
-      } else {
-        min = v < min ? v : min;
-        max = max < v ? v : max;
-      }
-      sum += v;
-    } else if (std::isnan(v)) {
-      ++nan;
-    } else {
-      ++(v > 0 ? pinf : ninf);
-    }
-  }
-  PutVarint(nan, out);
-  PutVarint(pinf, out);
-  PutVarint(ninf, out);
-  if (any) {
-    PutFixed64(Bits(min), out);
-    PutFixed64(Bits(max), out);
-    PutFixed64(Bits(sum), out);
+// Writes the value stats (as the float32_patterns kernel computes them).
+void PutValueStats(const internal::KernelValueStats& s,
+                   std::span<const double> values, std::string* out) {
+  PutVarint(s.nan, out);
+  PutVarint(s.pos_inf, out);
+  PutVarint(s.neg_inf, out);
+  if (s.any_finite) {
+    PutFixed64(Bits(s.min), out);
+    PutFixed64(Bits(s.max), out);
+    PutFixed64(Bits(s.sum), out);
   }
   PutFixed64(Bits(values.front()), out);
   PutFixed64(Bits(values.back()), out);
@@ -1770,8 +1753,14 @@ void EncodeChunkImpl(std::span<const uint64_t> steps,
   const bool stats = n >= kMinPointsForValueStats;
 
   Scratch& scratch = ThreadScratch();
+  // The float32 patterns come with the value stats: the stats' chain of
+  // adds hides the patterns' work (see CodecKernels::float32_patterns).
+  internal::KernelValueStats value_stats;
+  const size_t f32_misses = internal::ActiveCodecKernels().float32_patterns(
+      values.data(), n, Scratch::Get(scratch.b, n), Scratch::Get(scratch.c, n),
+      &value_stats);
   ValuePlan vp;
-  PlanValues(values, scratch, &vp);
+  PlanValues(values, f32_misses, scratch, &vp);
 
   internal::PutCommonHeader(leader == 0 ? kVersion2 : kVersion3, steps,
                             times_ms, out);
@@ -1786,7 +1775,7 @@ void EncodeChunkImpl(std::span<const uint64_t> steps,
                                    (regular ? kFlagRegularSteps : 0) |
                                    (leader != 0 && lane_check ? kFlagLaneCheck
                                                               : 0)));
-  if (stats) PutValueStats(values, out);
+  if (stats) PutValueStats(value_stats, values, out);
   const std::vector<uint32_t>& exc = *vp.exc;
   out->push_back(static_cast<char>(static_cast<uint8_t>(vp.codec) |
                                    (vp.exponent << kExponentShift) |

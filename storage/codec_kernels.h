@@ -53,6 +53,20 @@ struct KernelColumnsCheck {
   int64_t max_time;
 };
 
+// The value stats of a chunk header (docs/FORMAT.md): the NaN, +Inf and
+// -Inf counts, and over the finite values (if any) their minimum and
+// maximum (compared with <, the first of equal values wins) and their sum
+// in point order.
+struct KernelValueStats {
+  uint64_t nan = 0;
+  uint64_t pos_inf = 0;
+  uint64_t neg_inf = 0;
+  bool any_finite = false;
+  double min = 0.0;
+  double max = 0.0;
+  double sum = 0.0;
+};
+
 struct CodecKernels {
   const char* name;
 
@@ -119,8 +133,11 @@ struct CodecKernels {
   // ordered[i] = that pattern as an integer ordered like the floats (see
   // OrderedFromFloat32 in chunk_codec.cc). Returns how many v[i] are not
   // exactly double(float(v[i])), bit for bit (0: all are float32 values).
+  // Also computes the value stats of v[0, n) (n >= 1) into *stats: their
+  // sum is a chain of dependent adds in point order (as the format wants,
+  // ~3 cycles a value), in whose shadow the rest is free.
   size_t (*float32_patterns)(const double* v, size_t n, uint64_t* f32,
-                             uint64_t* ordered);
+                             uint64_t* ordered, KernelValueStats* stats);
 
   // The value codec ALP_rd (kAlpRd in chunk_codec.cc): each 64-bit pattern
   // of v[0, n) split into its top 64 - right_bits bits, looked up in
