@@ -1275,8 +1275,8 @@ bool MapDecimals(std::span<const double> values, int e, uint64_t* u,
 
 // Picks the value codec: detection passes and exact sizes, no trial
 // encodes; a candidate is sized only when it can still win. s.b and s.c
-// hold the values' float32 patterns as the float32_patterns kernel maps
-// them, f32_misses its result.
+// hold the values' float32 patterns as the scan_points kernel maps them,
+// f32_misses how many values are not float32.
 void PlanValues(std::span<const double> values, size_t f32_misses, Scratch& s,
                 ValuePlan* best) {
   const size_t n = values.size();
@@ -1656,7 +1656,7 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   return internal::CheckPadding(&r);
 }
 
-// Writes the value stats (as the float32_patterns kernel computes them).
+// Writes the value stats (as the scan_points kernel computes them).
 void PutValueStats(const internal::KernelValueStats& s,
                    std::span<const double> values, std::string* out) {
   PutVarint(s.nan, out);
@@ -1747,23 +1747,22 @@ void EncodeChunkImpl(std::span<const uint64_t> steps,
   const size_t want = out->size() + 96 + 4 * n;
   if (out->capacity() < want) out->reserve(std::max(want, 2 * out->size()));
 
-  const bool regular =
-      n >= 2 && leader == 0 &&
-      internal::ActiveCodecKernels().equal_deltas(steps.data(), n);
+  // One pass for the value stats, the values' float32 patterns, the time
+  // range and the step regularity: the stats' chain of adds hides the rest
+  // (see CodecKernels::scan_points).
+  Scratch& scratch = ThreadScratch();
+  internal::KernelScan scan;
+  internal::ActiveCodecKernels().scan_points(
+      steps.data(), times_ms.data(), values.data(), n,
+      Scratch::Get(scratch.b, n), Scratch::Get(scratch.c, n), &scan);
+  const bool regular = leader == 0 && scan.equal_deltas;
   const bool stats = n >= kMinPointsForValueStats;
 
-  Scratch& scratch = ThreadScratch();
-  // The float32 patterns come with the value stats: the stats' chain of
-  // adds hides the patterns' work (see CodecKernels::float32_patterns).
-  internal::KernelValueStats value_stats;
-  const size_t f32_misses = internal::ActiveCodecKernels().float32_patterns(
-      values.data(), n, Scratch::Get(scratch.b, n), Scratch::Get(scratch.c, n),
-      &value_stats);
   ValuePlan vp;
-  PlanValues(values, f32_misses, scratch, &vp);
+  PlanValues(values, scan.float32_misses, scratch, &vp);
 
   internal::PutCommonHeader(leader == 0 ? kVersion2 : kVersion3, steps,
-                            times_ms, out);
+                            times_ms, scan.min_time, scan.max_time, out);
   if (leader != 0) {
     PutVarint(leader, out);
     const uint32_t check =
@@ -1775,7 +1774,7 @@ void EncodeChunkImpl(std::span<const uint64_t> steps,
                                    (regular ? kFlagRegularSteps : 0) |
                                    (leader != 0 && lane_check ? kFlagLaneCheck
                                                               : 0)));
-  if (stats) PutValueStats(value_stats, values, out);
+  if (stats) PutValueStats(scan.stats, values, out);
   const std::vector<uint32_t>& exc = *vp.exc;
   out->push_back(static_cast<char>(static_cast<uint8_t>(vp.codec) |
                                    (vp.exponent << kExponentShift) |
