@@ -56,15 +56,16 @@ struct KernelColumnsCheck {
 // The value stats of a chunk header (docs/FORMAT.md): the NaN, +Inf and
 // -Inf counts, and over the finite values (if any) their minimum and
 // maximum (compared with <, the first of equal values wins) and their sum
-// in point order.
+// in point order. Plain data (no member initializers: no inline
+// constructor that the v3 kernels could supply to portable code).
 struct KernelValueStats {
-  uint64_t nan = 0;
-  uint64_t pos_inf = 0;
-  uint64_t neg_inf = 0;
-  bool any_finite = false;
-  double min = 0.0;
-  double max = 0.0;
-  double sum = 0.0;
+  uint64_t nan;
+  uint64_t pos_inf;
+  uint64_t neg_inf;
+  bool any_finite;
+  double min;
+  double max;
+  double sum;
 };
 
 // What CodecKernels::scan_points finds.
