@@ -177,19 +177,77 @@ decltype(auto) WithOrder(int order, F&& f) {
   }
 }
 
+// The evenly spaced sample indices j * m / k, j = 0, 1, ... (k >= 1),
+// without a division each (a division per sample, ~20 cycles, was a tenth
+// of planning a column).
+class EvenlySpaced {
+ public:
+  EvenlySpaced(size_t m, size_t k) : step_(m / k), rem_step_(m % k), k_(k) {}
+  size_t index() const { return index_; }
+  void Next() {
+    index_ += step_;
+    rem_ += rem_step_;
+    const bool wrap = rem_ >= k_;
+    index_ += wrap ? 1 : 0;
+    rem_ -= wrap ? k_ : 0;
+  }
+
+ private:
+  size_t step_, rem_step_, k_;
+  size_t index_ = 0;
+  size_t rem_ = 0;  // (j * m) % k
+};
+
+constexpr size_t kMedianSamples = 33;
+
+// The rank-th smallest (from 0) of s[0, m), 1 <= m <= kMedianSamples;
+// overwrites s. Quickselect whose partition writes every element to both
+// sides' buffers and advances the index of the side it belongs to, so that
+// no branch depends on a comparison (std::nth_element's branches on them
+// mispredicted about half the time: a twentieth of an encode).
+int64_t SelectRank(int64_t* s, size_t m, size_t rank) {
+  std::array<int64_t, kMedianSamples> buffers[2];
+  int64_t* free[2] = {buffers[0].data(), buffers[1].data()};
+  while (m > 1) {
+    const int64_t pivot = s[m / 2];
+    int64_t* const less = free[0];
+    int64_t* const greater = free[1];
+    size_t num_less = 0, num_greater = 0;
+    for (size_t i = 0; i < m; ++i) {
+      const int64_t v = s[i];
+      less[num_less] = v;
+      num_less += v < pivot ? 1 : 0;
+      greater[num_greater] = v;
+      num_greater += v > pivot ? 1 : 0;
+    }
+    if (rank < num_less) {
+      free[0] = s;
+      s = less;
+      m = num_less;
+    } else if (rank >= m - num_greater) {
+      rank -= m - num_greater;
+      free[1] = s;
+      s = greater;
+      m = num_greater;
+    } else {
+      return pivot;  // among the elements equal to it
+    }
+  }
+  return s[0];
+}
+
 // The median of up to 33 evenly spaced k-th differences of u[0, n), as
 // int64 (entries begin + j * m / samples, m = n - k).
 template <int K>
 uint64_t SampleMedian(const uint64_t* u, size_t n) {
-  constexpr size_t kSamples = 33;
-  std::array<int64_t, kSamples> sample{};
+  std::array<int64_t, kMedianSamples> sample;
   const size_t m = n - K;
-  const size_t k = std::min(m, kSamples);
-  for (size_t j = 0; j < k; ++j) {
-    sample[j] = static_cast<int64_t>(Diff<K>(u, K + j * m / k));
+  const size_t k = std::min(m, kMedianSamples);
+  EvenlySpaced at(m, k);
+  for (size_t j = 0; j < k; ++j, at.Next()) {
+    sample[j] = static_cast<int64_t>(Diff<K>(u, K + at.index()));
   }
-  std::nth_element(sample.begin(), sample.begin() + k / 2, sample.begin() + k);
-  return static_cast<uint64_t>(sample[k / 2]);
+  return static_cast<uint64_t>(SelectRank(sample.data(), k, k / 2));
 }
 
 using WidthHistogram = std::array<uint32_t, 65>;
@@ -786,22 +844,27 @@ uint64_t XorBits(const uint64_t* u, size_t n) {
   return W + XorCodeBits<W>(u, 1, n);
 }
 
-// An estimate of XorBits from kXorSampleBlocks evenly spaced blocks of
-// kXorBlock values (exact for short columns).
+// Whether an estimate of XorBits from kXorSampleBlocks evenly spaced
+// blocks of kXorBlock values (exact for short columns) is at most `limit`.
+// The estimate only grows with each block: it stops at the first that
+// takes it past the limit (on float32 telemetry, XOR is often far worse).
 constexpr size_t kXorSampleBlocks = 8;
 constexpr uint64_t kXorPruneMargin = 32;
 constexpr size_t kXorBlock = 32;
 
 template <int W>
-uint64_t EstimateXorBits(const uint64_t* u, size_t n) {
-  if (n < 4 * kXorSampleBlocks * kXorBlock) return XorBits<W>(u, n);
+bool XorEstimateAtMost(const uint64_t* u, size_t n, uint64_t limit) {
+  if (n < 4 * kXorSampleBlocks * kXorBlock) return XorBits<W>(u, n) <= limit;
   const size_t stride = (n - 1 - kXorBlock) / (kXorSampleBlocks - 1);
   uint64_t bits = 0;
   for (size_t b = 0; b < kXorSampleBlocks; ++b) {
     const size_t begin = 1 + b * stride;
     bits += XorCodeBits<W>(u, begin, begin + kXorBlock);
+    if (W + bits * (n - 1) / (kXorSampleBlocks * kXorBlock) > limit) {
+      return false;
+    }
   }
-  return W + bits * (n - 1) / (kXorSampleBlocks * kXorBlock);
+  return true;
 }
 
 // Bits of a column of n values at most (for reserving room).
@@ -964,9 +1027,10 @@ AlpRdPlan PlanAlpRd(std::span<const double> values) {
   std::array<uint32_t, kAlpSamples> run_count;
   std::array<uint16_t, kAlpSamples> slot_of;
   size_t runs = 0;
-  for (size_t j = 0; j < k; ++j) {
-    const uint32_t key =
-        static_cast<uint32_t>(Bits(values[j * n / k]) >> (64 - kAlpMaxLeft));
+  EvenlySpaced at(n, k);
+  for (size_t j = 0; j < k; ++j, at.Next()) {
+    const uint32_t key = static_cast<uint32_t>(Bits(values[at.index()]) >>
+                                               (64 - kAlpMaxLeft));
     size_t h = (key * 0x9e3779b1u) >> (32 - 9);
     while (slot_key[h] != 0 && slot_key[h] != key + 1) h = (h + 1) % kSlots;
     if (slot_key[h] == 0) {
@@ -1151,8 +1215,9 @@ int DetectExponent(std::span<const double> values) {
   const size_t k = std::min(n, kSamples);
   int exponent = 0;
   size_t misses = 0;
-  for (size_t j = 0; j < k; ++j) {
-    const double v = values[j * n / k];
+  EvenlySpaced at(n, k);
+  for (size_t j = 0; j < k; ++j, at.Next()) {
+    const double v = values[at.index()];
     int e = 0;
     int64_t unused;
     while (e <= kMaxExponent && !ToDecimal(v, e, &unused)) ++e;
@@ -1245,8 +1310,11 @@ bool MapDecimals(std::span<const double> values, int e, uint64_t* u,
 }
 
 // Picks the value codec: detection passes and exact sizes, no trial
-// encodes; a candidate is sized only when it can still win.
-void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
+// encodes; a candidate is sized only when it can still win. s.b and s.c
+// hold the values' float32 patterns as the scan_points kernel maps them,
+// f32_misses how many values are not float32.
+void PlanValues(std::span<const double> values, size_t f32_misses, Scratch& s,
+                ValuePlan* best) {
   const size_t n = values.size();
   static const std::vector<uint32_t> kNoExceptions;
   best->exc = &kNoExceptions;
@@ -1266,14 +1334,13 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
     best->exc = &s.positions;
   }
   // float32 widened to float64: not worth a look when the decimal codec
-  // already spends under 12 bits a value.
-  uint64_t* const f32 = Scratch::Get(s.b, n);
-  uint64_t* const ordered = Scratch::Get(s.c, n);
-  // One vectorized pass maps every value; only a chunk with values that are
-  // not float32 takes the scalar path that collects them as exceptions.
+  // already spends under 12 bits a value. The kernel mapped every value;
+  // only a chunk with values that are not float32 takes the scalar path
+  // that collects them as exceptions.
+  uint64_t* const f32 = s.b.data();
+  uint64_t* const ordered = s.c.data();
   const auto map_float32 = [&] {
-    if (internal::ActiveCodecKernels().float32_patterns(values.data(), n, f32,
-                                                        ordered) == 0) {
+    if (f32_misses == 0) {
       s.positions2.clear();
       return true;
     }
@@ -1301,8 +1368,9 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
     // (kXorPruneMargin: an estimate 1/32 above the integer code's size
     // rules it out).
     uint64_t xor_bits = std::numeric_limits<uint64_t>::max();
-    const uint64_t estimate = EstimateXorBits<32>(f32, n) + exc_bits;
-    if (estimate <= int_bits + int_bits / kXorPruneMargin) {
+    const uint64_t margin = int_bits + int_bits / kXorPruneMargin;
+    if (exc_bits <= margin &&
+        XorEstimateAtMost<32>(f32, n, margin - exc_bits)) {
       xor_bits = XorBits<32>(f32, n) + exc_bits;
     }
     if (std::min(xor_bits, int_bits) < best->bits) {
@@ -1362,7 +1430,7 @@ void PlanValues(std::span<const double> values, Scratch& s, ValuePlan* best) {
     if (best->bits != std::numeric_limits<uint64_t>::max()) {
       xor_bits = std::numeric_limits<uint64_t>::max();
       if (best->codec != ChunkValueCodec::kAlpRd ||
-          EstimateXorBits<64>(raw, n) <= alp_bits + alp_bits / kXorPruneMargin) {
+          XorEstimateAtMost<64>(raw, n, alp_bits + alp_bits / kXorPruneMargin)) {
         xor_bits = XorBits<64>(raw, n);
       }
     }
@@ -1624,35 +1692,16 @@ absl::Status DecodeBodyV2(const Header& h, uint64_t* steps, int64_t* times,
   return internal::CheckPadding(&r);
 }
 
-void PutValueStats(std::span<const double> values, std::string* out) {
-  constexpr uint64_t kExponent = 0x7ff0000000000000;
-  uint64_t nan = 0, pinf = 0, ninf = 0;
-  double min = 0.0, max = 0.0, sum = 0.0;
-  bool any = false;
-  for (size_t i = 0; i < values.size(); ++i) {
-    const double v = values[i];
-    if ((Bits(v) & kExponent) != kExponent) [[likely]] {  // finite
-      if (!any) {
-        min = max = v;
-        any = true;
-      } else {
-        min = v < min ? v : min;
-        max = max < v ? v : max;
-      }
-      sum += v;
-    } else if (std::isnan(v)) {
-      ++nan;
-    } else {
-      ++(v > 0 ? pinf : ninf);
-    }
-  }
-  PutVarint(nan, out);
-  PutVarint(pinf, out);
-  PutVarint(ninf, out);
-  if (any) {
-    PutFixed64(Bits(min), out);
-    PutFixed64(Bits(max), out);
-    PutFixed64(Bits(sum), out);
+// Writes the value stats (as the scan_points kernel computes them).
+void PutValueStats(const internal::KernelValueStats& s,
+                   std::span<const double> values, std::string* out) {
+  PutVarint(s.nan, out);
+  PutVarint(s.pos_inf, out);
+  PutVarint(s.neg_inf, out);
+  if (s.any_finite) {
+    PutFixed64(Bits(s.min), out);
+    PutFixed64(Bits(s.max), out);
+    PutFixed64(Bits(s.sum), out);
   }
   PutFixed64(Bits(values.front()), out);
   PutFixed64(Bits(values.back()), out);
@@ -1734,17 +1783,22 @@ void EncodeChunkImpl(std::span<const uint64_t> steps,
   const size_t want = out->size() + 96 + 4 * n;
   if (out->capacity() < want) out->reserve(std::max(want, 2 * out->size()));
 
-  const bool regular =
-      n >= 2 && leader == 0 &&
-      internal::ActiveCodecKernels().equal_deltas(steps.data(), n);
+  // One pass for the value stats, the values' float32 patterns, the time
+  // range and the step regularity: the stats' chain of adds hides the rest
+  // (see CodecKernels::scan_points).
+  Scratch& scratch = ThreadScratch();
+  internal::KernelScan scan;
+  internal::ActiveCodecKernels().scan_points(
+      steps.data(), times_ms.data(), values.data(), n,
+      Scratch::Get(scratch.b, n), Scratch::Get(scratch.c, n), &scan);
+  const bool regular = leader == 0 && scan.equal_deltas;
   const bool stats = n >= kMinPointsForValueStats;
 
-  Scratch& scratch = ThreadScratch();
   ValuePlan vp;
-  PlanValues(values, scratch, &vp);
+  PlanValues(values, scan.float32_misses, scratch, &vp);
 
   internal::PutCommonHeader(leader == 0 ? kVersion2 : kVersion3, steps,
-                            times_ms, out);
+                            times_ms, scan.min_time, scan.max_time, out);
   if (leader != 0) {
     PutVarint(leader, out);
     const uint32_t check =
@@ -1756,7 +1810,7 @@ void EncodeChunkImpl(std::span<const uint64_t> steps,
                                    (regular ? kFlagRegularSteps : 0) |
                                    (leader != 0 && lane_check ? kFlagLaneCheck
                                                               : 0)));
-  if (stats) PutValueStats(values, out);
+  if (stats) PutValueStats(scan.stats, values, out);
   const std::vector<uint32_t>& exc = *vp.exc;
   out->push_back(static_cast<char>(static_cast<uint8_t>(vp.codec) |
                                    (vp.exponent << kExponentShift) |

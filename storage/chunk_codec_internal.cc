@@ -56,9 +56,16 @@ absl::Status CheckVersion(std::string_view chunk) {
 
 void PutCommonHeader(uint8_t version, std::span<const uint64_t> steps,
                      std::span<const int64_t> times_ms, std::string* out) {
-  const size_t n = steps.size();
   int64_t min_time, max_time;
-  ActiveCodecKernels().min_max(times_ms.data(), n, &min_time, &max_time);
+  ActiveCodecKernels().min_max(times_ms.data(), times_ms.size(), &min_time,
+                               &max_time);
+  PutCommonHeader(version, steps, times_ms, min_time, max_time, out);
+}
+
+void PutCommonHeader(uint8_t version, std::span<const uint64_t> steps,
+                     std::span<const int64_t> times_ms, int64_t min_time,
+                     int64_t max_time, std::string* out) {
+  const size_t n = steps.size();
   const uint64_t first_time = static_cast<uint64_t>(times_ms[0]);
   out->push_back(static_cast<char>(version));
   PutVarint(n, out);

@@ -68,6 +68,10 @@ absl::Status CheckVersion(std::string_view chunk);
 // time, max − first time). Same preconditions as EncodeChunk.
 void PutCommonHeader(uint8_t version, std::span<const uint64_t> steps,
                      std::span<const int64_t> times_ms, std::string* out);
+// The same with the times' minimum and maximum known.
+void PutCommonHeader(uint8_t version, std::span<const uint64_t> steps,
+                     std::span<const int64_t> times_ms, int64_t min_time,
+                     int64_t max_time, std::string* out);
 
 // The common prefix, parsed and validated (count in 1..2^24, step and time
 // ranges consistent). The version byte is not checked.

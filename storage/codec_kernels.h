@@ -53,6 +53,30 @@ struct KernelColumnsCheck {
   int64_t max_time;
 };
 
+// The value stats of a chunk header (docs/FORMAT.md): the NaN, +Inf and
+// -Inf counts, and over the finite values (if any) their minimum and
+// maximum (compared with <, the first of equal values wins) and their sum
+// in point order. Plain data (no member initializers: no inline
+// constructor that the v3 kernels could supply to portable code).
+struct KernelValueStats {
+  uint64_t nan;
+  uint64_t pos_inf;
+  uint64_t neg_inf;
+  bool any_finite;
+  double min;
+  double max;
+  double sum;
+};
+
+// What CodecKernels::scan_points finds.
+struct KernelScan {
+  KernelValueStats stats;
+  size_t float32_misses;  // values not exactly double(float(v)), bit for bit
+  int64_t min_time;
+  int64_t max_time;
+  bool equal_deltas;  // n >= 2 and all step deltas (mod 2^64) are equal
+};
+
 struct CodecKernels {
   const char* name;
 
@@ -112,15 +136,16 @@ struct CodecKernels {
   // BitWriter::Reserve gives).
   void (*write_plain)(const uint64_t* u, size_t n, int order, uint64_t base,
                       int w1, int w2, KernelWriter* writer);
-  // Whether all differences u[i] - u[i - 1] (mod 2^64) of u[0, n) are
-  // equal; n >= 2.
-  bool (*equal_deltas)(const uint64_t* u, size_t n);
-  // For every v[i]: f32[i] = the float32 pattern of float(v[i]) and
-  // ordered[i] = that pattern as an integer ordered like the floats (see
-  // OrderedFromFloat32 in chunk_codec.cc). Returns how many v[i] are not
-  // exactly double(float(v[i])), bit for bit (0: all are float32 values).
-  size_t (*float32_patterns)(const double* v, size_t n, uint64_t* f32,
-                             uint64_t* ordered);
+  // One pass over the n >= 1 points the encoder is given, for what it
+  // needs of all of them: see KernelScan; and for every value v[i], f32[i]
+  // = the float32 pattern of float(v[i]) and ordered[i] = that pattern as
+  // an integer ordered like the floats (see OrderedFromFloat32 in
+  // chunk_codec.cc). The value stats' sum is a chain of dependent adds in
+  // point order (as the format wants, ~3 cycles a value), in whose shadow
+  // the rest is free.
+  void (*scan_points)(const uint64_t* steps, const int64_t* times,
+                      const double* v, size_t n, uint64_t* f32,
+                      uint64_t* ordered, KernelScan* scan);
 
   // The value codec ALP_rd (kAlpRd in chunk_codec.cc): each 64-bit pattern
   // of v[0, n) split into its top 64 - right_bits bits, looked up in

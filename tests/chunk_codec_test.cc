@@ -1933,7 +1933,8 @@ TEST_F(KernelsTest, EncoderKernelsMatchScalarReference) {
     const internal::CodecKernels& k = internal::ActiveCodecKernels();
     SCOPED_TRACE(name);
     for (int iter = 0; iter < 300; ++iter) {
-      const size_t n = 1 + rng() % 700;
+      // Some columns span several blocks of the run-length kernel.
+      const size_t n = 1 + rng() % (iter % 10 == 3 ? 5000 : 700);
       // Columns with long and short runs of equal differences (zero
       // residuals) and some noise of every width.
       std::vector<uint64_t> u(n);
