@@ -207,11 +207,11 @@ constexpr size_t kMedianSamples = 33;
 // mispredicted about half the time: a twentieth of an encode).
 int64_t SelectRank(int64_t* s, size_t m, size_t rank) {
   std::array<int64_t, kMedianSamples> buffers[2];
-  int64_t* free[2] = {buffers[0].data(), buffers[1].data()};
+  int64_t* spare[2] = {buffers[0].data(), buffers[1].data()};
   while (m > 1) {
     const int64_t pivot = s[m / 2];
-    int64_t* const less = free[0];
-    int64_t* const greater = free[1];
+    int64_t* const less = spare[0];
+    int64_t* const greater = spare[1];
     size_t num_less = 0, num_greater = 0;
     for (size_t i = 0; i < m; ++i) {
       const int64_t v = s[i];
@@ -221,12 +221,12 @@ int64_t SelectRank(int64_t* s, size_t m, size_t rank) {
       num_greater += v > pivot ? 1 : 0;
     }
     if (rank < num_less) {
-      free[0] = s;
+      spare[0] = s;
       s = less;
       m = num_less;
     } else if (rank >= m - num_greater) {
       rank -= m - num_greater;
-      free[1] = s;
+      spare[1] = s;
       s = greater;
       m = num_greater;
     } else {
@@ -243,6 +243,7 @@ uint64_t SampleMedian(const uint64_t* u, size_t n) {
   std::array<int64_t, kMedianSamples> sample;
   const size_t m = n - K;
   const size_t k = std::min(m, kMedianSamples);
+  if (k == 0) return 0;  // no differences (callers pass n > K today)
   EvenlySpaced at(m, k);
   for (size_t j = 0; j < k; ++j, at.Next()) {
     sample[j] = static_cast<int64_t>(Diff<K>(u, K + at.index()));

@@ -2047,21 +2047,52 @@ TEST_F(KernelsTest, EncoderKernelsMatchScalarReference) {
 
 // Every chunk of the property corpus, and every truncation of some, decodes
 // to the same bits (or the same error) with each kernel table.
+// n points of a random ClassValues kind, steps regular (kStep apart) or
+// irregular, times ~500 ms apart with jitter.
+PointColumns RandomClassPoints(size_t n, bool regular_steps,
+                               std::mt19937_64& rng) {
+  const std::vector<double> values =
+      ClassValues(static_cast<int>(rng() % 6), n, rng);
+  PointColumns p;
+  uint64_t step = rng() % 1000;
+  int64_t time = 1'717'000'000'000;
+  for (size_t i = 0; i < n; ++i) {
+    p.push_back(step, time, values[i]);
+    step += regular_steps ? kStep : 1 + rng() % 5;
+    time += 480 + static_cast<int64_t>(rng() % 41);
+  }
+  return p;
+}
+
+// The encoder's kernels (sizing, statistics, packing) must make the same
+// bytes whichever table runs them: chunks written on one machine are read
+// and compared (duplicates, pinned tests) on another.
+TEST_F(KernelsTest, EveryKernelTableEncodesTheSameBytes) {
+  std::mt19937_64 rng(83);
+  const std::vector<std::string> names = RunnableKernels();
+  for (int iter = 0; iter < 300; ++iter) {
+    const size_t n = 1 + rng() % (iter % 10 == 0 ? 5000 : 1500);
+    const PointColumns p = RandomClassPoints(n, iter % 3 == 0, rng);
+    std::vector<std::string> chunks;
+    for (const std::string& name : names) {
+      ASSERT_TRUE(internal::UseCodecKernelsForTesting(name.c_str()));
+      chunks.push_back(Encode(p));
+    }
+    for (size_t j = 1; j < chunks.size(); ++j) {
+      EXPECT_EQ(chunks[j], chunks[0]) << names[j] << " vs " << names[0]
+                                      << ", chunk " << iter << ", " << n
+                                      << " points";
+    }
+  }
+}
+
 TEST_F(KernelsTest, ChunksDecodeTheSameWithEveryKernelTable) {
   std::mt19937_64 rng(79);
   const std::vector<std::string> names = RunnableKernels();
   for (int iter = 0; iter < 200; ++iter) {
     const size_t n = 1 + rng() % 1500;
-    std::vector<double> values =
-        ClassValues(static_cast<int>(rng() % 6), n, rng);
-    PointColumns p;
-    uint64_t step = rng() % 1000;
-    int64_t time = 1'717'000'000'000;
-    for (size_t i = 0; i < n; ++i) {
-      p.push_back(step, time, values[i]);
-      step += iter % 2 == 0 ? kStep : 1 + rng() % 5;
-      time += 480 + static_cast<int64_t>(rng() % 41);
-    }
+    const PointColumns p = RandomClassPoints(n, iter % 2 == 0, rng);
+    const std::vector<double>& values = p.values;
     const std::string chunk = Encode(p);
     std::vector<std::string> cuts = {chunk};
     if (iter % 10 == 0) {
