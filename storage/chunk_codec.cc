@@ -1431,7 +1431,8 @@ void PlanValues(std::span<const double> values, size_t f32_misses, Scratch& s,
     if (best->bits != std::numeric_limits<uint64_t>::max()) {
       xor_bits = std::numeric_limits<uint64_t>::max();
       if (best->codec != ChunkValueCodec::kAlpRd ||
-          XorEstimateAtMost<64>(raw, n, alp_bits + alp_bits / kXorPruneMargin)) {
+          XorEstimateAtMost<64>(raw, n,
+                                alp_bits + alp_bits / kXorPruneMargin)) {
         xor_bits = XorBits<64>(raw, n);
       }
     }

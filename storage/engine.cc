@@ -2087,9 +2087,10 @@ class Engine::Impl {
   // Sealing is about half of the engine's CPU per point and has one
   // thread, which the writers' threads starve: at 2.5 M points/s on two
   // cores every head stayed queued and heads grew without end
-  // (docs/ARCHITECTURE.md, write path, "Seal assists"). Not while an expiry or a deletion holds seal_mu_ (they may take
-  // seconds: writers would stop for them, where they used to go on), nor
-  // while writes fail (each seal would fail at its write).
+  // (docs/ARCHITECTURE.md, write path, "Seal assists"). Not while an
+  // expiry or a deletion holds seal_mu_ (they may take seconds: writers
+  // would stop for them, where they used to go on), nor while writes fail
+  // (each seal would fail at its write).
   void AssistSeals(size_t points)
       ABSL_LOCKS_EXCLUDED(seal_queue_mu_, seal_mu_) {
     if (head_bytes_.load(std::memory_order_relaxed) <
@@ -2137,8 +2138,8 @@ class Engine::Impl {
   absl::StatusOr<uint64_t> Seal(SeriesState* state, bool all)
       ABSL_LOCKS_EXCLUDED(seal_mu_) {
     // One seal at a time (the sealer thread, writers' assists and
-    // Compact): the head prefix
-    // copied below stays the head's prefix, as the committer only appends.
+    // Compact): the head prefix copied below stays the head's prefix, as
+    // the committer only appends.
     absl::MutexLock seal_lock(&seal_mu_);
     PointColumns head;
     std::vector<LogRefs::Ref> records;

@@ -142,8 +142,9 @@ TEST_F(CliTest, WriteConflictsAreReportedAndHealthAndMetricsServe) {
   EXPECT_THAT(metrics->body, HasSubstr("# TYPE stepdb_series gauge"));
   // The memory gauges read the live process and RocksDB: the points just
   // written sit in a memtable.
-  EXPECT_THAT(metrics->body,
-              ContainsRegex("\nprocess_resident_memory_bytes [1-9][0-9]{6,}\n"));
+  EXPECT_THAT(
+      metrics->body,
+      ContainsRegex("\nprocess_resident_memory_bytes [1-9][0-9]{6,}\n"));
   EXPECT_THAT(metrics->body,
               ContainsRegex("\nstepdb_rocksdb_memtable_bytes [1-9][0-9]*\n"));
 }
