@@ -324,6 +324,25 @@ double Percentile(std::vector<double>& v, double p) {
   return v[i];
 }
 
+// Ack latencies grouped by when (since start) their request was sent.
+void PrintTimeline(const std::vector<StreamResult>& results, Clock::time_point start,
+                   double bucket_seconds) {
+  std::map<int64_t, std::vector<double>> by_bucket;
+  for (const StreamResult& r : results) {
+    for (const auto& [first_step, a] : r.acked) {
+      const auto since = std::chrono::duration<double>(a.sent - start).count();
+      by_bucket[static_cast<int64_t>(since / bucket_seconds)].push_back(
+          std::chrono::duration<double, std::milli>(a.acked - a.sent).count());
+    }
+  }
+  for (auto& [bucket, ms] : by_bucket) {
+    const double max = *std::max_element(ms.begin(), ms.end());
+    fprintf(stderr, "t=%7.2f acks=%6zu p50=%8.2f p99=%8.2f max=%8.2f\n",
+            bucket * bucket_seconds, ms.size(), Percentile(ms, 0.5),
+            Percentile(ms, 0.99), max);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -355,6 +374,11 @@ int main(int argc, char** argv) {
   app.add_option("--tail-subscribers", tail_subscribers,
                  "Live tails to open (each on one rank's first metric) and time: "
                  "delivery minus the client's receipt of the ack.");
+  double timeline = 0;
+  app.add_option("--timeline", timeline,
+                 "Also print to stderr, per this many seconds of the run (by "
+                 "send time): requests acked, ack latency p50/p99/max in ms; "
+                 "shows whether a latency tail is steady or comes in stalls.");
   std::string token;
   if (const char* env = std::getenv("STEPDB_TOKEN"); env && *env) token = env;
   app.add_option("--token", token, "Bearer token (env STEPDB_TOKEN).");
@@ -454,6 +478,21 @@ int main(int argc, char** argv) {
     const double steady_s = std::chrono::duration<double>(last - registered).count();
     out["registered_after_seconds"] = std::chrono::duration<double>(registered - start).count();
     out["steady_points_per_sec"] = steady_s > 0 ? steady_points / steady_s : 0;
+    // Latency of the requests sent after that: the connections' set-up and
+    // the registrations queue the first half second or so of requests,
+    // once per run, and would otherwise be most of a short run's tail.
+    std::vector<double> steady_ms;
+    for (const auto& r : results) {
+      for (const auto& [first_step, a] : r.acked) {
+        if (a.sent > registered) {
+          steady_ms.push_back(std::chrono::duration<double, std::milli>(a.acked - a.sent).count());
+        }
+      }
+    }
+    out["ack_steady_p50_ms"] = Percentile(steady_ms, 0.50);
+    out["ack_steady_p99_ms"] = Percentile(steady_ms, 0.99);
+    out["ack_steady_max_ms"] =
+        steady_ms.empty() ? 0 : *std::max_element(steady_ms.begin(), steady_ms.end());
   }
   out["requests"] = total.requests;
   out["retried_requests"] = total.retries;
@@ -498,6 +537,7 @@ int main(int argc, char** argv) {
     out["tail_from_send_p50_ms"] = Percentile(from_send_ms, 0.50);
     out["tail_from_send_p99_ms"] = Percentile(from_send_ms, 0.99);
   }
+  if (timeline > 0) PrintTimeline(results, start, timeline);
   std::cout << out.dump() << std::endl;
   return total.errors == 0 && total.rejected == 0 ? 0 : 1;
 }

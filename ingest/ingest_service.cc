@@ -137,10 +137,11 @@ class IngestService::WriteReactor
   }
 
   void OnReadDone(bool ok) override {
+    const absl::Time received = absl::Now();
     {
       absl::MutexLock lock(&mu_);
       awaiting_request_ = false;
-      last_request_ = absl::Now();
+      last_request_ = received;
       // Nothing more is processed once the stream is over.
       if (!ok || finished_) {
         reading_ = false;
@@ -226,9 +227,13 @@ class IngestService::WriteReactor
     // append) so that acks leave in request order.
     service_->engine_->AppendAsync(
         std::move(batch),
-        [this, seq, status, ids](
+        [this, seq, status, ids, received](
             absl::Status write_status,
             std::vector<storage::SeriesAppendResult> results) {
+          // Before OnCommitted, which may end the stream and delete this.
+          if (write_status.ok()) {
+            service_->ack_seconds_.Record(absl::Now() - received);
+          }
           OnCommitted(seq, status, write_status, *ids, results);
         });
     absl::MutexLock lock(&mu_);
@@ -517,6 +522,7 @@ grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>* IngestService::Write(
 grpc::ServerUnaryReactor* IngestService::WriteOne(
     grpc::CallbackServerContext* context, const v1::WriteRequest* request,
     v1::WriteResponse* response) {
+  const absl::Time received = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (options_.authorizer != nullptr) {
     absl::StatusOr<auth::Principal> principal = auth::Authenticate(
@@ -551,7 +557,7 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
   for (const auto& s : decoded->batch.series()) ids.push_back(s.id);
   engine_->AppendAsync(
       std::move(decoded->batch),
-      [this, reactor, response, ids = std::move(ids)](
+      [this, reactor, response, ids = std::move(ids), received](
           absl::Status status,
           std::vector<storage::SeriesAppendResult> results) {
         if (!status.ok()) {
@@ -560,6 +566,7 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
           return;
         }
         FillResults(*engine_, ids, results, response);
+        ack_seconds_.Record(absl::Now() - received);
         reactor->Finish(grpc::Status::OK);
       });
   return reactor;
@@ -584,6 +591,7 @@ IngestCounters IngestService::counters() const {
       write_errors_.load(std::memory_order_relaxed),
       refused_requests_.load(std::memory_order_relaxed),
       idle_streams_closed_.load(std::memory_order_relaxed),
+      ack_seconds_.Take(),
   };
 }
 

@@ -44,6 +44,9 @@ struct IngestCounters {
   uint64_t write_errors = 0;
   uint64_t refused_requests = 0;  // over the memory budget
   uint64_t idle_streams_closed = 0;
+  // From a write request's arrival (read off its stream, or a unary call's
+  // start) to its ack handed to gRPC for sending, successful writes only.
+  storage::LatencyHistogram::Snapshot ack_seconds;
 };
 
 class IngestService final : public v1::Ingest::CallbackService {
@@ -95,6 +98,7 @@ class IngestService final : public v1::Ingest::CallbackService {
   std::atomic<uint64_t> write_errors_{0};
   std::atomic<uint64_t> refused_requests_{0};
   std::atomic<uint64_t> idle_streams_closed_{0};
+  storage::LatencyHistogram ack_seconds_;
 
   // Open Write streams, for the idle timer. A stream removes itself in
   // OnDone; lock order: streams_mu_, then a stream's own mutex.

@@ -24,6 +24,20 @@ void Metric(std::string* out, const char* name, const char* type,
                   "\n", name, " ", value, "\n");
 }
 
+void Histogram(std::string* out, const char* name, const char* help,
+               const storage::LatencyHistogram::Snapshot& h) {
+  absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name,
+                  " histogram\n");
+  const auto& bounds = storage::LatencyHistogram::kBounds;
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    absl::StrAppend(out, name, "_bucket{le=\"", bounds[i], "\"} ",
+                    h.cumulative[i], "\n");
+  }
+  absl::StrAppend(out, name, "_bucket{le=\"+Inf\"} ", h.count(), "\n", name,
+                  "_sum ", h.sum_seconds, "\n", name, "_count ", h.count(),
+                  "\n");
+}
+
 }  // namespace
 
 std::string FormatPrometheusMetrics(const storage::EngineStats& e,
@@ -88,6 +102,11 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
          "Bytes written by memtable flushes.", e.flush_bytes);
   Metric(&out, "stepdb_compaction_written_bytes_total", "counter",
          "Bytes written by compactions.", e.compaction_bytes);
+  Histogram(&out, "stepdb_ingest_ack_seconds",
+            "Time from a write request's arrival to its ack.", i.ack_seconds);
+  Histogram(&out, "stepdb_group_write_seconds",
+            "Time of each group commit's WAL write (and fsync).",
+            e.group_write_seconds);
   return out;
 }
 

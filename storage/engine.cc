@@ -29,6 +29,8 @@
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
 #include "rocksdb/write_buffer_manager.h"
+#include <sys/resource.h>
+#include <unistd.h>
 #include "storage/info_log.h"
 #include "storage/log_refs.h"
 #include "storage/series_head.h"
@@ -463,6 +465,7 @@ class Engine::Impl {
     });
     sealer_ = std::thread([this] {
       NameThisThread("stepdb-seal");
+      if (const char* n = getenv("STEPDB_SEAL_NICE")) setpriority(PRIO_PROCESS, gettid(), atoi(n));
       SealLoop();
     });
     return absl::OkStatus();
@@ -610,6 +613,7 @@ class Engine::Impl {
     stats.rocksdb_memtable_bytes = write_buffers_->memory_usage();
     stats.rocksdb_block_cache_bytes =
         block_cache_->GetUsage() + rollup_cache_->GetUsage();
+    stats.group_write_seconds = group_write_seconds_.Take();
     absl::MutexLock lock(&counters_mu_);
     stats.seal_assists = seal_assists_.load(std::memory_order_relaxed);
     stats.write_groups = counters_.write_groups;
@@ -1824,7 +1828,11 @@ class Engine::Impl {
       rocksdb::WriteOptions write_options;
       write_options.sync = options_.sync;
       status = CheckDisk(options_.min_free_disk_bytes);
-      if (status.ok()) status = Write(write_options, &batch, "write");
+      if (status.ok()) {
+        const absl::Time started = absl::Now();
+        status = Write(write_options, &batch, "write");
+        group_write_seconds_.Record(absl::Now() - started);
+      }
     }
     if (!status.ok()) {
       index_.RestorePendingRecords(std::move(records));
@@ -2426,6 +2434,7 @@ class Engine::Impl {
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* rollups_cf_ = nullptr;
   std::thread committer_;
+  LatencyHistogram group_write_seconds_;
   std::thread sealer_;
   // The commit thread's own; it holds commit_mu_ while it commits.
   CommitScratch commit_scratch_ ABSL_GUARDED_BY(commit_mu_);

@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "storage/chunk_codec.h"
 #include "storage/keys.h"
+#include "storage/latency_histogram.h"
 #include "storage/label_matcher.h"
 #include "storage/rollup.h"
 #include "storage/series_key.h"
@@ -301,6 +302,9 @@ struct EngineStats {
   uint64_t wal_bytes = 0;
   uint64_t flush_bytes = 0;
   uint64_t compaction_bytes = 0;
+  // How long each group commit's RocksDB write took (WAL write and, with
+  // sync on, the fsync): the disk's share of ack latency.
+  LatencyHistogram::Snapshot group_write_seconds;
 };
 
 struct CompactResult {

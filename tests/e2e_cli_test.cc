@@ -147,6 +147,15 @@ TEST_F(CliTest, WriteConflictsAreReportedAndHealthAndMetricsServe) {
       ContainsRegex("\nprocess_resident_memory_bytes [1-9][0-9]{6,}\n"));
   EXPECT_THAT(metrics->body,
               ContainsRegex("\nstepdb_rocksdb_memtable_bytes [1-9][0-9]*\n"));
+  // Both writes were stored (the second with a rejection), so both were
+  // acked and timed; each took at least one group commit.
+  EXPECT_THAT(metrics->body, HasSubstr("# TYPE stepdb_ingest_ack_seconds histogram\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("\nstepdb_ingest_ack_seconds_bucket{le=\"+Inf\"} 2\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("\nstepdb_ingest_ack_seconds_count 2\n"));
+  EXPECT_THAT(metrics->body,
+              ContainsRegex("\nstepdb_group_write_seconds_count [1-9][0-9]*\n"));
+  EXPECT_THAT(metrics->body,
+              HasSubstr("\nstepdb_group_write_seconds_bucket{le=\"0.0005\"} "));
 }
 
 TEST_F(CliTest, AggregateAcrossSeriesAsCsv) {
