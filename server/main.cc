@@ -29,6 +29,7 @@
 #include "query/admin_service.h"
 #include "query/query_service.h"
 #include "query/watch_service.h"
+#include "server/allocator.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "storage/engine.h"
@@ -87,10 +88,9 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle: require client certificates signed by it (mTLS).");
 
 // Read by jemalloc (linked into this binary, see CMakeLists.txt) at its
-// start; an unused symbol otherwise. Freed pages go back to the kernel
-// within a second from a background thread instead of lingering for 10 s
-// as dirty pages: at a million series the committer frees hundreds of MB
-// per group, and the memory budget is judged by RSS.
+// start; an unused symbol otherwise. Freed pages go back to the kernel from
+// a background thread, within a second until the AllocatorGovernor
+// (server/allocator.h) relaxes that while memory is plentiful.
 extern "C" {
 extern const char* malloc_conf;
 const char* malloc_conf =
@@ -201,6 +201,11 @@ int main(int argc, char** argv) {
   options.min_free_disk_bytes = absl::GetFlag(FLAGS_min_free_disk_mb) << 20;
   auto engine = stepdb::storage::Engine::Open(options);
   if (!engine.ok()) return Fail(std::string(engine.status().ToString()));
+  auto allocator = std::make_unique<stepdb::server::AllocatorGovernor>(
+      [e = engine->get()] {
+        return e->Pressure() != stepdb::storage::MemoryPressure::kNone;
+      },
+      absl::Milliseconds(250));
 
   const std::string auth_mode = absl::GetFlag(FLAGS_auth);
   if (auth_mode != "on" && auth_mode != "off") {
@@ -358,6 +363,7 @@ int main(int argc, char** argv) {
   // Before the engine closes: the last events are persisted through it.
   (*engine)->RemoveCommitObserver(watch->get());
   watch->reset();
+  allocator.reset();
   engine->reset();  // commits what is queued, syncs the WAL, closes RocksDB
   std::cout << "stepdb: stopped" << std::endl;
   return 0;

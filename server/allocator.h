@@ -1,0 +1,59 @@
+// Tunes the allocator to the memory budget: while the engine is below half
+// of its budget, freed pages stay with the allocator for reuse for
+// kRelaxedDecay before going back to the kernel; under pressure they go
+// back within kTightDecay. Only with jemalloc (the server's allocator, see
+// CMakeLists.txt); elsewhere it does nothing.
+//
+// Why: pages handed back are faulted in again at their next use, and on
+// this project's VMs a fault and its madvise cost ~12 % of the server's
+// CPU at 2.5 M points/s, most of it RocksDB's memtable arenas, freed at each
+// flush and allocated again a few seconds later (docs/ARCHITECTURE.md,
+// "Allocator"). At a million series under a tight budget the same retained
+// pages were ~50-180 MB of RSS, so there they go back fast.
+#ifndef STEPDB_SERVER_ALLOCATOR_H_
+#define STEPDB_SERVER_ALLOCATOR_H_
+
+#include <optional>
+#include <thread>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace stepdb::server {
+
+class AllocatorGovernor {
+ public:
+  static constexpr absl::Duration kRelaxedDecay = absl::Seconds(10);
+  static constexpr absl::Duration kTightDecay = absl::Seconds(1);
+
+  // Calls `under_pressure` every `interval` on its own thread until
+  // destroyed (the server passes whether the engine's memory pressure is
+  // above kNone) and sets the decay to match. Does nothing unless
+  // Available().
+  AllocatorGovernor(absl::AnyInvocable<bool()> under_pressure,
+                    absl::Duration interval);
+  ~AllocatorGovernor();
+  AllocatorGovernor(const AllocatorGovernor&) = delete;
+  AllocatorGovernor& operator=(const AllocatorGovernor&) = delete;
+
+  // Whether the process' allocator can be tuned (jemalloc's mallctl found).
+  static bool Available();
+  // The decay set for new arenas, when Available().
+  static std::optional<absl::Duration> DirtyDecay();
+
+ private:
+  void Run();
+
+  // Constant after construction (called on the governor's thread only).
+  absl::AnyInvocable<bool()> under_pressure_;
+  const absl::Duration interval_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace stepdb::server
+
+#endif  // STEPDB_SERVER_ALLOCATOR_H_
