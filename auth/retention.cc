@@ -97,34 +97,20 @@ absl::StatusOr<storage::ExpireResult> RetentionPolicies::Enforce() {
 
 RetentionEnforcer::RetentionEnforcer(RetentionPolicies* policies,
                                      absl::Duration interval)
-    : policies_(policies), interval_(interval) {
-  thread_ = std::thread([this] { Loop(); });
-}
+    : policies_(policies),
+      thread_("stepdb-retain", interval,
+              storage::PeriodicThread::FirstRun::kAfterInterval,
+              [this] { Enforce(); }) {}
 
-RetentionEnforcer::~RetentionEnforcer() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  thread_.join();
-}
-
-void RetentionEnforcer::Loop() {
-  while (true) {
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval_);
-      if (stopping_) return;
-    }
-    auto result = policies_->Enforce();
-    if (!result.ok()) {
-      std::cerr << "stepdb: retention: " << result.status() << std::endl;
-    } else if (result->chunks > 0 || result->rollup_records > 0) {
-      std::cerr << "stepdb: retention: expired " << result->chunks
-                << " chunks (" << result->points << " points), "
-                << result->rollup_records << " rollup records ("
-                << result->rollup_points << " points)" << std::endl;
-    }
+void RetentionEnforcer::Enforce() {
+  auto result = policies_->Enforce();
+  if (!result.ok()) {
+    std::cerr << "stepdb: retention: " << result.status() << std::endl;
+  } else if (result->chunks > 0 || result->rollup_records > 0) {
+    std::cerr << "stepdb: retention: expired " << result->chunks
+              << " chunks (" << result->points << " points), "
+              << result->rollup_records << " rollup records ("
+              << result->rollup_points << " points)" << std::endl;
   }
 }
 

@@ -14,16 +14,14 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "auth/token_store.h"
 #include "storage/engine.h"
+#include "storage/periodic_thread.h"
 
 namespace stepdb::auth {
 
@@ -79,21 +77,18 @@ class RetentionPolicies {
 };
 
 // Runs RetentionPolicies::Enforce every `interval` on a thread of its own.
+// Destruction waits for a pass in progress.
 class RetentionEnforcer {
  public:
   RetentionEnforcer(RetentionPolicies* policies, absl::Duration interval);
-  ~RetentionEnforcer();  // stops and joins
   RetentionEnforcer(const RetentionEnforcer&) = delete;
   RetentionEnforcer& operator=(const RetentionEnforcer&) = delete;
 
  private:
-  void Loop();
+  void Enforce();
 
   RetentionPolicies* const policies_;
-  const absl::Duration interval_;
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  storage::PeriodicThread thread_;  // last: stopped before the rest goes
 };
 
 }  // namespace stepdb::auth

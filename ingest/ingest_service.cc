@@ -12,7 +12,6 @@
 #include "absl/time/clock.h"
 #include "proto/grpc_status.h"
 #include "proto/wire_convert.h"
-#include "storage/thread_name.h"
 
 namespace stepdb::ingest {
 namespace {
@@ -403,48 +402,31 @@ IngestService::IngestService(storage::Engine* engine, IngestOptions options,
                              storage::RunStore* runs)
     : engine_(engine), options_(std::move(options)), runs_(runs) {
   if (options_.stream_idle_timeout > absl::ZeroDuration()) {
-    reaper_ = std::thread([this] {
-      storage::NameThisThread("stepdb-reaper");
-      ReapIdleStreams();
-    });
+    reaper_.emplace("stepdb-reaper",
+                    std::clamp(options_.stream_idle_timeout / 4,
+                               absl::Milliseconds(10), absl::Seconds(5)),
+                    storage::PeriodicThread::FirstRun::kAfterInterval,
+                    [this] { ReapIdleStreams(); });
   }
-}
-
-IngestService::~IngestService() {
-  {
-    absl::MutexLock lock(&reaper_mu_);
-    reaper_stopping_ = true;
-  }
-  if (reaper_.joinable()) reaper_.join();
 }
 
 void IngestService::ReapIdleStreams() {
-  const absl::Duration timeout = options_.stream_idle_timeout;
-  const absl::Duration period =
-      std::clamp(timeout / 4, absl::Milliseconds(10), absl::Seconds(5));
-  for (;;) {
-    {
-      absl::MutexLock lock(&reaper_mu_);
-      if (reaper_mu_.AwaitWithTimeout(absl::Condition(&reaper_stopping_), period)) {
-        return;
+  std::vector<std::pair<WriteReactor*, grpc::Status>> idle;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    const absl::Time now = absl::Now();
+    for (WriteReactor* stream : streams_) {
+      grpc::Status status;
+      if (stream->ClaimIdleFinish(now, options_.stream_idle_timeout,
+                                  &status)) {
+        idle.emplace_back(stream, std::move(status));
       }
     }
-    std::vector<std::pair<WriteReactor*, grpc::Status>> idle;
-    {
-      absl::MutexLock lock(&streams_mu_);
-      const absl::Time now = absl::Now();
-      for (WriteReactor* stream : streams_) {
-        grpc::Status status;
-        if (stream->ClaimIdleFinish(now, timeout, &status)) {
-          idle.emplace_back(stream, std::move(status));
-        }
-      }
-    }
-    // Outside streams_mu_: Finish may run OnDone, which takes it.
-    for (auto& [stream, status] : idle) {
-      idle_streams_closed_.fetch_add(1, std::memory_order_relaxed);
-      stream->Finish(std::move(status));
-    }
+  }
+  // Outside streams_mu_: Finish may run OnDone, which takes it.
+  for (auto& [stream, status] : idle) {
+    idle_streams_closed_.fetch_add(1, std::memory_order_relaxed);
+    stream->Finish(std::move(status));
   }
 }
 

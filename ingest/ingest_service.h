@@ -5,7 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
-#include <thread>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
@@ -15,6 +15,7 @@
 #include "ingest/request_decoder.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
+#include "storage/periodic_thread.h"
 #include "storage/run_store.h"
 
 namespace stepdb::ingest {
@@ -56,7 +57,7 @@ class IngestService final : public v1::Ingest::CallbackService {
   IngestService(storage::Engine* engine, IngestOptions options,
                 storage::RunStore* runs = nullptr);
   // Stops the idle-stream timer. The gRPC server must be shut down first.
-  ~IngestService() override;
+  ~IngestService() override = default;
   IngestService(const IngestService&) = delete;
   IngestService& operator=(const IngestService&) = delete;
 
@@ -82,8 +83,8 @@ class IngestService final : public v1::Ingest::CallbackService {
   class WriteReactor;
   friend class WriteReactor;
 
-  // Ends the Write streams idle for longer than stream_idle_timeout, every
-  // quarter of it, until reaper_stopping_ is set.
+  // Ends the Write streams idle for longer than stream_idle_timeout (on
+  // reaper_, every quarter of it).
   void ReapIdleStreams();
 
   // Constant after construction.
@@ -104,12 +105,8 @@ class IngestService final : public v1::Ingest::CallbackService {
   // OnDone; lock order: streams_mu_, then a stream's own mutex.
   absl::Mutex streams_mu_;
   absl::flat_hash_set<WriteReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
-  // A mutex and flag rather than absl::Notification: its timed wait locks
-  // inside Debian's (uninstrumented) Abseil, which ThreadSanitizer then
-  // sees unlocked by our (annotated) Mutex::Unlock.
-  absl::Mutex reaper_mu_;
-  bool reaper_stopping_ ABSL_GUARDED_BY(reaper_mu_) = false;
-  std::thread reaper_;  // only with a stream_idle_timeout
+  // Only with a stream_idle_timeout. Last: stopped before the rest goes.
+  std::optional<storage::PeriodicThread> reaper_;
 };
 
 }  // namespace stepdb::ingest

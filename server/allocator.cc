@@ -7,7 +7,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "storage/thread_name.h"
 
 namespace stepdb::server {
 namespace {
@@ -61,34 +60,23 @@ std::optional<absl::Duration> AllocatorGovernor::DirtyDecay() {
 
 AllocatorGovernor::AllocatorGovernor(
     absl::AnyInvocable<bool()> under_pressure, absl::Duration interval)
-    : under_pressure_(std::move(under_pressure)), interval_(interval) {
-  if (Available()) thread_ = std::thread([this] { Run(); });
+    : under_pressure_(std::move(under_pressure)) {
+  if (!Available()) return;
+  thread_.emplace("stepdb-alloc", interval,
+                  storage::PeriodicThread::FirstRun::kNow, [this] { Tick(); });
 }
 
-AllocatorGovernor::~AllocatorGovernor() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
+void AllocatorGovernor::Tick() {
+  if (failed_) return;
+  const absl::Duration wanted =
+      under_pressure_() ? kTightDecay : kRelaxedDecay;
+  if (wanted == current_) return;
+  if (!SetDirtyDecay(wanted)) {
+    fprintf(stderr, "stepdb: cannot set the allocator's page decay\n");
+    failed_ = true;
+    return;
   }
-  if (thread_.joinable()) thread_.join();
-}
-
-void AllocatorGovernor::Run() {
-  storage::NameThisThread("stepdb-alloc");
-  absl::Duration current = absl::ZeroDuration();  // unknown yet
-  absl::MutexLock lock(&mu_);
-  while (!stopping_) {
-    const absl::Duration wanted =
-        under_pressure_() ? kTightDecay : kRelaxedDecay;
-    if (wanted != current) {
-      if (!SetDirtyDecay(wanted)) {
-        fprintf(stderr, "stepdb: cannot set the allocator's page decay\n");
-        return;
-      }
-      current = wanted;
-    }
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval_);
-  }
+  current_ = wanted;
 }
 
 }  // namespace stepdb::server

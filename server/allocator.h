@@ -14,11 +14,10 @@
 #define STEPDB_SERVER_ALLOCATOR_H_
 
 #include <optional>
-#include <thread>
 
 #include "absl/functional/any_invocable.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "storage/periodic_thread.h"
 
 namespace stepdb::server {
 
@@ -33,7 +32,6 @@ class AllocatorGovernor {
   // Available().
   AllocatorGovernor(absl::AnyInvocable<bool()> under_pressure,
                     absl::Duration interval);
-  ~AllocatorGovernor();
   AllocatorGovernor(const AllocatorGovernor&) = delete;
   AllocatorGovernor& operator=(const AllocatorGovernor&) = delete;
 
@@ -43,15 +41,13 @@ class AllocatorGovernor {
   static std::optional<absl::Duration> DirtyDecay();
 
  private:
-  void Run();
+  // Called on thread_ only.
+  void Tick();
 
-  // Constant after construction (called on the governor's thread only).
   absl::AnyInvocable<bool()> under_pressure_;
-  const absl::Duration interval_;
-
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  absl::Duration current_ = absl::ZeroDuration();  // none set yet
+  bool failed_ = false;
+  std::optional<storage::PeriodicThread> thread_;
 };
 
 }  // namespace stepdb::server
