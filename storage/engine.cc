@@ -1548,49 +1548,81 @@ class Engine::Impl {
     return FromRocks(db_->Write(sync, &batch), "build rollups");
   }
 
-  // Looks for a stored point at `step` (step <= the series' last step).
-  // Returns its value bits, or nullopt if no point has that step.
-  absl::StatusOr<std::optional<uint64_t>> FindStoredValue(
-      const GroupSeries& group, uint64_t step) const {
-    size_t i;
-    for (const PointSpan& mine : group.accepted) {
-      i = LowerBound(mine.steps, step);
-      if (i < mine.size() && mine.steps[i] == step) return Bits(mine.values[i]);
+  // The stored values of one series, for the duplicate checks of one
+  // append (steps at or below the series' last one). The head is decoded
+  // once and each sealed chunk once for all the steps it holds: looked up
+  // point by point (a seek and a chunk decode each, on the commit thread),
+  // a client resending a sealed stretch of a run stalled every stream's
+  // acks for seconds. Holds no lock between calls: only the commit thread
+  // appends, and a seal meanwhile moves head points into chunks, which a
+  // later lookup still finds (the head copy is searched first).
+  class StoredValues {
+   public:
+    // Lookups will be for steps in [from, to] only.
+    StoredValues(const Impl& impl, const GroupSeries& group, uint64_t from,
+                 uint64_t to)
+        : impl_(impl), group_(group) {
+      head_range_.steps = {from, to};
     }
-    {
-      // Only the head fragment that can hold `step` is decoded: a resend of
-      // many old steps checks each one here, on the commit thread.
-      PointColumns at_step;
-      ReadRange range;
-      range.steps = {step, step};
-      absl::ReaderMutexLock lock(&group.state->mu);
-      const SeriesHead& head = group.state->head;
-      if (auto s = head.DecodeRange(range, &at_step); !s.ok()) return s;
-      if (!at_step.empty()) return Bits(at_step.values[0]);
-      if (!head.empty() && step > head.first_step()) return std::nullopt;
-      if (group.state->sealed.points == 0 ||
-          step > group.state->sealed.last_step) {
-        return std::nullopt;
+
+    // The value bits of the point stored at `step`, or nullopt if none is.
+    absl::StatusOr<std::optional<uint64_t>> Find(uint64_t step) {
+      for (const PointSpan& mine : group_.accepted) {
+        if (auto bits = At(mine.steps, mine.values, step)) return bits;
       }
+      if (!head_loaded_) {
+        absl::ReaderMutexLock lock(&group_.state->mu);
+        const SeriesHead& head = group_.state->head;
+        // Only the fragments that can hold those steps.
+        if (auto s = head.DecodeRange(head_range_, &head_); !s.ok()) return s;
+        head_first_step_ =
+            head.empty() ? std::optional<uint64_t>() : head.first_step();
+        sealed_ = group_.state->sealed;
+        head_loaded_ = true;
+      }
+      if (auto bits = At(head_.steps, head_.values, step)) return bits;
+      if (head_first_step_ && step > *head_first_step_) return std::nullopt;
+      if (sealed_.points == 0 || step > sealed_.last_step) return std::nullopt;
+      if (chunk_.empty() || step < chunk_.steps.front() ||
+          step > chunk_.steps.back()) {
+        // The chunk holding `step`, if any (none in a gap).
+        auto s = impl_.ScanChunks(*group_.state, nullptr, step, step, nullptr,
+                                  [&](const PointColumns& points) {
+                                    chunk_ = points;
+                                    return false;
+                                  });
+        if (!s.ok()) return s;
+      }
+      return At(chunk_.steps, chunk_.values, step);
     }
-    std::optional<uint64_t> found;
-    auto s = ScanChunks(*group.state, nullptr, step, step, nullptr,
-                        [&](const PointColumns& points) {
-                          size_t j = LowerBound(points.steps, step);
-                          if (j < points.size() && points.steps[j] == step) {
-                            found = Bits(points.values[j]);
-                          }
-                          return false;
-                        });
-    if (!s.ok()) return s;
-    return found;
-  }
+
+   private:
+    static std::optional<uint64_t> At(std::span<const uint64_t> steps,
+                                      std::span<const double> values,
+                                      uint64_t step) {
+      const size_t i = LowerBound(steps, step);
+      if (i < steps.size() && steps[i] == step) return Bits(values[i]);
+      return std::nullopt;
+    }
+
+    const Impl& impl_;
+    const GroupSeries& group_;
+    ReadRange head_range_;
+    bool head_loaded_ = false;
+    PointColumns head_;  // its points in head_range_
+    std::optional<uint64_t> head_first_step_;
+    SealedStats sealed_;
+    PointColumns chunk_;  // the last chunk decoded
+  };
 
   // Validates one series' points of one append against the group state,
   // point by point, copying the accepted ones to *accepted.
   SeriesAppendResult ValidateInto(PointSpan in, GroupSeries* group,
                                   PointColumns* accepted) {
     SeriesAppendResult result;
+    if (in.empty()) return result;
+    const auto [min_step, max_step] = std::ranges::minmax(in.steps);
+    StoredValues stored_values(*this, *group, min_step, max_step);
     for (size_t i = 0; i < in.size(); ++i) {
       const uint64_t step = in.steps[i];
       const uint64_t bits = Bits(in.values[i]);
@@ -1606,7 +1638,7 @@ class Engine::Impl {
       if (step == group->last_step) {
         stored = group->last_value_bits;
       } else {
-        auto found = FindStoredValue(*group, step);
+        auto found = stored_values.Find(step);
         if (!found.ok()) {
           ++result.rejected;
           if (result.first_rejection.empty()) {

@@ -312,6 +312,60 @@ TEST_F(EngineTest, DuplicateChecksFindStepsInEveryHeadFragment) {
   EXPECT_EQ(ReadAll(id).size(), 20u);
 }
 
+// A resend of a long stretch, sealed and in the head, checks each point
+// against the chunk that holds it (Engine's StoredValues keeps the last one
+// decoded): every answer must be as if each step were looked up alone, in
+// any order, across chunk edges and gaps.
+TEST_F(EngineTest, LongResendsAreCheckedAgainstTheRightChunk) {
+  Open(16);
+  const SeriesId id = Resolve("train/loss");
+  // Even steps 0-398 only (odd steps are gaps), then sealed into chunks of
+  // 16-step windows, then a head of even steps 400-418.
+  PointColumns even;
+  for (uint64_t step = 0; step < 400; step += 2) {
+    even.push_back(step * S, static_cast<int64_t>(step) * 1000, step / 2.0);
+  }
+  AppendOne(id, even);
+  ASSERT_TRUE(engine_->Compact().ok());
+  PointColumns head;
+  for (uint64_t step = 400; step < 420; step += 2) {
+    head.push_back(step * S, static_cast<int64_t>(step) * 1000, step / 2.0);
+  }
+  AppendOne(id, head);
+  ASSERT_GT(engine_->Stats().sealed_chunks, 10u);
+  ASSERT_EQ(engine_->Stats().head_points, 10u);
+
+  // Everything resent, ascending and then descending: all duplicates.
+  PointColumns all = ReadAll(id);
+  ASSERT_EQ(all.size(), 210u);
+  EXPECT_EQ(AppendOne(id, all).duplicates, 210u);
+  PointColumns descending;
+  for (size_t i = all.size(); i-- > 0;) {
+    descending.push_back(all.steps[i], all.times_ms[i], all.values[i]);
+  }
+  SeriesAppendResult r = AppendOne(id, descending);
+  EXPECT_EQ(r.duplicates, 210u);
+  EXPECT_EQ(r.rejected, 0u);
+
+  // Changed values at chunk edges and in the head, and gap steps, in one
+  // resend that zigzags between chunks: exactly those are rejected.
+  PointColumns mixed;
+  const std::vector<uint64_t> changed = {14, 16, 30, 32, 398, 400, 418};
+  const std::vector<uint64_t> gaps = {1, 15, 17, 399, 401};
+  const std::vector<uint64_t> same = {0, 200, 2, 398 - 2, 412, 100};
+  for (uint64_t step : changed) mixed.push_back(step * S, 0, -1.0);
+  for (uint64_t step : gaps) mixed.push_back(step * S, 0, step / 2.0);
+  for (uint64_t step : same) {
+    mixed.push_back(step * S, static_cast<int64_t>(step) * 1000, step / 2.0);
+  }
+  r = AppendOne(id, mixed);
+  EXPECT_EQ(r.rejected, changed.size() + gaps.size());
+  EXPECT_EQ(r.duplicates, same.size());
+  EXPECT_EQ(r.accepted, 0u);
+  EXPECT_THAT(r.first_rejection, HasSubstr("step 14 is already stored"));
+  EXPECT_EQ(ReadAll(id).size(), 210u);
+}
+
 // Read's limit cuts the answer after exactly `limit` points wherever it
 // falls (inside a chunk, on a chunk edge, in the head), and the slices the
 // sink gets are the points in order, whether a decoded chunk is passed on
