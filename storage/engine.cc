@@ -1129,6 +1129,10 @@ class Engine::Impl {
     std::vector<Fragment> fragments;
     std::string record;  // the group's head-log record
     std::vector<CommittedPoints> committed;  // what observers are shown
+    // Per series, the sealed chunk its duplicate checks decoded last
+    // (StoredValues), shared by the group's appends: a resend brings a
+    // chunk's steps in many small requests. Cleared with each group.
+    absl::flat_hash_map<const SeriesState*, PointColumns> decoded_chunks;
   };
 
   struct Counters {
@@ -1558,10 +1562,13 @@ class Engine::Impl {
   // later lookup still finds (the head copy is searched first).
   class StoredValues {
    public:
-    // Lookups will be for steps in [from, to] only.
+    // Lookups will be for steps in [from, to] only. `decoded_chunks` keeps
+    // the last chunk decoded per series (see CommitScratch).
     StoredValues(const Impl& impl, const GroupSeries& group, uint64_t from,
-                 uint64_t to)
-        : impl_(impl), group_(group) {
+                 uint64_t to,
+                 absl::flat_hash_map<const SeriesState*, PointColumns>*
+                     decoded_chunks)
+        : impl_(impl), group_(group), decoded_chunks_(decoded_chunks) {
       head_range_.steps = {from, to};
     }
 
@@ -1583,17 +1590,18 @@ class Engine::Impl {
       if (auto bits = At(head_.steps, head_.values, step)) return bits;
       if (head_first_step_ && step > *head_first_step_) return std::nullopt;
       if (sealed_.points == 0 || step > sealed_.last_step) return std::nullopt;
-      if (chunk_.empty() || step < chunk_.steps.front() ||
-          step > chunk_.steps.back()) {
+      if (chunk_ == nullptr) chunk_ = &(*decoded_chunks_)[group_.state];
+      if (chunk_->empty() || step < chunk_->steps.front() ||
+          step > chunk_->steps.back()) {
         // The chunk holding `step`, if any (none in a gap).
         auto s = impl_.ScanChunks(*group_.state, nullptr, step, step, nullptr,
                                   [&](const PointColumns& points) {
-                                    chunk_ = points;
+                                    *chunk_ = points;
                                     return false;
                                   });
         if (!s.ok()) return s;
       }
-      return At(chunk_.steps, chunk_.values, step);
+      return At(chunk_->steps, chunk_->values, step);
     }
 
    private:
@@ -1612,17 +1620,21 @@ class Engine::Impl {
     PointColumns head_;  // its points in head_range_
     std::optional<uint64_t> head_first_step_;
     SealedStats sealed_;
-    PointColumns chunk_;  // the last chunk decoded
+    absl::flat_hash_map<const SeriesState*, PointColumns>* const
+        decoded_chunks_;
+    PointColumns* chunk_ = nullptr;  // this series' entry, once needed
   };
 
   // Validates one series' points of one append against the group state,
   // point by point, copying the accepted ones to *accepted.
   SeriesAppendResult ValidateInto(PointSpan in, GroupSeries* group,
-                                  PointColumns* accepted) {
+                                  PointColumns* accepted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
     SeriesAppendResult result;
     if (in.empty()) return result;
     const auto [min_step, max_step] = std::ranges::minmax(in.steps);
-    StoredValues stored_values(*this, *group, min_step, max_step);
+    StoredValues stored_values(*this, *group, min_step, max_step,
+                               &commit_scratch_.decoded_chunks);
     for (size_t i = 0; i < in.size(); ++i) {
       const uint64_t step = in.steps[i];
       const uint64_t bits = Bits(in.values[i]);
@@ -1754,6 +1766,7 @@ class Engine::Impl {
     std::vector<Fragment>& fragments = commit_scratch_.fragments;
     touched.clear();
     fragments.clear();
+    commit_scratch_.decoded_chunks.clear();
     std::vector<std::vector<SeriesAppendResult>> results(group.size());
     std::deque<PointColumns> filtered;  // accepted subsets of slow-path appends
     Counters delta;
