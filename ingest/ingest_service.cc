@@ -230,7 +230,8 @@ class IngestService::WriteReactor
             absl::Status write_status,
             std::vector<storage::SeriesAppendResult> results) {
           // Before OnCommitted, which may end the stream and delete this.
-          if (write_status.ok()) {
+          // Stored writes only: an error ack is quick and not a write.
+          if (status.ok() && write_status.ok()) {
             service_->ack_seconds_.Record(absl::Now() - received);
           }
           OnCommitted(seq, status, write_status, *ids, results);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -21,26 +22,39 @@ Mallctl FindMallctl() {
   return mallctl;
 }
 
-// Sets the dirty-page decay of every arena, present and future. Returns
-// false if jemalloc refused.
-bool SetDirtyDecay(absl::Duration decay) {
-  Mallctl mallctl = FindMallctl();
-  if (mallctl == nullptr) return false;
-  ssize_t ms = absl::ToInt64Milliseconds(decay);
-  // Arenas made from now on, then each existing one (jemalloc has no "all
-  // arenas" form of this setting; an index not in use yet fails, harmlessly).
-  if (mallctl("arenas.dirty_decay_ms", nullptr, nullptr, &ms, sizeof(ms)) !=
-      0) {
-    return false;
-  }
+// Sets the dirty-page decay of arenas created from now on. Returns false
+// if jemalloc refused.
+bool SetDefaultDirtyDecay(Mallctl mallctl, ssize_t ms) {
+  return mallctl("arenas.dirty_decay_ms", nullptr, nullptr, &ms,
+                 sizeof(ms)) == 0;
+}
+
+// The dirty-page decay of arena `index` in ms; nullopt if it does not
+// exist (yet).
+std::optional<ssize_t> ArenaDirtyDecayMs(Mallctl mallctl, unsigned index) {
+  const std::string name = absl::StrCat("arena.", index, ".dirty_decay_ms");
+  ssize_t ms = 0;
+  size_t size = sizeof(ms);
+  if (mallctl(name.c_str(), &ms, &size, nullptr, 0) != 0) return std::nullopt;
+  return ms;
+}
+
+// Sets the dirty-page decay of arena `index`, unless it does not exist
+// (yet: false) or purges at once (jemalloc's arena for allocations of 8 MiB
+// and more, made on first use, is left as it is: true).
+bool SetArenaDirtyDecay(Mallctl mallctl, unsigned index, ssize_t ms) {
+  const std::optional<ssize_t> now = ArenaDirtyDecayMs(mallctl, index);
+  if (!now) return false;
+  if (*now == 0) return true;
+  const std::string name = absl::StrCat("arena.", index, ".dirty_decay_ms");
+  return mallctl(name.c_str(), nullptr, nullptr, &ms, sizeof(ms)) == 0;
+}
+
+unsigned ArenaCount(Mallctl mallctl) {
   unsigned arenas = 0;
   size_t size = sizeof(arenas);
-  if (mallctl("arenas.narenas", &arenas, &size, nullptr, 0) != 0) return false;
-  for (unsigned i = 0; i < arenas; ++i) {
-    const std::string name = absl::StrCat("arena.", i, ".dirty_decay_ms");
-    mallctl(name.c_str(), nullptr, nullptr, &ms, sizeof(ms));
-  }
-  return true;
+  if (mallctl("arenas.narenas", &arenas, &size, nullptr, 0) != 0) return 0;
+  return arenas;
 }
 
 }  // namespace
@@ -58,6 +72,20 @@ std::optional<absl::Duration> AllocatorGovernor::DirtyDecay() {
   return absl::Milliseconds(ms);
 }
 
+std::vector<std::optional<absl::Duration>>
+AllocatorGovernor::ArenaDirtyDecays() {
+  std::vector<std::optional<absl::Duration>> decays;
+  Mallctl mallctl = FindMallctl();
+  if (mallctl == nullptr) return decays;
+  decays.resize(ArenaCount(mallctl));
+  for (unsigned i = 0; i < decays.size(); ++i) {
+    if (auto ms = ArenaDirtyDecayMs(mallctl, i)) {
+      decays[i] = absl::Milliseconds(*ms);
+    }
+  }
+  return decays;
+}
+
 AllocatorGovernor::AllocatorGovernor(
     absl::AnyInvocable<bool()> under_pressure, absl::Duration interval)
     : under_pressure_(std::move(under_pressure)) {
@@ -68,15 +96,28 @@ AllocatorGovernor::AllocatorGovernor(
 
 void AllocatorGovernor::Tick() {
   if (failed_) return;
+  Mallctl mallctl = FindMallctl();
   const absl::Duration wanted =
       under_pressure_() ? kTightDecay : kRelaxedDecay;
-  if (wanted == current_) return;
-  if (!SetDirtyDecay(wanted)) {
-    fprintf(stderr, "stepdb: cannot set the allocator's page decay\n");
-    failed_ = true;
-    return;
+  const ssize_t ms = absl::ToInt64Milliseconds(wanted);
+  if (wanted != current_) {
+    if (!SetDefaultDirtyDecay(mallctl, ms)) {
+      fprintf(stderr, "stepdb: cannot set the allocator's page decay\n");
+      failed_ = true;
+      return;
+    }
+    current_ = wanted;
+    arena_set_.clear();
   }
-  current_ = wanted;
+  // Every arena, including those made after the last change (jemalloc
+  // makes some lazily), but the one that purges at once (see
+  // SetArenaDirtyDecay: its blocks are the largest, and the measurements
+  // in docs/BENCHMARKS.md were taken with it eager). An arena is set once
+  // per change: setting it restarts its decay.
+  arena_set_.resize(ArenaCount(mallctl), false);
+  for (unsigned i = 0; i < arena_set_.size(); ++i) {
+    if (!arena_set_[i]) arena_set_[i] = SetArenaDirtyDecay(mallctl, i, ms);
+  }
 }
 
 }  // namespace stepdb::server

@@ -14,6 +14,7 @@
 #define STEPDB_SERVER_ALLOCATOR_H_
 
 #include <optional>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/time/time.h"
@@ -39,6 +40,8 @@ class AllocatorGovernor {
   static bool Available();
   // The decay set for new arenas, when Available().
   static std::optional<absl::Duration> DirtyDecay();
+  // Each arena's decay, by index (nullopt: not created yet).
+  static std::vector<std::optional<absl::Duration>> ArenaDirtyDecays();
 
  private:
   // Called on thread_ only.
@@ -46,6 +49,7 @@ class AllocatorGovernor {
 
   absl::AnyInvocable<bool()> under_pressure_;
   absl::Duration current_ = absl::ZeroDuration();  // none set yet
+  std::vector<bool> arena_set_;  // by arena index: current_ applied
   bool failed_ = false;
   std::optional<storage::PeriodicThread> thread_;
 };

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace stepdb::server {
 namespace {
@@ -33,9 +34,11 @@ void Histogram(std::string* out, const char* name, const char* help,
     absl::StrAppend(out, name, "_bucket{le=\"", bounds[i], "\"} ",
                     h.cumulative[i], "\n");
   }
+  // Full precision: StrCat's six digits would freeze a long-running
+  // server's sum, and rate(_sum) with it.
   absl::StrAppend(out, name, "_bucket{le=\"+Inf\"} ", h.count(), "\n", name,
-                  "_sum ", h.sum_seconds, "\n", name, "_count ", h.count(),
-                  "\n");
+                  "_sum ", absl::StrFormat("%.17g", h.sum_seconds), "\n",
+                  name, "_count ", h.count(), "\n");
 }
 
 }  // namespace

@@ -29,8 +29,6 @@
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
 #include "rocksdb/write_buffer_manager.h"
-#include <sys/resource.h>
-#include <unistd.h>
 #include "storage/info_log.h"
 #include "storage/log_refs.h"
 #include "storage/series_head.h"
@@ -465,7 +463,6 @@ class Engine::Impl {
     });
     sealer_ = std::thread([this] {
       NameThisThread("stepdb-seal");
-      if (const char* n = getenv("STEPDB_SEAL_NICE")) setpriority(PRIO_PROCESS, gettid(), atoi(n));
       SealLoop();
     });
     return absl::OkStatus();
@@ -1590,7 +1587,18 @@ class Engine::Impl {
       if (auto bits = At(head_.steps, head_.values, step)) return bits;
       if (head_first_step_ && step > *head_first_step_) return std::nullopt;
       if (sealed_.points == 0 || step > sealed_.last_step) return std::nullopt;
-      if (chunk_ == nullptr) chunk_ = &(*decoded_chunks_)[group_.state];
+      if (chunk_ == nullptr) {
+        // Bounded: a group may touch 262,144 series, and a wide resend
+        // would otherwise keep a decoded chunk for each.
+        auto it = decoded_chunks_->find(group_.state);
+        if (it != decoded_chunks_->end()) {
+          chunk_ = &it->second;
+        } else if (decoded_chunks_->size() < kMaxSharedChunks) {
+          chunk_ = &(*decoded_chunks_)[group_.state];
+        } else {
+          chunk_ = &own_chunk_;
+        }
+      }
       if (chunk_->empty() || step < chunk_->steps.front() ||
           step > chunk_->steps.back()) {
         // The chunk holding `step`, if any (none in a gap).
@@ -1620,9 +1628,12 @@ class Engine::Impl {
     PointColumns head_;  // its points in head_range_
     std::optional<uint64_t> head_first_step_;
     SealedStats sealed_;
+    // Up to ~50 MB of decoded chunks (1024-2048 points of 24 bytes).
+    static constexpr size_t kMaxSharedChunks = 1024;
     absl::flat_hash_map<const SeriesState*, PointColumns>* const
         decoded_chunks_;
-    PointColumns* chunk_ = nullptr;  // this series' entry, once needed
+    PointColumns own_chunk_;  // when decoded_chunks_ is full
+    PointColumns* chunk_ = nullptr;  // the chunk in use, once needed
   };
 
   // Validates one series' points of one append against the group state,

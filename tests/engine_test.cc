@@ -320,13 +320,19 @@ TEST_F(EngineTest, LongResendsAreCheckedAgainstTheRightChunk) {
   Open(16);
   const SeriesId id = Resolve("train/loss");
   // Even steps 0-398 only (odd steps are gaps), then sealed into chunks of
-  // 16-step windows, then a head of even steps 400-418.
+  // 16 points (32-step windows), then a head of even steps 400-418.
   PointColumns even;
   for (uint64_t step = 0; step < 400; step += 2) {
     even.push_back(step * S, static_cast<int64_t>(step) * 1000, step / 2.0);
   }
   AppendOne(id, even);
   ASSERT_TRUE(engine_->Compact().ok());
+  // The seal the append queued may still be pending: let it run first, or
+  // it would seal part of the head below.
+  for (int i = 0; i < 500 && engine_->Stats().seals_queued > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(engine_->Stats().seals_queued, 0u);
   PointColumns head;
   for (uint64_t step = 400; step < 420; step += 2) {
     head.push_back(step * S, static_cast<int64_t>(step) * 1000, step / 2.0);
@@ -347,7 +353,8 @@ TEST_F(EngineTest, LongResendsAreCheckedAgainstTheRightChunk) {
   EXPECT_EQ(r.duplicates, 210u);
   EXPECT_EQ(r.rejected, 0u);
 
-  // Changed values at chunk edges and in the head, and gap steps, in one
+  // Changed values inside chunks (14, 16), at a chunk edge (30 | 32), at
+  // the sealed/head edge (398 | 400) and in the head, and gap steps, in one
   // resend that zigzags between chunks: exactly those are rejected.
   PointColumns mixed;
   const std::vector<uint64_t> changed = {14, 16, 30, 32, 398, 400, 418};
@@ -363,6 +370,35 @@ TEST_F(EngineTest, LongResendsAreCheckedAgainstTheRightChunk) {
   EXPECT_EQ(r.duplicates, same.size());
   EXPECT_EQ(r.accepted, 0u);
   EXPECT_THAT(r.first_rejection, HasSubstr("step 14 is already stored"));
+
+  // The resend in small appends queued at once, so that appends of one
+  // commit group share the chunks they decode: every point a duplicate.
+  constexpr size_t kPerAppend = 7;
+  std::atomic<uint64_t> duplicates{0}, other{0};
+  std::atomic<int> pending{0};
+  for (size_t begin = 0; begin < all.size(); begin += kPerAppend) {
+    PointColumns part;
+    for (size_t i = begin; i < std::min(all.size(), begin + kPerAppend); ++i) {
+      part.push_back(all.steps[i], all.times_ms[i], all.values[i]);
+    }
+    AppendBatch batch;
+    batch.Add(id, part);
+    ++pending;
+    engine_->AppendAsync(std::move(batch),
+                         [&](absl::Status status,
+                             std::vector<SeriesAppendResult> results) {
+                           EXPECT_TRUE(status.ok()) << status;
+                           duplicates += results[0].duplicates;
+                           other += results[0].accepted + results[0].rejected;
+                           --pending;
+                         });
+  }
+  for (int i = 0; i < 500 && pending > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(pending.load(), 0);
+  EXPECT_EQ(duplicates.load(), 210u);
+  EXPECT_EQ(other.load(), 0u);
   EXPECT_EQ(ReadAll(id).size(), 210u);
 }
 

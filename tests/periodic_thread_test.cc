@@ -11,11 +11,24 @@ namespace {
 
 using FirstRun = PeriodicThread::FirstRun;
 
-TEST(PeriodicThreadTest, FirstRunNowCallsAtOnceThenEveryInterval) {
+TEST(PeriodicThreadTest, FirstRunNowCallsAtOnce) {
   std::atomic<int> calls{0};
   {
-    PeriodicThread t("test-now", absl::Milliseconds(5), FirstRun::kNow,
+    // An interval far longer than the test: only the first call can come.
+    PeriodicThread t("test-now", absl::Hours(1), FirstRun::kNow,
                      [&] { ++calls; });
+    for (int i = 0; i < 500 && calls < 1; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  EXPECT_EQ(calls.load(), 1);
+}
+
+TEST(PeriodicThreadTest, CallsRepeatEveryInterval) {
+  std::atomic<int> calls{0};
+  {
+    PeriodicThread t("test-repeat", absl::Milliseconds(5),
+                     FirstRun::kAfterInterval, [&] { ++calls; });
     for (int i = 0; i < 500 && calls < 3; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
