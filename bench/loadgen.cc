@@ -324,6 +324,14 @@ double Percentile(std::vector<double>& v, double p) {
   return v[i];
 }
 
+double LatencyMs(const StreamResult::Acked& a) {
+  return std::chrono::duration<double, std::milli>(a.acked - a.sent).count();
+}
+
+double Max(const std::vector<double>& v) {
+  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+}
+
 // Ack latencies grouped by when (since start) their request was sent.
 void PrintTimeline(const std::vector<StreamResult>& results, Clock::time_point start,
                    double bucket_seconds) {
@@ -332,11 +340,11 @@ void PrintTimeline(const std::vector<StreamResult>& results, Clock::time_point s
     for (const auto& [first_step, a] : r.acked) {
       const auto since = std::chrono::duration<double>(a.sent - start).count();
       by_bucket[static_cast<int64_t>(since / bucket_seconds)].push_back(
-          std::chrono::duration<double, std::milli>(a.acked - a.sent).count());
+          LatencyMs(a));
     }
   }
   for (auto& [bucket, ms] : by_bucket) {
-    const double max = *std::max_element(ms.begin(), ms.end());
+    const double max = Max(ms);  // before Percentile reorders ms
     fprintf(stderr, "t=%7.2f acks=%6zu p50=%8.2f p99=%8.2f max=%8.2f\n",
             bucket * bucket_seconds, ms.size(), Percentile(ms, 0.5),
             Percentile(ms, 0.99), max);
@@ -484,22 +492,19 @@ int main(int argc, char** argv) {
     std::vector<double> steady_ms;
     for (const auto& r : results) {
       for (const auto& [first_step, a] : r.acked) {
-        if (a.sent > registered) {
-          steady_ms.push_back(std::chrono::duration<double, std::milli>(a.acked - a.sent).count());
-        }
+        if (a.sent > registered) steady_ms.push_back(LatencyMs(a));
       }
     }
     out["ack_steady_p50_ms"] = Percentile(steady_ms, 0.50);
     out["ack_steady_p99_ms"] = Percentile(steady_ms, 0.99);
-    out["ack_steady_max_ms"] =
-        steady_ms.empty() ? 0 : *std::max_element(steady_ms.begin(), steady_ms.end());
+    out["ack_steady_max_ms"] = Max(steady_ms);
   }
   out["requests"] = total.requests;
   out["retried_requests"] = total.retries;
   out["ack_p50_ms"] = Percentile(total.ack_ms, 0.50);
   out["ack_p90_ms"] = Percentile(total.ack_ms, 0.90);
   out["ack_p99_ms"] = Percentile(total.ack_ms, 0.99);
-  out["ack_max_ms"] = total.ack_ms.empty() ? 0 : *std::max_element(total.ack_ms.begin(), total.ack_ms.end());
+  out["ack_max_ms"] = Max(total.ack_ms);
   out["rejected_points"] = total.rejected;
   out["duplicate_points"] = total.duplicates;
   out["errors"] = total.errors;
@@ -532,7 +537,7 @@ int main(int argc, char** argv) {
     out["tail_dropped_points"] = tail_dropped;
     out["tail_p50_ms"] = Percentile(tail_ms, 0.50);
     out["tail_p99_ms"] = Percentile(tail_ms, 0.99);
-    out["tail_max_ms"] = tail_ms.empty() ? 0 : *std::max_element(tail_ms.begin(), tail_ms.end());
+    out["tail_max_ms"] = Max(tail_ms);
     // From the client's send: write, group commit, fsync and delivery.
     out["tail_from_send_p50_ms"] = Percentile(from_send_ms, 0.50);
     out["tail_from_send_p99_ms"] = Percentile(from_send_ms, 0.99);

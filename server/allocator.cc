@@ -22,32 +22,35 @@ Mallctl FindMallctl() {
   return mallctl;
 }
 
-// Sets the dirty-page decay of arenas created from now on. Returns false
-// if jemalloc refused.
-bool SetDefaultDirtyDecay(Mallctl mallctl, ssize_t ms) {
-  return mallctl("arenas.dirty_decay_ms", nullptr, nullptr, &ms,
-                 sizeof(ms)) == 0;
-}
-
-// The dirty-page decay of arena `index` in ms; nullopt if it does not
-// exist (yet).
-std::optional<ssize_t> ArenaDirtyDecayMs(Mallctl mallctl, unsigned index) {
-  const std::string name = absl::StrCat("arena.", index, ".dirty_decay_ms");
+// A decay setting (ms) of jemalloc's; nullopt if it has none by that name
+// (an arena not made yet).
+std::optional<ssize_t> ReadDecay(Mallctl mallctl, const std::string& name) {
   ssize_t ms = 0;
   size_t size = sizeof(ms);
   if (mallctl(name.c_str(), &ms, &size, nullptr, 0) != 0) return std::nullopt;
   return ms;
 }
 
+bool WriteDecay(Mallctl mallctl, const std::string& name, ssize_t ms) {
+  return mallctl(name.c_str(), nullptr, nullptr, &ms, sizeof(ms)) == 0;
+}
+
+// The default for arenas made from now on.
+constexpr char kDefaultDecay[] = "arenas.dirty_decay_ms";
+
+std::string ArenaDecay(unsigned index) {
+  return absl::StrCat("arena.", index, ".dirty_decay_ms");
+}
+
 // Sets the dirty-page decay of arena `index`, unless it does not exist
 // (yet: false) or purges at once (jemalloc's arena for allocations of 8 MiB
 // and more, made on first use, is left as it is: true).
 bool SetArenaDirtyDecay(Mallctl mallctl, unsigned index, ssize_t ms) {
-  const std::optional<ssize_t> now = ArenaDirtyDecayMs(mallctl, index);
+  const std::string name = ArenaDecay(index);
+  const std::optional<ssize_t> now = ReadDecay(mallctl, name);
   if (!now) return false;
   if (*now == 0) return true;
-  const std::string name = absl::StrCat("arena.", index, ".dirty_decay_ms");
-  return mallctl(name.c_str(), nullptr, nullptr, &ms, sizeof(ms)) == 0;
+  return WriteDecay(mallctl, name, ms);
 }
 
 unsigned ArenaCount(Mallctl mallctl) {
@@ -63,13 +66,10 @@ bool AllocatorGovernor::Available() { return FindMallctl() != nullptr; }
 
 std::optional<absl::Duration> AllocatorGovernor::DirtyDecay() {
   Mallctl mallctl = FindMallctl();
-  ssize_t ms = 0;
-  size_t size = sizeof(ms);
-  if (mallctl == nullptr ||
-      mallctl("arenas.dirty_decay_ms", &ms, &size, nullptr, 0) != 0) {
-    return std::nullopt;
-  }
-  return absl::Milliseconds(ms);
+  if (mallctl == nullptr) return std::nullopt;
+  const std::optional<ssize_t> ms = ReadDecay(mallctl, kDefaultDecay);
+  if (!ms) return std::nullopt;
+  return absl::Milliseconds(*ms);
 }
 
 std::vector<std::optional<absl::Duration>>
@@ -79,7 +79,7 @@ AllocatorGovernor::ArenaDirtyDecays() {
   if (mallctl == nullptr) return decays;
   decays.resize(ArenaCount(mallctl));
   for (unsigned i = 0; i < decays.size(); ++i) {
-    if (auto ms = ArenaDirtyDecayMs(mallctl, i)) {
+    if (auto ms = ReadDecay(mallctl, ArenaDecay(i))) {
       decays[i] = absl::Milliseconds(*ms);
     }
   }
@@ -101,7 +101,7 @@ void AllocatorGovernor::Tick() {
       under_pressure_() ? kTightDecay : kRelaxedDecay;
   const ssize_t ms = absl::ToInt64Milliseconds(wanted);
   if (wanted != current_) {
-    if (!SetDefaultDirtyDecay(mallctl, ms)) {
+    if (!WriteDecay(mallctl, kDefaultDecay, ms)) {
       fprintf(stderr, "stepdb: cannot set the allocator's page decay\n");
       failed_ = true;
       return;

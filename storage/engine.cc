@@ -1550,11 +1550,12 @@ class Engine::Impl {
   }
 
   // The stored values of one series, for the duplicate checks of one
-  // append (steps at or below the series' last one). The head is decoded
-  // once and each sealed chunk once for all the steps it holds: looked up
-  // point by point (a seek and a chunk decode each, on the commit thread),
-  // a client resending a sealed stretch of a run stalled every stream's
-  // acks for seconds. Holds no lock between calls: only the commit thread
+  // append (steps at or below the series' last one). The head fragments
+  // the append's steps fall in are decoded once, and the sealed chunk
+  // decoded last is kept (shared by the group's appends), so a resend in
+  // step order decodes each chunk about once: looked up point by point (a
+  // seek and a chunk decode each, on the commit thread), a client resending
+  // a sealed stretch of a run stalled every stream's acks for seconds. Holds no lock between calls: only the commit thread
   // appends, and a seal meanwhile moves head points into chunks, which a
   // later lookup still finds (the head copy is searched first).
   class StoredValues {
