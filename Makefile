@@ -54,7 +54,7 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:d
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   TSAN_OPTIONS=suppressions=$(CURDIR)/cmake/tsan.supp:halt_on_error=0:second_deadlock_stack=1:history_size=4
 # The concurrency tests run under TSan (the others are single-threaded).
-TSAN_TESTS ?= engine_test ingest_test e2e_test tail_test aggregate_test
+TSAN_TESTS ?= engine_test ingest_test e2e_test tail_test aggregate_test limits_test
 # Left out of the TSan run (ctest -E); none at present.
 TSAN_EXCLUDE ?= ^$$
 # gRPC core orders a callback reactor's StartWrite before its OnWriteDone

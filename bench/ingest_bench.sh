@@ -36,8 +36,11 @@ if [ -n "${STEPDB_SAMPLE:-}" ]; then
         $1 == "stepdb_head_bytes" {h = $2}
         $1 == "stepdb_rocksdb_memtable_bytes" {m = $2}
         $1 == "stepdb_seals_queued" {q = $2}
-        END {printf "%s rss %d budget %d heads %d memtables %d seals_queued %d\n",
-                    t, r / 1e6, u / 1e6, h / 1e6, m / 1e6, q}' >&2
+        $1 == "stepdb_ingest_read_waits_total" {w = $2}
+        $1 == "stepdb_allocator_allocated_bytes" {a = $2}
+        $1 == "stepdb_allocator_dirty_bytes" {d = $2}
+        END {printf "%s rss %d budget %d heads %d memtables %d allocated %d dirty %d seals_queued %d waits %d\n",
+                    t, r / 1e6, u / 1e6, h / 1e6, m / 1e6, a / 1e6, d / 1e6, q, w}' >&2
     done ) &
   sampler=$!
 fi

@@ -93,7 +93,8 @@ class RefusedStream
 // the client is done and every read request has been answered; a client that
 // vanishes is answered by nobody, but its durable points stay.
 class IngestService::WriteReactor
-    : public grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck> {
+    : public grpc::ServerBidiReactor<v1::WriteRequest, v1::WriteAck>,
+      public ReadGate::Waiter {
  public:
   WriteReactor(IngestService* service, auth::Principal principal,
                std::string authorization, std::string peer)
@@ -137,8 +138,12 @@ class IngestService::WriteReactor
 
   void OnReadDone(bool ok) override {
     const absl::Time received = absl::Now();
+    // Ends once the request is queued at the engine (which then counts
+    // it) or dropped.
+    uint64_t reserved;
     {
       absl::MutexLock lock(&mu_);
+      reserved = std::exchange(reserved_bytes_, 0);
       awaiting_request_ = false;
       last_request_ = received;
       // Nothing more is processed once the stream is over.
@@ -149,6 +154,7 @@ class IngestService::WriteReactor
       }
     }
     if (!ok) {
+      ReleaseRead(reserved);
       FinishIfOver();
       return;
     }
@@ -165,6 +171,7 @@ class IngestService::WriteReactor
         refused_ = true;  // acks of what is in flight still go out
         if (finish_status_.ok()) finish_status_ = ToGrpcStatus(over);
       }
+      ReleaseRead(reserved);
       FinishIfOver();
       return;
     }
@@ -209,8 +216,12 @@ class IngestService::WriteReactor
     }
     storage::AppendBatch batch;
     auto ids = std::make_shared<std::vector<storage::SeriesId>>();
+    uint64_t batch_bytes = 0;
     if (status.ok()) {
       batch = std::move(decoded->batch);
+      batch_bytes = batch.MemoryBytes();
+      service_->last_request_bytes_.store(batch_bytes,
+                                          std::memory_order_relaxed);
       ids->reserve(batch.series().size());
       for (const auto& s : batch.series()) ids->push_back(s.id);
     } else if (status.code() == absl::StatusCode::kInvalidArgument) {
@@ -234,11 +245,31 @@ class IngestService::WriteReactor
           if (status.ok() && write_status.ok()) {
             service_->ack_seconds_.Record(absl::Now() - received);
           }
+          IngestService* service = service_;
           OnCommitted(seq, status, write_status, *ids, results);
+          // The group left the engine's queue: room for waiting reads.
+          service->read_gate_.Wake();
         });
+    ReleaseRead(reserved);
     absl::MutexLock lock(&mu_);
     reading_ = false;
+    if (batch_bytes > 0) last_bytes_ = batch_bytes;
     MaybeReadLocked();
+  }
+
+  // The gate reserved room for this stream's next read.
+  void Resume() override {
+    uint64_t unused = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      waiting_for_gate_ = false;
+      reserved_bytes_ = gate_expected_;
+      MaybeReadLocked();
+      // No read after all (the stream is ending): the room goes back.
+      if (!reading_) unused = std::exchange(reserved_bytes_, 0);
+    }
+    if (unused > 0) ReleaseRead(unused);
+    FinishIfOver();
   }
 
   void OnWriteDone(bool ok) override {
@@ -262,6 +293,12 @@ class IngestService::WriteReactor
     {
       absl::MutexLock lock(&mu_);
       cancelled_ = true;
+    }
+    // No waiting for room to read what will never come. (If the gate has
+    // just resumed the stream instead, Resume finds it cancelled.)
+    if (service_->read_gate_.Cancel(this)) {
+      absl::MutexLock lock(&mu_);
+      waiting_for_gate_ = false;
     }
     FinishIfOver();
   }
@@ -329,10 +366,24 @@ class IngestService::WriteReactor
         service_->engine_->Pressure() == storage::MemoryPressure::kNone
             ? service_->options_.max_in_flight_per_stream
             : 1;
-    if (reading_ || read_closed_ || refused_ || cancelled_ || write_failed_ ||
-        finished_ ||
+    if (reading_ || waiting_for_gate_ || read_closed_ || refused_ ||
+        cancelled_ || write_failed_ || finished_ ||
         in_flight_ + acks_.size() >= max_in_flight) {
       return;
+    }
+    // Room for the read in the engine's queue (Resume has reserved it when
+    // the stream waited for it).
+    if (reserved_bytes_ == 0) {
+      const uint64_t expected = std::max<uint64_t>(
+          1, last_bytes_ > 0 ? last_bytes_
+                             : service_->last_request_bytes_.load(
+                                   std::memory_order_relaxed));
+      if (!service_->read_gate_.Admit(this, expected)) {
+        waiting_for_gate_ = true;
+        gate_expected_ = expected;
+        return;
+      }
+      reserved_bytes_ = expected;
     }
     reading_ = true;
     awaiting_request_ = true;
@@ -350,14 +401,24 @@ class IngestService::WriteReactor
   // and touch nothing afterwards (OnDone may delete this at once).
   bool ShouldFinishLocked(grpc::Status* status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    // An engine callback or a write completion still refers to this.
-    if (finished_ || in_flight_ > 0 || writing_) return false;
+    // An engine callback, a write completion or the gate still refers to
+    // this.
+    if (finished_ || in_flight_ > 0 || writing_ || waiting_for_gate_) {
+      return false;
+    }
     const bool broken = write_failed_ || cancelled_ || write_closed_;
     if (!broken && !((read_closed_ || refused_) && acks_.empty())) return false;
     // A read still outstanding is ended by Finish (OnReadDone(false)).
     finished_ = true;
     *status = cancelled_ ? grpc::Status::CANCELLED : finish_status_;
     return true;
+  }
+
+  // Ends the reservation of a read (see ReadGate::Release).
+  void ReleaseRead(uint64_t reserved) ABSL_LOCKS_EXCLUDED(mu_) {
+    if (reserved == 0) return;
+    service_->read_gate_.Release(reserved);
+    service_->read_gate_.Wake();
   }
 
   void FinishIfOver() ABSL_LOCKS_EXCLUDED(mu_) {
@@ -395,13 +456,25 @@ class IngestService::WriteReactor
   absl::Time last_request_ ABSL_GUARDED_BY(mu_);  // or the stream's start
   uint64_t durable_seq_ ABSL_GUARDED_BY(mu_) = 0;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // Room reserved in the read gate for the read under way or about to
+  // start (0: none); while waiting_for_gate_, the gate holds the stream
+  // and gate_expected_ is what it will reserve.
+  uint64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool waiting_for_gate_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t gate_expected_ ABSL_GUARDED_BY(mu_) = 0;
+  // The decoded size of this stream's last request.
+  uint64_t last_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::WriteAck> acks_ ABSL_GUARDED_BY(mu_);
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
 };
 
 IngestService::IngestService(storage::Engine* engine, IngestOptions options,
                              storage::RunStore* runs)
-    : engine_(engine), options_(std::move(options)), runs_(runs) {
+    : engine_(engine),
+      options_(std::move(options)),
+      runs_(runs),
+      read_gate_(options_.max_queued_bytes,
+                 [engine] { return engine->QueuedAppendBytes(); }) {
   if (options_.stream_idle_timeout > absl::ZeroDuration()) {
     reaper_.emplace("stepdb-reaper",
                     std::clamp(options_.stream_idle_timeout / 4,
@@ -429,6 +502,9 @@ void IngestService::ReapIdleStreams() {
     idle_streams_closed_.fetch_add(1, std::memory_order_relaxed);
     stream->Finish(std::move(status));
   }
+  // Commits wake waiting readers; this is the net under that, should the
+  // queue have emptied without an ingest commit (none known).
+  read_gate_.Wake();
 }
 
 // Run metadata writes are small and synchronous (one fsync'd meta record):
@@ -543,6 +619,8 @@ grpc::ServerUnaryReactor* IngestService::WriteOne(
       [this, reactor, response, ids = std::move(ids), received](
           absl::Status status,
           std::vector<storage::SeriesAppendResult> results) {
+        // The append left the engine's queue: room for waiting reads.
+        read_gate_.Wake();
         if (!status.ok()) {
           write_errors_.fetch_add(1, std::memory_order_relaxed);
           reactor->Finish(ToGrpcStatus(status));
@@ -574,6 +652,7 @@ IngestCounters IngestService::counters() const {
       write_errors_.load(std::memory_order_relaxed),
       refused_requests_.load(std::memory_order_relaxed),
       idle_streams_closed_.load(std::memory_order_relaxed),
+      read_gate_.waits(),
       ack_seconds_.Take(),
   };
 }

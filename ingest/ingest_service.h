@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 
 #include "auth/authorizer.h"
+#include "ingest/read_gate.h"
 #include "ingest/request_decoder.h"
 #include "stepdb/v1/stepdb.grpc.pb.h"
 #include "storage/engine.h"
@@ -26,6 +27,10 @@ struct IngestOptions {
   // taken by the client; past it the stream stops reading, and gRPC flow
   // control slows the client down.
   size_t max_in_flight_per_stream = 32;
+  // Bytes of requests read and not yet committed, across all streams, as
+  // the engine counts its queued appends (decoded; see ReadGate): past it
+  // streams wait to read their next request. 0: no bound.
+  uint64_t max_queued_bytes = 0;
   // Checks every request's projects for write scope; nullptr: auth off.
   // Must outlive the service.
   auth::Authorizer* authorizer = nullptr;
@@ -45,6 +50,8 @@ struct IngestCounters {
   uint64_t write_errors = 0;
   uint64_t refused_requests = 0;  // over the memory budget
   uint64_t idle_streams_closed = 0;
+  // Reads that waited for max_queued_bytes.
+  uint64_t read_waits = 0;
   // From a write request's arrival (read off its stream, or a unary call's
   // start) to its ack handed to gRPC for sending, successful writes only.
   storage::LatencyHistogram::Snapshot ack_seconds;
@@ -100,6 +107,11 @@ class IngestService final : public v1::Ingest::CallbackService {
   std::atomic<uint64_t> refused_requests_{0};
   std::atomic<uint64_t> idle_streams_closed_{0};
   storage::LatencyHistogram ack_seconds_;
+  // Lock order: a stream's own mutex, then the gate's.
+  ReadGate read_gate_;
+  // The decoded size of the last request read on any stream: what a
+  // stream's first read is expected to bring.
+  std::atomic<uint64_t> last_request_bytes_{0};
 
   // Open Write streams, for the idle timer. A stream removes itself in
   // OnDone; lock order: streams_mu_, then a stream's own mutex.

@@ -22,13 +22,19 @@ Mallctl FindMallctl() {
   return mallctl;
 }
 
+// A value of jemalloc's by name; nullopt if it has none by that name.
+template <typename T>
+std::optional<T> Read(Mallctl mallctl, const char* name) {
+  T value{};
+  size_t size = sizeof(value);
+  if (mallctl(name, &value, &size, nullptr, 0) != 0) return std::nullopt;
+  return value;
+}
+
 // A decay setting (ms) of jemalloc's; nullopt if it has none by that name
 // (an arena not made yet).
 std::optional<ssize_t> ReadDecay(Mallctl mallctl, const std::string& name) {
-  ssize_t ms = 0;
-  size_t size = sizeof(ms);
-  if (mallctl(name.c_str(), &ms, &size, nullptr, 0) != 0) return std::nullopt;
-  return ms;
+  return Read<ssize_t>(mallctl, name.c_str());
 }
 
 bool WriteDecay(Mallctl mallctl, const std::string& name, ssize_t ms) {
@@ -54,13 +60,29 @@ bool SetArenaDirtyDecay(Mallctl mallctl, unsigned index, ssize_t ms) {
 }
 
 unsigned ArenaCount(Mallctl mallctl) {
-  unsigned arenas = 0;
-  size_t size = sizeof(arenas);
-  if (mallctl("arenas.narenas", &arenas, &size, nullptr, 0) != 0) return 0;
-  return arenas;
+  return Read<unsigned>(mallctl, "arenas.narenas").value_or(0);
 }
 
 }  // namespace
+
+std::optional<AllocatorStats> ReadAllocatorStats() {
+  Mallctl mallctl = FindMallctl();
+  if (mallctl == nullptr) return std::nullopt;
+  // jemalloc's statistics are a snapshot taken when the epoch advances.
+  uint64_t epoch = 1;
+  if (mallctl("epoch", &epoch, nullptr, &epoch, sizeof(epoch)) != 0) {
+    return std::nullopt;
+  }
+  const auto allocated = Read<size_t>(mallctl, "stats.allocated");
+  const auto resident = Read<size_t>(mallctl, "stats.resident");
+  // Summed over all arenas (MALLCTL_ARENAS_ALL), in pages.
+  const auto dirty_pages = Read<size_t>(mallctl, "stats.arenas.4096.pdirty");
+  const auto page = Read<size_t>(mallctl, "arenas.page");
+  if (!allocated || !resident || !dirty_pages || !page) return std::nullopt;
+  return AllocatorStats{.allocated = *allocated,
+                        .resident = *resident,
+                        .dirty = *dirty_pages * *page};
+}
 
 bool AllocatorGovernor::Available() { return FindMallctl() != nullptr; }
 

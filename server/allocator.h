@@ -1,5 +1,5 @@
-// Tunes the allocator to the memory budget: while the engine is below half
-// of its budget, freed pages stay with the allocator for reuse for
+// Tunes the allocator to the memory budget: while the engine is well within
+// its budget, freed pages stay with the allocator for reuse for
 // kRelaxedDecay before going back to the kernel; under pressure they go
 // back within kTightDecay. Only with jemalloc (the server's allocator, see
 // CMakeLists.txt); elsewhere it does nothing.
@@ -13,6 +13,7 @@
 #ifndef STEPDB_SERVER_ALLOCATOR_H_
 #define STEPDB_SERVER_ALLOCATOR_H_
 
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -22,14 +23,28 @@
 
 namespace stepdb::server {
 
+// What the allocator holds, in bytes (jemalloc's `stats.*`): `allocated`
+// by the program, `resident` in physical memory (allocator metadata and
+// freed pages not yet returned included), of which `dirty` are freed pages
+// kept for reuse (see AllocatorGovernor).
+struct AllocatorStats {
+  uint64_t allocated = 0;
+  uint64_t resident = 0;
+  uint64_t dirty = 0;
+};
+
+// nullopt without jemalloc. Refreshes jemalloc's statistics (a few
+// microseconds; meant for a metrics scrape, not a hot path). Thread-safe.
+std::optional<AllocatorStats> ReadAllocatorStats();
+
 class AllocatorGovernor {
  public:
   static constexpr absl::Duration kRelaxedDecay = absl::Seconds(10);
   static constexpr absl::Duration kTightDecay = absl::Seconds(1);
 
   // Calls `under_pressure` every `interval` on its own thread until
-  // destroyed (the server passes whether the engine's memory pressure is
-  // above kNone) and sets the decay to match. Does nothing unless
+  // destroyed (the server passes whether the engine holds more than a
+  // quarter of its budget) and sets the decay to match. Does nothing unless
   // Available().
   AllocatorGovernor(absl::AnyInvocable<bool()> under_pressure,
                     absl::Duration interval);

@@ -49,7 +49,9 @@ ABSL_FLAG(uint64_t, memory_limit_mb, 2048,
           "Budget for points held in memory (open heads as allocated, queued "
           "writes), in MiB; past half of it the oldest heads are sealed "
           "early and writers slowed, past it writes are refused with "
-          "RESOURCE_EXHAUSTED. 0: no budget.");
+          "RESOURCE_EXHAUSTED. Decoded requests waiting for commit are held "
+          "to a sixteenth of it, RocksDB's memtables to an eighth (at most "
+          "192 MiB). 0: no budget.");
 ABSL_FLAG(absl::Duration, stream_idle_timeout, absl::Minutes(10),
           "A write stream that sends no request for this long is ended with "
           "UNAVAILABLE (clients reconnect when they next write). 0: never.");
@@ -199,11 +201,20 @@ int main(int argc, char** argv) {
   options.chunk_points = absl::GetFlag(FLAGS_chunk_points);
   options.memory_limit = absl::GetFlag(FLAGS_memory_limit_mb) << 20;
   options.min_free_disk_bytes = absl::GetFlag(FLAGS_min_free_disk_mb) << 20;
+  // RocksDB's memtables count in the process beside the budget: a tight
+  // budget gets them smaller too (an eighth of it, 64 MiB at 512).
+  if (options.memory_limit > 0) {
+    options.rocksdb_memtable_bytes =
+        std::min(options.rocksdb_memtable_bytes, options.memory_limit / 8);
+  }
   auto engine = stepdb::storage::Engine::Open(options);
   if (!engine.ok()) return Fail(std::string(engine.status().ToString()));
   auto allocator = std::make_unique<stepdb::server::AllocatorGovernor>(
-      [e = engine->get()] {
-        return e->Pressure() != stepdb::storage::MemoryPressure::kNone;
+      // From a quarter of the budget on, where the sealer starts aiming
+      // (a million series hover around half of it, and 10 s of retained
+      // pages were up to 160 MB of RSS there).
+      [e = engine->get(), limit = options.memory_limit] {
+        return limit > 0 && e->MemoryUsage() > limit / 4;
       },
       absl::Milliseconds(250));
 
@@ -224,6 +235,9 @@ int main(int argc, char** argv) {
   stepdb::ingest::IngestOptions ingest_options;
   ingest_options.authorizer = authorizer.get();
   ingest_options.stream_idle_timeout = absl::GetFlag(FLAGS_stream_idle_timeout);
+  // Requests wait decoded in the commit queue; a sixteenth of the budget
+  // keeps the commit thread fed (docs/ARCHITECTURE.md, "Read gate").
+  ingest_options.max_queued_bytes = options.memory_limit / 16;
   stepdb::query::QueryOptions query_options;
   query_options.authorizer = authorizer.get();
   query_options.max_aggregate_series = absl::GetFlag(FLAGS_max_aggregate_series);
@@ -325,8 +339,9 @@ int main(int argc, char** argv) {
     auto started = stepdb::server::HttpServer::Start(
         host, port,
         [e, &ingest] {
-          return stepdb::server::FormatPrometheusMetrics(e->Stats(),
-                                                         ingest.counters());
+          return stepdb::server::FormatPrometheusMetrics(
+              e->Stats(), ingest.counters(),
+              stepdb::server::ReadAllocatorStats());
         },
         std::move(security));
     if (!started.ok()) return Fail(std::string(started.status().message()));

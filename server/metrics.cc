@@ -43,8 +43,9 @@ void Histogram(std::string* out, const char* name, const char* help,
 
 }  // namespace
 
-std::string FormatPrometheusMetrics(const storage::EngineStats& e,
-                                    const ingest::IngestCounters& i) {
+std::string FormatPrometheusMetrics(
+    const storage::EngineStats& e, const ingest::IngestCounters& i,
+    const std::optional<AllocatorStats>& allocator) {
   std::string out;
   Metric(&out, "stepdb_points_accepted_total", "counter",
          "Points stored since start.", e.points_accepted);
@@ -69,6 +70,10 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
   Metric(&out, "stepdb_ingest_idle_streams_closed_total", "counter",
          "Write streams ended after --stream_idle_timeout without a request.",
          i.idle_streams_closed);
+  Metric(&out, "stepdb_ingest_read_waits_total", "counter",
+         "Reads of write requests that waited for the queue of decoded "
+         "requests to shrink.",
+         i.read_waits);
   Metric(&out, "stepdb_ingest_streams_opened_total", "counter",
          "Write streams opened.", i.streams_opened);
   Metric(&out, "stepdb_ingest_streams_active", "gauge",
@@ -93,6 +98,18 @@ std::string FormatPrometheusMetrics(const storage::EngineStats& e,
          e.rocksdb_block_cache_bytes);
   Metric(&out, "process_resident_memory_bytes", "gauge",
          "Resident memory size in bytes.", ResidentBytes());
+  if (allocator) {
+    Metric(&out, "stepdb_allocator_allocated_bytes", "gauge",
+           "Bytes the allocator has handed out and not had back.",
+           allocator->allocated);
+    Metric(&out, "stepdb_allocator_resident_bytes", "gauge",
+           "Bytes the allocator holds in physical memory.",
+           allocator->resident);
+    Metric(&out, "stepdb_allocator_dirty_bytes", "gauge",
+           "Freed bytes the allocator keeps for reuse before returning "
+           "them to the kernel.",
+           allocator->dirty);
+  }
   Metric(&out, "stepdb_seals_queued", "gauge",
          "Heads waiting to be sealed.", e.seals_queued);
   Metric(&out, "stepdb_seal_assists_total", "counter",

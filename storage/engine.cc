@@ -77,8 +77,6 @@ constexpr size_t kMaxGroupPoints = 4'000'000;
 // series, 4 M points of 4-step requests made groups of a million entries
 // and ~200 bytes of transient memory per active series.
 constexpr size_t kMaxGroupSeries = 1 << 18;
-// What one point costs in memory as the budget counts it: step, time, value.
-constexpr uint64_t kPointBytes = 24;
 
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;
@@ -497,10 +495,12 @@ class Engine::Impl {
   void AppendAsync(AppendBatch batch, AppendCallback done)
       ABSL_LOCKS_EXCLUDED(seal_queue_mu_, seal_mu_) {
     const size_t points = batch.point_count();
-    queued_bytes_.fetch_add(points * kPointBytes, std::memory_order_relaxed);
+    const uint64_t bytes = batch.MemoryBytes();
+    queued_bytes_.fetch_add(bytes, std::memory_order_relaxed);
     {
       absl::MutexLock lock(&queue_mu_);
-      queue_.push_back(PendingAppend{std::move(batch), std::move(done), points});
+      queue_.push_back(
+          PendingAppend{std::move(batch), std::move(done), points, bytes});
     }
     // After queueing: the append commits (and is acked) meanwhile; what
     // waits is the caller's next request.
@@ -1095,6 +1095,7 @@ class Engine::Impl {
     AppendBatch batch;
     AppendCallback done;
     size_t points = 0;
+    uint64_t bytes = 0;  // batch.MemoryBytes(), as counted in queued_bytes_
   };
 
   // Per-series state of one commit group.
@@ -1731,14 +1732,11 @@ class Engine::Impl {
           queue_.pop_front();
         }
       }
-      size_t points = 0;
-      for (const auto& pending : group) points += pending.points;
       {
         // A deletion pauses commits (see Delete).
         absl::MutexLock commit_lock(&commit_mu_);
-        CommitGroup(group);
+        CommitGroup(group);  // ends in RunCallbacks
       }
-      queued_bytes_.fetch_sub(points * kPointBytes, std::memory_order_relaxed);
     }
   }
 
@@ -1964,15 +1962,22 @@ class Engine::Impl {
     }
   }
 
-  // Hands the group's callbacks (acks, on the ingest side: gRPC writes and
-  // reads started from the callback) to the callback thread, in group
-  // order, so that the committer goes on to the next group at once: they
+  // Takes the group out of the queued bytes and hands its callbacks (acks,
+  // on the ingest side: gRPC writes and reads started from the callback) to
+  // the callback thread, in group order, so that the committer goes on to the next group at once: they
   // took about a quarter of a group's time on the committer.
   void RunCallbacks(std::deque<PendingAppend>& group, absl::Status status,
                     std::vector<std::vector<SeriesAppendResult>> results) {
     std::vector<AppendCallback> dones;
     dones.reserve(group.size());
-    for (auto& pending : group) dones.push_back(std::move(pending.done));
+    uint64_t bytes = 0;
+    for (auto& pending : group) {
+      dones.push_back(std::move(pending.done));
+      bytes += pending.bytes;
+    }
+    // Before the callbacks run: a caller waiting for the queue to shrink
+    // (ingest's ReadGate) looks from a callback.
+    queued_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
     callbacks_.Submit([dones = std::move(dones), status = std::move(status),
                     results = std::move(results)]() mutable {
       for (size_t r = 0; r < dones.size(); ++r) {
@@ -2409,6 +2414,9 @@ class Engine::Impl {
   }
 
  public:
+  uint64_t QueuedAppendBytes() const {
+    return queued_bytes_.load(std::memory_order_relaxed);
+  }
   uint64_t MemoryUsage() const {
     return head_bytes_.load(std::memory_order_relaxed) +
            queued_bytes_.load(std::memory_order_relaxed);
@@ -2601,6 +2609,13 @@ void AppendBatch::Add(SeriesId id, const PointColumns& points) {
   }
 }
 
+uint64_t AppendBatch::MemoryBytes() const {
+  return points_.steps.capacity() * sizeof(uint64_t) +
+         points_.times_ms.capacity() * sizeof(int64_t) +
+         points_.values.capacity() * sizeof(double) + fragments_.capacity() +
+         series_.capacity() * sizeof(Series);
+}
+
 void AppendBatch::Prepare() {
   fragments_.clear();
   for (Series& s : series_) {
@@ -2682,6 +2697,9 @@ std::vector<SeriesInfo> Engine::ListSeries(const SeriesFilter& filter,
 EngineStats Engine::Stats() const { return impl_->Stats(); }
 MemoryPressure Engine::Pressure() const { return impl_->Pressure(); }
 uint64_t Engine::MemoryUsage() const { return impl_->MemoryUsage(); }
+uint64_t Engine::QueuedAppendBytes() const {
+  return impl_->QueuedAppendBytes();
+}
 absl::StatusOr<CompactResult> Engine::Compact() { return impl_->Compact(); }
 absl::StatusOr<ExpireResult> Engine::ExpireChunks(std::string_view project,
                                                   int64_t raw_cutoff_ms,

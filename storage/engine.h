@@ -169,6 +169,9 @@ class AppendBatch {
     return std::string_view(fragments_).substr(s.fragment_begin, s.fragment_size);
   }
   size_t point_count() const { return points_.size(); }
+  // Heap bytes the batch holds as allocated (columns, fragments, series
+  // entries): what a queued append counts against the memory budget.
+  uint64_t MemoryBytes() const;
 
  private:
   std::vector<Series> series_;
@@ -435,6 +438,9 @@ class Engine {
   MemoryPressure Pressure() const;
   // Bytes of points in memory (heads and queued appends), as budgeted.
   uint64_t MemoryUsage() const;
+  // Bytes of the appends queued and not yet committed (their
+  // AppendBatch::MemoryBytes()). Cheap (an atomic load).
+  uint64_t QueuedAppendBytes() const;
 
   // Seals every head and compacts the database fully.
   absl::StatusOr<CompactResult> Compact();

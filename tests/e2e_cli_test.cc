@@ -156,6 +156,17 @@ TEST_F(CliTest, WriteConflictsAreReportedAndHealthAndMetricsServe) {
               ContainsRegex("\nstepdb_group_write_seconds_count [1-9][0-9]*\n"));
   EXPECT_THAT(metrics->body,
               HasSubstr("\nstepdb_group_write_seconds_bucket{le=\"0.0005\"} "));
+  EXPECT_THAT(metrics->body, HasSubstr("\nstepdb_ingest_read_waits_total 0\n"));
+#ifdef STEPDB_SERVER_JEMALLOC
+  // jemalloc's own view: what it handed out, what it holds resident (more),
+  // and of that what it keeps freed for reuse.
+  EXPECT_THAT(metrics->body,
+              ContainsRegex("\nstepdb_allocator_allocated_bytes [1-9][0-9]{5,}\n"));
+  EXPECT_THAT(metrics->body,
+              ContainsRegex("\nstepdb_allocator_resident_bytes [1-9][0-9]{5,}\n"));
+  EXPECT_THAT(metrics->body,
+              ContainsRegex("\nstepdb_allocator_dirty_bytes [0-9]+\n"));
+#endif
 }
 
 TEST_F(CliTest, AggregateAcrossSeriesAsCsv) {

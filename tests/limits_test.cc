@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -411,6 +412,75 @@ TEST_F(LimitsTest, ClientThatNeverReadsAcksIsFlowControlled) {
   stream->Finish();
   auto other = NewStub();
   ExpectServing(other.get(), "after/flood");
+}
+
+// With a bound on the decoded requests waiting for commit, streams take
+// turns to read (ReadGate): every point of every stream still lands, each
+// stream's acks come in order, and a stream cancelled while it waits for
+// its turn ends without holding up the others or the server's shutdown.
+TEST_F(LimitsTest, StreamsTakeTurnsUnderTheQueuedBytesBoundAndLoseNothing) {
+  ingest::IngestOptions options;
+  options.max_queued_bytes = 1;  // one request at a time in the queue
+  Start(options);
+  constexpr int kStreams = 8;
+  constexpr int kRequests = 40;
+  constexpr int kPoints = 200;
+  std::vector<std::thread> clients;
+  std::atomic<int> ordered_acks{0};
+  for (int c = 0; c < kStreams; ++c) {
+    clients.emplace_back([&, c] {
+      auto stub = NewStub();
+      grpc::ClientContext ctx;
+      auto stream = stub->Write(&ctx);
+      std::thread reader([&] {
+        v1::WriteAck ack;
+        uint64_t want = 1;
+        while (stream->Read(&ack)) {
+          EXPECT_EQ(ack.seq(), want) << "stream " << c;
+          EXPECT_EQ(ack.error_code(), 0) << ack.error_message();
+          EXPECT_EQ(ack.points_accepted(), uint64_t{kPoints});
+          if (ack.seq() == want) ordered_acks.fetch_add(1);
+          ++want;
+        }
+      });
+      for (int r = 0; r < kRequests; ++r) {
+        v1::WriteRequest req;
+        req.set_seq(r + 1);
+        AddPoints(AddSeries(&req, "gated/" + std::to_string(c)),
+                  int64_t{r} * kPoints, kPoints);
+        ASSERT_TRUE(stream->Write(req));
+      }
+      stream->WritesDone();
+      reader.join();
+      EXPECT_TRUE(stream->Finish().ok());
+    });
+  }
+  // One more stream that floods, then goes away while it waits its turn.
+  auto flood_stub = NewStub();
+  grpc::ClientContext flood_ctx;
+  auto flood = flood_stub->Write(&flood_ctx);
+  std::thread flooder([&] {
+    for (int r = 0; r < 1000; ++r) {
+      v1::WriteRequest req;
+      req.set_seq(r + 1);
+      AddPoints(AddSeries(&req, "flood"), int64_t{r} * kPoints, kPoints);
+      if (!flood->Write(req)) break;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  flood_ctx.TryCancel();
+  flooder.join();
+  flood->Finish();
+  for (auto& t : clients) t.join();
+
+  EXPECT_EQ(ordered_acks.load(), kStreams * kRequests);
+  EXPECT_GT(ingest_->counters().read_waits, 0u) << "the bound never held";
+  // Every point of the finished streams is stored (the flood's acked
+  // points as well, whatever they were).
+  EXPECT_GE(engine_->Stats().points_accepted,
+            uint64_t{kStreams} * kRequests * kPoints);
+  auto other = NewStub();
+  ExpectServing(other.get(), "after/gated");
 }
 
 }  // namespace
