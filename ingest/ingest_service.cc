@@ -110,9 +110,7 @@ class IngestService::WriteReactor
     }
     absl::MutexLock lock(&mu_);
     last_request_ = absl::Now();
-    reading_ = true;
-    awaiting_request_ = true;
-    StartRead(&request_);
+    MaybeReadLocked();
   }
 
   // For the idle timer: if the client has sent nothing since `now -
@@ -138,12 +136,9 @@ class IngestService::WriteReactor
 
   void OnReadDone(bool ok) override {
     const absl::Time received = absl::Now();
-    // Ends once the request is queued at the engine (which then counts
-    // it) or dropped.
-    uint64_t reserved;
+    // (Within a gRPC reaction this reactor outlives every call below.)
     {
       absl::MutexLock lock(&mu_);
-      reserved = std::exchange(reserved_bytes_, 0);
       awaiting_request_ = false;
       last_request_ = received;
       // Nothing more is processed once the stream is over.
@@ -151,10 +146,11 @@ class IngestService::WriteReactor
         reading_ = false;
         read_closed_ = true;
         ok = false;
+        EndReadReservationLocked();
       }
     }
     if (!ok) {
-      ReleaseRead(reserved);
+      service_->read_gate_.Wake();
       FinishIfOver();
       return;
     }
@@ -170,8 +166,9 @@ class IngestService::WriteReactor
         reading_ = false;
         refused_ = true;  // acks of what is in flight still go out
         if (finish_status_.ok()) finish_status_ = ToGrpcStatus(over);
+        EndReadReservationLocked();
       }
-      ReleaseRead(reserved);
+      service_->read_gate_.Wake();
       FinishIfOver();
       return;
     }
@@ -245,31 +242,41 @@ class IngestService::WriteReactor
           if (status.ok() && write_status.ok()) {
             service_->ack_seconds_.Record(absl::Now() - received);
           }
-          IngestService* service = service_;
+          // The group has left the engine's queue (and its bytes with
+          // it): room for waiting reads.
+          service_->read_gate_.Wake();
           OnCommitted(seq, status, write_status, *ids, results);
-          // The group left the engine's queue: room for waiting reads.
-          service->read_gate_.Wake();
         });
-    ReleaseRead(reserved);
-    absl::MutexLock lock(&mu_);
-    reading_ = false;
-    if (batch_bytes > 0) last_bytes_ = batch_bytes;
-    MaybeReadLocked();
+    {
+      absl::MutexLock lock(&mu_);
+      // Queued at the engine now, which counts it.
+      EndReadReservationLocked();
+      reading_ = false;
+      if (batch_bytes > 0) last_bytes_ = batch_bytes;
+      MaybeReadLocked();
+    }
+    service_->read_gate_.Wake();
   }
 
-  // The gate reserved room for this stream's next read.
+  // The gate reserved room for this stream's next read. Not a gRPC
+  // reaction: once waiting_for_gate_ is clear, another thread may finish
+  // and delete the stream, so all is decided under mu_ and nothing of
+  // `this` is touched after it, but a Finish this call claimed.
   void Resume() override {
-    uint64_t unused = 0;
+    ReadGate& gate = service_->read_gate_;
+    grpc::Status status;
+    bool finish;
     {
       absl::MutexLock lock(&mu_);
       waiting_for_gate_ = false;
-      reserved_bytes_ = gate_expected_;
+      gate_admitted_ = true;
       MaybeReadLocked();
       // No read after all (the stream is ending): the room goes back.
-      if (!reading_) unused = std::exchange(reserved_bytes_, 0);
+      if (!reading_) EndReadReservationLocked();
+      finish = ShouldFinishLocked(&status);
     }
-    if (unused > 0) ReleaseRead(unused);
-    FinishIfOver();
+    gate.Wake();
+    if (finish) Finish(status);
   }
 
   void OnWriteDone(bool ok) override {
@@ -293,12 +300,7 @@ class IngestService::WriteReactor
     {
       absl::MutexLock lock(&mu_);
       cancelled_ = true;
-    }
-    // No waiting for room to read what will never come. (If the gate has
-    // just resumed the stream instead, Resume finds it cancelled.)
-    if (service_->read_gate_.Cancel(this)) {
-      absl::MutexLock lock(&mu_);
-      waiting_for_gate_ = false;
+      LeaveGateLocked();
     }
     FinishIfOver();
   }
@@ -339,6 +341,7 @@ class IngestService::WriteReactor
       service_->write_errors_.fetch_add(1, std::memory_order_relaxed);
       if (finish_status_.ok()) finish_status_ = ToGrpcStatus(write_status);
       write_failed_ = true;
+      LeaveGateLocked();
     }
     if (!write_failed_) {
       v1::WriteAck ack;
@@ -373,17 +376,16 @@ class IngestService::WriteReactor
     }
     // Room for the read in the engine's queue (Resume has reserved it when
     // the stream waited for it).
-    if (reserved_bytes_ == 0) {
+    if (!gate_admitted_) {
       const uint64_t expected = std::max<uint64_t>(
           1, last_bytes_ > 0 ? last_bytes_
                              : service_->last_request_bytes_.load(
                                    std::memory_order_relaxed));
       if (!service_->read_gate_.Admit(this, expected)) {
         waiting_for_gate_ = true;
-        gate_expected_ = expected;
         return;
       }
-      reserved_bytes_ = expected;
+      gate_admitted_ = true;
     }
     reading_ = true;
     awaiting_request_ = true;
@@ -414,11 +416,20 @@ class IngestService::WriteReactor
     return true;
   }
 
-  // Ends the reservation of a read (see ReadGate::Release).
-  void ReleaseRead(uint64_t reserved) ABSL_LOCKS_EXCLUDED(mu_) {
-    if (reserved == 0) return;
-    service_->read_gate_.Release(reserved);
-    service_->read_gate_.Wake();
+  // Ends the gate's reservation for this stream's read (the caller then
+  // calls Wake, outside mu_).
+  void EndReadReservationLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!gate_admitted_) return;
+    gate_admitted_ = false;
+    service_->read_gate_.Release(this);
+  }
+
+  // A stream that will read no more stops waiting for room to read. (If
+  // the gate has just resumed it instead, Resume finds out.)
+  void LeaveGateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (waiting_for_gate_ && service_->read_gate_.Cancel(this)) {
+      waiting_for_gate_ = false;
+    }
   }
 
   void FinishIfOver() ABSL_LOCKS_EXCLUDED(mu_) {
@@ -456,12 +467,11 @@ class IngestService::WriteReactor
   absl::Time last_request_ ABSL_GUARDED_BY(mu_);  // or the stream's start
   uint64_t durable_seq_ ABSL_GUARDED_BY(mu_) = 0;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  // Room reserved in the read gate for the read under way or about to
-  // start (0: none); while waiting_for_gate_, the gate holds the stream
-  // and gate_expected_ is what it will reserve.
-  uint64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // The read gate has reserved room for the read under way or about to
+  // start; while waiting_for_gate_, the gate holds the stream (and will
+  // call Resume).
+  bool gate_admitted_ ABSL_GUARDED_BY(mu_) = false;
   bool waiting_for_gate_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t gate_expected_ ABSL_GUARDED_BY(mu_) = 0;
   // The decoded size of this stream's last request.
   uint64_t last_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::WriteAck> acks_ ABSL_GUARDED_BY(mu_);
@@ -475,6 +485,14 @@ IngestService::IngestService(storage::Engine* engine, IngestOptions options,
       runs_(runs),
       read_gate_(options_.max_queued_bytes,
                  [engine] { return engine->QueuedAppendBytes(); }) {
+  if (options_.max_queued_bytes > 0) {
+    gate_timer_.emplace("stepdb-gate", kReservationAge / 2,
+                        storage::PeriodicThread::FirstRun::kAfterInterval,
+                        [this] {
+                          read_gate_.ExpireReservations(kReservationAge);
+                          read_gate_.Wake();
+                        });
+  }
   if (options_.stream_idle_timeout > absl::ZeroDuration()) {
     reaper_.emplace("stepdb-reaper",
                     std::clamp(options_.stream_idle_timeout / 4,
@@ -502,9 +520,6 @@ void IngestService::ReapIdleStreams() {
     idle_streams_closed_.fetch_add(1, std::memory_order_relaxed);
     stream->Finish(std::move(status));
   }
-  // Commits wake waiting readers; this is the net under that, should the
-  // queue have emptied without an ingest commit (none known).
-  read_gate_.Wake();
 }
 
 // Run metadata writes are small and synchronous (one fsync'd meta record):

@@ -119,6 +119,13 @@ class IngestService final : public v1::Ingest::CallbackService {
   absl::flat_hash_set<WriteReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
   // Only with a stream_idle_timeout. Last: stopped before the rest goes.
   std::optional<storage::PeriodicThread> reaper_;
+  // Only with max_queued_bytes: ends the read gate's reservations older
+  // than kReservationAge (a read reserves its room before its client has
+  // sent it, and a client may be quiet for long) and wakes waiting reads
+  // into the room they leave. It is also the net under the commit
+  // callbacks' wake-ups.
+  static constexpr absl::Duration kReservationAge = absl::Milliseconds(200);
+  std::optional<storage::PeriodicThread> gate_timer_;
 };
 
 }  // namespace stepdb::ingest

@@ -1,6 +1,7 @@
 #include "ingest/read_gate.h"
 
 #include <algorithm>
+#include <cassert>
 #include <utility>
 #include <vector>
 
@@ -13,11 +14,18 @@ bool ReadGate::HasRoomLocked() const {
   return limit_ == 0 || queued_() + reserved_ < limit_;
 }
 
+void ReadGate::ReserveLocked(Waiter* waiter, uint64_t expected) {
+  if (limit_ == 0) return;
+  Reservation& r = reservations_[waiter];
+  reserved_ = reserved_ - r.bytes + expected;
+  r = {expected, absl::Now()};
+}
+
 bool ReadGate::Admit(Waiter* waiter, uint64_t expected) {
   absl::MutexLock lock(&mu_);
   // Those already waiting go first.
   if (waiting_.empty() && HasRoomLocked()) {
-    reserved_ += expected;
+    ReserveLocked(waiter, expected);
     return true;
   }
   waiting_.push_back({waiter, expected});
@@ -25,9 +33,23 @@ bool ReadGate::Admit(Waiter* waiter, uint64_t expected) {
   return false;
 }
 
-void ReadGate::Release(uint64_t expected) {
+void ReadGate::Release(Waiter* waiter) {
   absl::MutexLock lock(&mu_);
-  reserved_ -= std::min(reserved_, expected);
+  auto it = reservations_.find(waiter);
+  if (it == reservations_.end()) return;
+  assert(reserved_ >= it->second.bytes);
+  reserved_ -= it->second.bytes;
+  reservations_.erase(it);
+}
+
+void ReadGate::ExpireReservations(absl::Duration age) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time before = absl::Now() - age;
+  absl::erase_if(reservations_, [&](const auto& entry) {
+    if (entry.second.since >= before) return false;
+    reserved_ -= entry.second.bytes;
+    return true;
+  });
 }
 
 void ReadGate::Wake() {
@@ -35,7 +57,7 @@ void ReadGate::Wake() {
   {
     absl::MutexLock lock(&mu_);
     while (!waiting_.empty() && HasRoomLocked()) {
-      reserved_ += waiting_.front().expected;
+      ReserveLocked(waiting_.front().waiter, waiting_.front().expected);
       resumed.push_back(waiting_.front().waiter);
       waiting_.pop_front();
     }

@@ -431,6 +431,9 @@ TEST_F(LimitsTest, StreamsTakeTurnsUnderTheQueuedBytesBoundAndLoseNothing) {
     clients.emplace_back([&, c] {
       auto stub = NewStub();
       grpc::ClientContext ctx;
+      // A stream that never gets its turn fails here instead of hanging.
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(60));
       auto stream = stub->Write(&ctx);
       std::thread reader([&] {
         v1::WriteAck ack;
@@ -481,6 +484,40 @@ TEST_F(LimitsTest, StreamsTakeTurnsUnderTheQueuedBytesBoundAndLoseNothing) {
             uint64_t{kStreams} * kRequests * kPoints);
   auto other = NewStub();
   ExpectServing(other.get(), "after/gated");
+}
+
+// A read reserves its room before the client sends; a client that stays
+// quiet with its stream open must not keep the others from writing.
+TEST_F(LimitsTest, AQuietStreamDoesNotHoldUpTheOthers) {
+  ingest::IngestOptions options;
+  options.max_queued_bytes = 1;
+  Start(options);
+  auto quiet_stub = NewStub();
+  grpc::ClientContext quiet_ctx;
+  auto quiet = quiet_stub->Write(&quiet_ctx);
+  v1::WriteRequest first;
+  first.set_seq(1);
+  AddPoints(AddSeries(&first, "quiet"), 0, 1000);
+  ASSERT_TRUE(quiet->Write(first));
+  v1::WriteAck ack;
+  ASSERT_TRUE(quiet->Read(&ack));  // its next read is reserved now
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::seconds(20));
+  auto stream = stub_->Write(&ctx);
+  for (int r = 0; r < 10; ++r) {
+    v1::WriteRequest req;
+    req.set_seq(r + 1);
+    AddPoints(AddSeries(&req, "busy"), int64_t{r} * 10, 10);
+    ASSERT_TRUE(stream->Write(req));
+    ASSERT_TRUE(stream->Read(&ack)) << "request " << r << " never acked";
+    EXPECT_EQ(ack.seq(), uint64_t(r + 1));
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  quiet->WritesDone();
+  EXPECT_TRUE(quiet->Finish().ok());
 }
 
 }  // namespace

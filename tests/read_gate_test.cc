@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 
 namespace stepdb::ingest {
@@ -48,8 +49,9 @@ TEST_F(ReadGateTest, TheReadThatCrossesTheLimitGoesTheNextWaits) {
 
   // a's and b's requests reach the engine's queue, then commit.
   queued_ += 550;
-  gate.Release(50);
-  gate.Release(500);
+  gate.Release(&a_);
+  gate.Release(&b_);
+  gate.Release(&b_);  // twice: nothing more
   gate.Wake();
   EXPECT_TRUE(resumed_.empty()) << "the queue still holds them";
   queued_ = 0;
@@ -61,7 +63,7 @@ TEST_F(ReadGateTest, LargerThanTheLimitStillGoesAlone) {
   ReadGate gate(100, [this] { return queued_.load(); });
   EXPECT_TRUE(gate.Admit(&a_, 1000));
   EXPECT_FALSE(gate.Admit(&b_, 1000));
-  gate.Release(1000);  // a's read dropped (its stream ended)
+  gate.Release(&a_);  // a's read dropped (its stream ended)
   gate.Wake();
   EXPECT_EQ(resumed_, std::vector<std::string>{"b"});
 }
@@ -82,14 +84,32 @@ TEST_F(ReadGateTest, WaitersResumeFirstComeFirstServedAndReserveTheirBytes) {
   EXPECT_EQ(resumed_, (std::vector<std::string>{"a", "b", "c"}));
   // a's and b's requests reach the engine's queue.
   queued_ = 90;
-  gate.Release(30);
-  gate.Release(60);
+  gate.Release(&a_);
+  gate.Release(&b_);
   gate.Wake();
   EXPECT_EQ(resumed_.size(), 3u) << "90 queued + c's 30 reserved: no room";
   queued_ = 0;  // committed
   gate.Wake();
   EXPECT_EQ(resumed_.back(), "d");
   EXPECT_EQ(gate.waits(), 4u);
+}
+
+// A read reserves its room before its client sends; a quiet client must
+// not keep the others waiting for long.
+TEST_F(ReadGateTest, OldReservationsExpire) {
+  ReadGate gate(100, [this] { return queued_.load(); });
+  EXPECT_TRUE(gate.Admit(&a_, 1000));  // its client goes quiet
+  EXPECT_FALSE(gate.Admit(&b_, 10));
+  gate.ExpireReservations(absl::Hours(1));
+  gate.Wake();
+  EXPECT_TRUE(resumed_.empty()) << "a's reservation is recent";
+  absl::SleepFor(absl::Milliseconds(20));
+  gate.ExpireReservations(absl::Milliseconds(10));
+  gate.Wake();
+  EXPECT_EQ(resumed_, std::vector<std::string>{"b"});
+  // a's read still comes; its late release finds nothing to release.
+  gate.Release(&a_);
+  EXPECT_TRUE(gate.Admit(&c_, 10)) << "b's 10 reserved: room left";
 }
 
 TEST_F(ReadGateTest, ACancelledWaiterIsNeverResumed) {
