@@ -123,8 +123,10 @@ class IngestService final : public v1::Ingest::CallbackService {
   // than kReservationAge (a read reserves its room before its client has
   // sent it, and a client may be quiet for long) and wakes waiting reads
   // into the room they leave. It is also the net under the commit
-  // callbacks' wake-ups.
-  static constexpr absl::Duration kReservationAge = absl::Milliseconds(200);
+  // callbacks' wake-ups. A second: on two busy cores a read's request can
+  // take a few hundred ms from its reservation to its decode, and at
+  // 200 ms the queue overshot the bound threefold (a million series).
+  static constexpr absl::Duration kReservationAge = absl::Seconds(1);
   std::optional<storage::PeriodicThread> gate_timer_;
 };
 
