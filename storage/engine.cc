@@ -93,36 +93,44 @@ uint64_t DirectoryBytes(const std::string& dir) {
   return total;
 }
 
-// What the index keeps about a series' sealed chunks ('T' records), so that
-// open needs no chunk reads.
+// What a series' state keeps about its sealed chunks.
 struct SealedStats {
   uint64_t points = 0;
   uint64_t chunks = 0;
   uint64_t first_step = 0;
   uint64_t last_step = 0;
+};
+
+// What the index keeps about a series' sealed chunks ('T' records), so that
+// open needs no chunk reads: the statistics and the last sealed point's
+// time and value. The state does not keep those two (a million series: 16
+// MB, and the state's allocator size class with them); a seal knows them,
+// and retention, which rewrites the record, reads them back.
+struct SealedRecord {
+  SealedStats stats;
   int64_t last_time_ms = 0;
   double last_value = 0;
 
   std::string Encode() const {
     std::string v;
-    AppendBigEndian64(points, &v);
-    AppendBigEndian64(chunks, &v);
-    AppendBigEndian64(first_step, &v);
-    AppendBigEndian64(last_step, &v);
+    AppendBigEndian64(stats.points, &v);
+    AppendBigEndian64(stats.chunks, &v);
+    AppendBigEndian64(stats.first_step, &v);
+    AppendBigEndian64(stats.last_step, &v);
     AppendBigEndian64(static_cast<uint64_t>(last_time_ms), &v);
     AppendBigEndian64(Bits(last_value), &v);
     return v;
   }
-  static absl::StatusOr<SealedStats> Decode(std::string_view v) {
+  static absl::StatusOr<SealedRecord> Decode(std::string_view v) {
     if (v.size() != 48) return absl::DataLossError("sealed stats: bad size");
-    SealedStats s;
-    s.points = ReadBigEndian64(v.data());
-    s.chunks = ReadBigEndian64(v.data() + 8);
-    s.first_step = ReadBigEndian64(v.data() + 16);
-    s.last_step = ReadBigEndian64(v.data() + 24);
-    s.last_time_ms = static_cast<int64_t>(ReadBigEndian64(v.data() + 32));
-    s.last_value = std::bit_cast<double>(ReadBigEndian64(v.data() + 40));
-    return s;
+    SealedRecord r;
+    r.stats.points = ReadBigEndian64(v.data());
+    r.stats.chunks = ReadBigEndian64(v.data() + 8);
+    r.stats.first_step = ReadBigEndian64(v.data() + 16);
+    r.stats.last_step = ReadBigEndian64(v.data() + 24);
+    r.last_time_ms = static_cast<int64_t>(ReadBigEndian64(v.data() + 32));
+    r.last_value = std::bit_cast<double>(ReadBigEndian64(v.data() + 40));
+    return r;
   }
 };
 
@@ -148,14 +156,11 @@ struct SeriesState {
   std::string DataPrefix() const { return SeriesDataPrefix(project, run, id); }
 
   mutable absl::Mutex mu;
-  // Durable points not yet sealed, in step order, compressed.
-  SeriesHead head ABSL_GUARDED_BY(mu);
-  // The head-log record of each head fragment and the fragment's last
-  // step, in order (a record may repeat when one group holds several
-  // fragments of the series). A seal may cut a fragment; its record is
-  // released only once the fragment's last step is sealed.
-  LogRefs log_records ABSL_GUARDED_BY(mu);
-  SealedStats sealed ABSL_GUARDED_BY(mu);
+  // Durable points not yet sealed, in step order, compressed. The flags
+  // below go in its tail padding ([[no_unique_address]] lets them): 216
+  // bytes a state took jemalloc's 224-byte size class, 192 fit their own
+  // (32 MB at a million series).
+  [[no_unique_address]] SeriesHead head ABSL_GUARDED_BY(mu);
   // Set once, by a deletion (the state is then empty for good): a seal or
   // an expiry that picked the state up before must not write for it.
   bool deleted ABSL_GUARDED_BY(mu) = false;
@@ -164,6 +169,13 @@ struct SeriesState {
   // the engine's seal_queue_mu_: flags here rather than sets of a million
   // pointers beside the queues (~35 MB when every head is queued).
   uint8_t queued = 0;
+
+  // The head-log record of each head fragment and the fragment's last
+  // step, in order (a record may repeat when one group holds several
+  // fragments of the series). A seal may cut a fragment; its record is
+  // released only once the fragment's last step is sealed.
+  LogRefs log_records ABSL_GUARDED_BY(mu);
+  SealedStats sealed ABSL_GUARDED_BY(mu);
   uint64_t last_step ABSL_GUARDED_BY(mu) = 0;
   int64_t last_time_ms ABSL_GUARDED_BY(mu) = 0;
   double last_value ABSL_GUARDED_BY(mu) = 0;
@@ -180,6 +192,8 @@ struct SeriesState {
     last_value = points.values.back();
   }
 };
+static_assert(sizeof(SeriesState) <= 192,
+              "a million series: keep the state in jemalloc's 192-byte class");
 
 // Head fragments live only until their series is sealed: they are encoded
 // for speed (format version 1) rather than size.
@@ -716,7 +730,18 @@ class Engine::Impl {
       // With nothing left, points == 0 marks first_step unused; last_step
       // stays, as recovery and step ordering need it.
       if (expired->first_kept) sealed.first_step = *expired->first_kept;
-      batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
+      // The last sealed point stays what the stored record says.
+      std::string stored;
+      if (auto s = db_->Get(rocksdb::ReadOptions(), index_cf_,
+                            SealedStatsKey(state->id), &stored);
+          !s.ok()) {
+        return absl::InternalError(absl::StrCat(
+            "expiry: sealed stats of series ", state->id, ": ", s.ToString()));
+      }
+      auto record = SealedRecord::Decode(stored);
+      if (!record.ok()) return record.status();
+      record->stats = sealed;
+      batch.Put(index_cf_, SealedStatsKey(state->id), record->Encode());
       absl::MutexLock lock(&state->mu);
       // One batch per series: its chunks, rollup records and statistics
       // change together. No fsync: what a crash brings back is expired
@@ -1173,12 +1198,12 @@ class Engine::Impl {
   absl::Status Recover() {
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator(rocksdb::ReadOptions(), index_cf_));
-    std::vector<std::pair<SeriesId, SealedStats>> sealed;
+    std::vector<std::pair<SeriesId, SealedRecord>> sealed;
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       const std::string_view key = it->key().ToStringView();
       if (!key.empty() && key[0] == kSealedTag) {
         if (key.size() != 5) return absl::DataLossError("bad sealed-stats key");
-        auto stats = SealedStats::Decode(it->value().ToStringView());
+        auto stats = SealedRecord::Decode(it->value().ToStringView());
         if (!stats.ok()) return stats.status();
         sealed.emplace_back(ReadBigEndian32(key.data() + 1), *stats);
         continue;
@@ -1201,10 +1226,10 @@ class Engine::Impl {
       }
       SeriesState& state = *states_[id - 1];
       absl::MutexLock series_lock(&state.mu);
-      state.sealed = stats;
-      if (stats.points > 0) {
+      state.sealed = stats.stats;
+      if (stats.stats.points > 0) {
         state.has_last = true;
-        state.last_step = stats.last_step;
+        state.last_step = stats.stats.last_step;
         state.last_time_ms = stats.last_time_ms;
         state.last_value = stats.last_value;
       }
@@ -2313,9 +2338,9 @@ class Engine::Impl {
     sealed.points += k;
     sealed.chunks += chunks;
     sealed.last_step = head.steps[k - 1];
-    sealed.last_time_ms = head.times_ms[k - 1];
-    sealed.last_value = head.values[k - 1];
-    batch.Put(index_cf_, SealedStatsKey(state->id), sealed.Encode());
+    batch.Put(index_cf_, SealedStatsKey(state->id),
+              SealedRecord{sealed, head.times_ms[k - 1], head.values[k - 1]}
+                  .Encode());
 
     {
       absl::MutexLock lock(&state->mu);
