@@ -40,7 +40,7 @@ std::optional<AllocatorStats> ReadAllocatorStats();
 class AllocatorGovernor {
  public:
   static constexpr absl::Duration kRelaxedDecay = absl::Seconds(10);
-  static constexpr absl::Duration kTightDecay = absl::Seconds(1);
+  static constexpr absl::Duration kTightDecay = absl::Milliseconds(500);
 
   // Calls `under_pressure` every `interval` on its own thread until
   // destroyed (the server passes whether the engine holds more than a

@@ -210,9 +210,9 @@ int main(int argc, char** argv) {
   auto engine = stepdb::storage::Engine::Open(options);
   if (!engine.ok()) return Fail(std::string(engine.status().ToString()));
   auto allocator = std::make_unique<stepdb::server::AllocatorGovernor>(
-      // From a quarter of the budget on, where the sealer starts aiming
-      // (a million series hover around half of it, and 10 s of retained
-      // pages were up to 160 MB of RSS there).
+      // From a quarter of the budget on, where the sealer aims (a million
+      // series hover around half of it, and 10 s of retained pages were up
+      // to 160 MB of RSS there).
       [e = engine->get(), limit = options.memory_limit] {
         return limit > 0 && e->MemoryUsage() > limit / 4;
       },
