@@ -18,6 +18,19 @@ std::string IdValue(uint32_t id) {
 
 }  // namespace
 
+std::string_view SeriesIndex::IdentityArena::Store(std::string_view bytes) {
+  if (bytes.empty()) return {};
+  if (blocks_.empty() || bytes.size() > block_size_ - used_) {
+    block_size_ = std::max(kBlockBytes, bytes.size());
+    blocks_.push_back(std::make_unique_for_overwrite<char[]>(block_size_));
+    used_ = 0;
+  }
+  char* at = blocks_.back().get() + used_;
+  std::copy(bytes.begin(), bytes.end(), at);
+  used_ += bytes.size();
+  return {at, bytes.size()};
+}
+
 size_t SeriesIndex::SeriesHash::operator()(const SeriesProbe& p) const {
   return absl::HashOf(p.project, p.run, p.identity);
 }
@@ -29,7 +42,7 @@ size_t SeriesIndex::SeriesHash::operator()(SeriesId id) const {
 SeriesIndex::SeriesProbe SeriesIndex::SeriesEq::Probe(const Entries& entries,
                                                       SeriesId id) {
   const SeriesEntry& e = entries[id - 1];
-  return {e.project, e.run, e.identity};
+  return {e.project, e.run, e.identity()};
 }
 
 bool SeriesIndex::SeriesEq::operator()(const SeriesProbe& a,
@@ -74,9 +87,9 @@ absl::Status SeriesIndex::LoadRecord(std::string_view key,
       SeriesEntry entry;
       entry.project = ReadBigEndian32(key.data() + 1);
       entry.run = ReadBigEndian32(key.data() + 5);
-      entry.identity = std::string(key.substr(9));
+      const std::string_view identity = key.substr(9);
       SeriesKey parsed;  // only checked: the entry keeps the bytes
-      if (auto s = ParseSeriesIdentity(entry.identity, &parsed); !s.ok()) {
+      if (auto s = ParseSeriesIdentity(identity, &parsed); !s.ok()) {
         return s;
       }
       if (!project_names_.contains(entry.project) ||
@@ -91,7 +104,10 @@ absl::Status SeriesIndex::LoadRecord(std::string_view key,
         return absl::DataLossError(absl::StrCat("series id ", id, " repeats"));
       }
       series_by_project_[entry.project].push_back(id);
-      entries_[id - 1] = std::move(entry);
+      const std::string_view stored = identities_.Store(identity);
+      entry.identity_data = stored.data();
+      entry.identity_size = static_cast<uint32_t>(stored.size());
+      entries_[id - 1] = entry;
       series_.insert(id);  // hashes entries_[id - 1]
       return absl::OkStatus();
     }
@@ -140,7 +156,9 @@ absl::StatusOr<SeriesRef> SeriesIndex::Resolve(const SeriesKey& key) {
   ref.created = true;
   pending_.push_back(
       {SeriesIndexKey(ref.project, ref.run, identity), IdValue(ref.id)});
-  entries_.push_back(SeriesEntry{ref.project, ref.run, std::move(identity)});
+  const std::string_view stored = identities_.Store(identity);
+  entries_.push_back(SeriesEntry{ref.project, ref.run, stored.data(),
+                                 static_cast<uint32_t>(stored.size())});
   series_.insert(ref.id);  // hashes entries_.back()
   series_by_project_[ref.project].push_back(ref.id);
   return ref;
@@ -284,7 +302,7 @@ std::optional<SeriesKey> SeriesIndex::KeyOf(SeriesId id) const {
   SeriesKey key;
   // Entries are checked when made, so neither fails but on a bug.
   if (project == project_names_.end() || run == run_names_.end() ||
-      !ParseSeriesIdentity(e.identity, &key).ok()) {
+      !ParseSeriesIdentity(e.identity(), &key).ok()) {
     return std::nullopt;
   }
   key.project = project->second;

@@ -464,12 +464,14 @@ TEST_F(EngineTest, NanAndInfinityAreStoredBitExactly) {
 // The index finds series by (project, run, metric, labels) without keeping
 // a second copy of the key: keys that differ in one part only, labels given
 // in any order, before and after a restart, across runs and projects.
+// Enough series that their identities fill several of the index's arena
+// blocks (256 KiB).
 TEST_F(EngineTest, SeriesAreFoundByEveryPartOfTheirKeyAcrossRestarts) {
   Open(8);
   std::vector<std::pair<SeriesKey, SeriesId>> made;
   for (const std::string project : {"proj", "other"}) {
     for (const std::string run : {"run-1", "run-2"}) {
-      for (int m = 0; m < 5; ++m) {
+      for (int m = 0; m < 400; ++m) {
         for (int g = 0; g < 8; ++g) {
           SeriesKey key{project, run, absl::StrCat("gpu/m", m),
                         {{"node", absl::StrCat("n", g / 4)},
@@ -490,6 +492,11 @@ TEST_F(EngineTest, SeriesAreFoundByEveryPartOfTheirKeyAcrossRestarts) {
       std::reverse(key.labels.begin(), key.labels.end());  // any order
       EXPECT_EQ(engine_->FindSeries(key), id);
       EXPECT_EQ(*engine_->ResolveSeries(key), id);
+      const std::optional<SeriesKey> stored = engine_->KeyOf(id);
+      ASSERT_TRUE(stored.has_value());
+      EXPECT_EQ(stored->metric, key.metric);
+      EXPECT_EQ(stored->run, key.run);
+      EXPECT_EQ(stored->labels.size(), 2u);
     }
     EXPECT_EQ(engine_->FindSeries({"proj", "run-1", "gpu/m0", {{"node", "n0"}}}),
               std::nullopt);
