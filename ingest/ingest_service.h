@@ -63,7 +63,8 @@ class IngestService final : public v1::Ingest::CallbackService {
   // metadata RPCs answer UNIMPLEMENTED.
   IngestService(storage::Engine* engine, IngestOptions options,
                 storage::RunStore* runs = nullptr);
-  // Stops the idle-stream timer. The gRPC server must be shut down first.
+  // Stops the idle-stream and read-gate timers. The gRPC server must be
+  // shut down first.
   ~IngestService() override = default;
   IngestService(const IngestService&) = delete;
   IngestService& operator=(const IngestService&) = delete;
@@ -117,7 +118,8 @@ class IngestService final : public v1::Ingest::CallbackService {
   // OnDone; lock order: streams_mu_, then a stream's own mutex.
   absl::Mutex streams_mu_;
   absl::flat_hash_set<WriteReactor*> streams_ ABSL_GUARDED_BY(streams_mu_);
-  // Only with a stream_idle_timeout. Last: stopped before the rest goes.
+  // Only with a stream_idle_timeout. The timers are last: stopped before
+  // the rest goes.
   std::optional<storage::PeriodicThread> reaper_;
   // Only with max_queued_bytes: ends the read gate's reservations older
   // than kReservationAge (a read reserves its room before its client has

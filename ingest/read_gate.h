@@ -9,6 +9,11 @@
 // "Read gate"). A stream that may not read leaves its
 // next request to gRPC flow control, on the wire or at the client, and the
 // commit thread still has a full queue to take its groups from.
+//
+// The bound holds for streams that send back to back (the case that fills
+// the queue). A reservation expires (see IngestService) so that a quiet
+// client cannot hold room for good; a client that sends every few seconds
+// then has its request read and queued unchecked, one per such stream.
 #ifndef STEPDB_INGEST_READ_GATE_H_
 #define STEPDB_INGEST_READ_GATE_H_
 

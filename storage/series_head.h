@@ -28,7 +28,11 @@ namespace stepdb::storage {
 
 class SeriesHead {
  public:
-  SeriesHead() = default;
+  // Not `= default`: value-initialising in place would then zero the whole
+  // object, tail padding included, where the engine's SeriesState keeps
+  // flags ([[no_unique_address]]). For the same reason every assignment
+  // stays member-wise.
+  SeriesHead() noexcept {}
   SeriesHead(const SeriesHead&) = default;
   SeriesHead(SeriesHead&&) = default;
   SeriesHead& operator=(const SeriesHead&) = default;

@@ -464,8 +464,8 @@ TEST_F(EngineTest, NanAndInfinityAreStoredBitExactly) {
 // The index finds series by (project, run, metric, labels) without keeping
 // a second copy of the key: keys that differ in one part only, labels given
 // in any order, before and after a restart, across runs and projects.
-// Enough series that their identities fill several of the index's arena
-// blocks (256 KiB).
+// Enough series that their identities cross a block of the index's arena
+// (256 KiB).
 TEST_F(EngineTest, SeriesAreFoundByEveryPartOfTheirKeyAcrossRestarts) {
   Open(8);
   std::vector<std::pair<SeriesKey, SeriesId>> made;
