@@ -36,10 +36,12 @@ TEST(LogRefsTest, MatchesAVectorUnderRandomAppendsAndErases) {
         refs.Clear();
         want.clear();
       } else {
-        switch (rng() % 8) {
+        switch (rng() % 9) {
           case 0: seq = rng(); break;            // anywhere
           case 1: step = UINT64_MAX - rng() % 3; break;
           case 2: step = rng() % 2; break;       // backwards
+          case 3: step = rng(); break;           // jumps of any size
+          case 4: step += 1 + rng() % 999'999; break;  // micro-steps
           default:
             seq += rng() % 3;
             step += 1'000'000 * (1 + rng() % 8);
@@ -59,8 +61,9 @@ TEST(LogRefsTest, IsAFewBytesAReference) {
     refs.Append({seq, step += 4'000'000});  // 4-step fragments, one a group
   }
   EXPECT_EQ(refs.size(), 40u);
-  EXPECT_LE(refs.bytes(), 256u);  // 8 + 39 * 5 bytes, and the growth slack
-  // 1 byte of seq delta and 4 of step delta, after a first of 4 + 4.
+  EXPECT_LE(refs.bytes(), 128u);  // 4 + 39 * 2 bytes, and the growth slack
+  // 1 byte of seq delta and 1 of step delta (whole steps), after a first
+  // of 4 + 1.
   const std::vector<LogRefs::Ref> all = refs.ToVector();
   EXPECT_EQ(all.front().seq, 5'000'000u);
   EXPECT_EQ(all.back().last_step, 123'000'000u + 40 * 4'000'000u);
