@@ -735,8 +735,8 @@ class Engine::Impl {
       if (auto s = db_->Get(rocksdb::ReadOptions(), index_cf_,
                             SealedStatsKey(state->id), &stored);
           !s.ok()) {
-        return absl::InternalError(absl::StrCat(
-            "expiry: sealed stats of series ", state->id, ": ", s.ToString()));
+        return FromRocks(s, absl::StrCat("expire: sealed stats of series ",
+                                         state->id));
       }
       auto record = SealedRecord::Decode(stored);
       if (!record.ok()) return record.status();
@@ -1203,9 +1203,9 @@ class Engine::Impl {
       const std::string_view key = it->key().ToStringView();
       if (!key.empty() && key[0] == kSealedTag) {
         if (key.size() != 5) return absl::DataLossError("bad sealed-stats key");
-        auto stats = SealedRecord::Decode(it->value().ToStringView());
-        if (!stats.ok()) return stats.status();
-        sealed.emplace_back(ReadBigEndian32(key.data() + 1), *stats);
+        auto record = SealedRecord::Decode(it->value().ToStringView());
+        if (!record.ok()) return record.status();
+        sealed.emplace_back(ReadBigEndian32(key.data() + 1), *record);
         continue;
       }
       if (auto s = index_.LoadRecord(key, it->value().ToStringView());
@@ -1220,18 +1220,18 @@ class Engine::Impl {
     for (SeriesId id = 1; id <= index_.max_series_id(); ++id) {
       if (auto ref = index_.RefOf(id)) EnsureStateLocked(*ref);
     }
-    for (const auto& [id, stats] : sealed) {
+    for (const auto& [id, record] : sealed) {
       if (id == 0 || id > states_.size() || states_[id - 1] == nullptr) {
         return absl::DataLossError(absl::StrCat("sealed stats of unknown series ", id));
       }
       SeriesState& state = *states_[id - 1];
       absl::MutexLock series_lock(&state.mu);
-      state.sealed = stats.stats;
-      if (stats.stats.points > 0) {
+      state.sealed = record.stats;
+      if (record.stats.points > 0) {
         state.has_last = true;
-        state.last_step = stats.stats.last_step;
-        state.last_time_ms = stats.last_time_ms;
-        state.last_value = stats.last_value;
+        state.last_step = record.stats.last_step;
+        state.last_time_ms = record.last_time_ms;
+        state.last_value = record.last_value;
       }
     }
 

@@ -38,9 +38,6 @@
 
 namespace stepdb::storage {
 
-// Fixed-point steps: whole steps times this, plus millionths.
-inline constexpr uint64_t kMicrosPerStep = 1'000'000;
-
 struct EngineOptions {
   std::string data_dir;
   // fsync the write-ahead log before a write counts as durable. false is the

@@ -15,6 +15,10 @@ using ProjectId = uint32_t;
 using RunId = uint32_t;
 using SeriesId = uint32_t;
 
+// Fixed-point steps (in keys, chunks and everywhere in storage): whole
+// steps times this, plus millionths.
+inline constexpr uint64_t kMicrosPerStep = 1'000'000;
+
 // Column family names.
 inline constexpr char kIndexFamily[] = "index";
 // Head log: one record per commit group, key = record sequence number

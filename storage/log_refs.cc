@@ -3,6 +3,7 @@
 #include <string_view>
 
 #include "storage/chunk_codec_internal.h"
+#include "storage/keys.h"
 
 namespace stepdb::storage {
 
@@ -16,16 +17,13 @@ namespace {
 //   v even, not 0: the delta is ZigZag^-1(v >> 1) micro-steps;
 //   v == 0: a second varint holds the delta's full ZigZag (a jump of 2^62
 //           micro-steps or more; a zero delta is whole, so 0 is free).
-constexpr int64_t kMicrosPerStep = 1'000'000;
+constexpr int64_t kStep = static_cast<int64_t>(kMicrosPerStep);
 
 void PutStepDelta(uint64_t delta, std::string* out) {
   const int64_t signed_delta = static_cast<int64_t>(delta);
-  if (signed_delta % kMicrosPerStep == 0) {
-    internal::PutVarint(
-        internal::ZigZag(static_cast<uint64_t>(signed_delta / kMicrosPerStep))
-                << 1 |
-            1,
-        out);
+  if (signed_delta % kStep == 0) {
+    const uint64_t whole = static_cast<uint64_t>(signed_delta / kStep);
+    internal::PutVarint((internal::ZigZag(whole) << 1) | 1, out);
     return;
   }
   const uint64_t zz = internal::ZigZag(delta);
@@ -42,7 +40,7 @@ uint64_t GetStepDelta(std::string_view* in) {
   internal::GetVarint(in, &v);
   if (v & 1) {
     const int64_t whole = static_cast<int64_t>(internal::UnZigZag(v >> 1));
-    return static_cast<uint64_t>(whole * kMicrosPerStep);
+    return static_cast<uint64_t>(whole * kStep);
   }
   if (v == 0) internal::GetVarint(in, &v);
   else v >>= 1;
