@@ -122,6 +122,10 @@ std::string FormatPrometheusMetrics(
          "Bytes written by memtable flushes.", e.flush_bytes);
   Metric(&out, "stepdb_compaction_written_bytes_total", "counter",
          "Bytes written by compactions.", e.compaction_bytes);
+  Metric(&out, "stepdb_background_write_limit_bytes_per_second", "gauge",
+         "What flushes and compactions may write per second now; it follows "
+         "their need.",
+         e.background_write_limit);
   Histogram(&out, "stepdb_ingest_ack_seconds",
             "Time from a write request's arrival to its ack.", i.ack_seconds);
   Histogram(&out, "stepdb_group_write_seconds",

@@ -29,8 +29,10 @@
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
 #include "rocksdb/write_buffer_manager.h"
+#include "storage/background_writes.h"
 #include "storage/info_log.h"
 #include "storage/log_refs.h"
+#include "storage/periodic_thread.h"
 #include "storage/series_head.h"
 #include "storage/series_index.h"
 #include "storage/shared_columns.h"
@@ -362,6 +364,9 @@ class Engine::Impl {
     }
     // Heads left unsealed stay durable in the head log.
     if (sealer_.joinable()) sealer_.join();
+    pacer_thread_.reset();
+    // Closing flushes every memtable: as fast as the disk allows.
+    const BackgroundWritePacer::Unpaced unpaced(&pacer_);
     if (db_ != nullptr) {
       // Series registered but never written to still keep their ids.
       std::vector<IndexRecord> records;
@@ -389,6 +394,11 @@ class Engine::Impl {
     // too; our committer already batches, this helps the seal writes.
     db_options.enable_pipelined_write = false;
     db_options.max_total_wal_size = 256 << 20;
+    // Flushes and compactions at the pace they are needed at, not in bursts
+    // that the acks queue behind (storage/background_writes.h), and their
+    // files written back as they go rather than in one fsync at the end.
+    db_options.rate_limiter = pacer_.limiter();
+    db_options.bytes_per_sync = 1 << 20;
     // Tickers only (no histograms): cheap, and they give write amplification.
     statistics_ = rocksdb::CreateDBStatistics();
     statistics_->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
@@ -408,6 +418,11 @@ class Engine::Impl {
     rocksdb::ColumnFamilyOptions family_options;
     family_options.table_factory.reset(
         rocksdb::NewBlockBasedTableFactory(table_options));
+    // Paced flushes take longer: a family may fill its next memtable (or
+    // have it switched when the WAL is full) while one is still flushing,
+    // and at 2 unflushed memtables RocksDB stops every write. The write
+    // buffer manager still bounds their memory.
+    family_options.max_write_buffer_number = 4;
     // A family's memtable is flushed at a sixth of the budget, so that a
     // burst of series registrations in the index cannot take it all. The
     // head log gets a third: most of its records are deleted again within
@@ -477,6 +492,10 @@ class Engine::Impl {
       NameThisThread("stepdb-seal");
       SealLoop();
     });
+    // After recovery, which is not paced.
+    pacer_thread_ = std::make_unique<PeriodicThread>(
+        "stepdb-iopace", absl::Milliseconds(500),
+        PeriodicThread::FirstRun::kNow, [this] { pacer_.Update(absl::Now()); });
     return absl::OkStatus();
   }
 
@@ -621,6 +640,7 @@ class Engine::Impl {
     stats.flush_bytes = statistics_->getTickerCount(rocksdb::FLUSH_WRITE_BYTES);
     stats.compaction_bytes =
         statistics_->getTickerCount(rocksdb::COMPACT_WRITE_BYTES);
+    stats.background_write_limit = pacer_.bytes_per_sec();
     stats.rocksdb_memtable_bytes = write_buffers_->memory_usage();
     stats.rocksdb_block_cache_bytes =
         block_cache_->GetUsage() + rollup_cache_->GetUsage();
@@ -858,6 +878,7 @@ class Engine::Impl {
 
  public:
   absl::StatusOr<CompactResult> Compact() {
+    const BackgroundWritePacer::Unpaced unpaced(&pacer_);
     CompactResult result;
     result.bytes_before = DirectoryBytes(options_.data_dir);
     std::vector<SeriesState*> all;
@@ -2516,6 +2537,7 @@ class Engine::Impl {
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffers_;
   std::shared_ptr<rocksdb::Cache> block_cache_;
   std::shared_ptr<rocksdb::Cache> rollup_cache_;
+  BackgroundWritePacer pacer_{BackgroundWritePacer::Options{}};
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> families_;
   rocksdb::ColumnFamilyHandle* index_cf_ = nullptr;
@@ -2526,6 +2548,7 @@ class Engine::Impl {
   std::thread committer_;
   LatencyHistogram group_write_seconds_;
   std::thread sealer_;
+  std::unique_ptr<PeriodicThread> pacer_thread_;  // pacer_.Update
   // The commit thread's own; it holds commit_mu_ while it commits.
   CommitScratch commit_scratch_ ABSL_GUARDED_BY(commit_mu_);
   TaskPool callbacks_{1, "stepdb-acks"};  // append callbacks, in commit order

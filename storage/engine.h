@@ -302,6 +302,9 @@ struct EngineStats {
   uint64_t wal_bytes = 0;
   uint64_t flush_bytes = 0;
   uint64_t compaction_bytes = 0;
+  // Bytes per second flushes and compactions may write now
+  // (storage/background_writes.h).
+  uint64_t background_write_limit = 0;
   // How long each group commit's RocksDB write took (WAL write and, with
   // sync on, the fsync): the disk's share of ack latency.
   LatencyHistogram::Snapshot group_write_seconds;

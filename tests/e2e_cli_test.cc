@@ -157,6 +157,9 @@ TEST_F(CliTest, WriteConflictsAreReportedAndHealthAndMetricsServe) {
   EXPECT_THAT(metrics->body,
               HasSubstr("\nstepdb_group_write_seconds_bucket{le=\"0.0005\"} "));
   EXPECT_THAT(metrics->body, HasSubstr("\nstepdb_ingest_read_waits_total 0\n"));
+  // Flushes and compactions of an idle server are paced at the floor.
+  EXPECT_THAT(metrics->body,
+              HasSubstr("\nstepdb_background_write_limit_bytes_per_second 33554432\n"));
 #ifdef STEPDB_SERVER_JEMALLOC
   // jemalloc's own view: what it handed out, what it holds resident (more),
   // and of that what it keeps freed for reuse.

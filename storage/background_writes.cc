@@ -1,0 +1,68 @@
+#include "storage/background_writes.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace stepdb::storage {
+
+BackgroundWritePacer::BackgroundWritePacer(Options options)
+    : options_(options),
+      limiter_(rocksdb::NewGenericRateLimiter(
+          static_cast<int64_t>(options.max_bytes_per_sec),
+          /*refill_period_us=*/100'000, /*fairness=*/10,
+          rocksdb::RateLimiter::Mode::kWritesOnly, /*auto_tuned=*/false)) {}
+
+void BackgroundWritePacer::Update(absl::Time now) {
+  Update(now, static_cast<uint64_t>(
+                  limiter_->GetTotalBytesThrough(rocksdb::Env::IO_TOTAL)));
+}
+
+void BackgroundWritePacer::Update(absl::Time now, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (last_update_ == absl::InfinitePast()) {
+    last_update_ = now;
+    last_bytes_ = bytes;
+    if (unpaced_ == 0) {
+      limiter_->SetBytesPerSecond(
+          static_cast<int64_t>(options_.min_bytes_per_sec));
+    }
+    return;
+  }
+  const double seconds = absl::ToDoubleSeconds(now - last_update_);
+  if (seconds <= 0) return;
+  const double rate = static_cast<double>(bytes - last_bytes_) / seconds;
+  last_update_ = now;
+  last_bytes_ = bytes;
+  if (unpaced_ > 0) return;
+  const double alpha =
+      1 - std::exp(-seconds / absl::ToDoubleSeconds(options_.averaging));
+  average_ += alpha * (rate - average_);
+  const double current = static_cast<double>(limiter_->GetBytesPerSecond());
+  double limit = options_.headroom * average_;
+  // Used (nearly) to the full: the need may be above the limit, which the
+  // average of what got through cannot show. Double it now.
+  if (rate >= 0.9 * current) limit = std::max(limit, 2 * current);
+  limit = std::clamp(limit, static_cast<double>(options_.min_bytes_per_sec),
+                     static_cast<double>(options_.max_bytes_per_sec));
+  limiter_->SetBytesPerSecond(static_cast<int64_t>(limit));
+}
+
+BackgroundWritePacer::Unpaced::Unpaced(BackgroundWritePacer* pacer)
+    : pacer_(pacer) {
+  absl::MutexLock lock(&pacer_->mu_);
+  ++pacer_->unpaced_;
+  pacer_->limiter_->SetBytesPerSecond(
+      static_cast<int64_t>(pacer_->options_.max_bytes_per_sec));
+}
+
+// The limit stays lifted until the next Update.
+BackgroundWritePacer::Unpaced::~Unpaced() {
+  absl::MutexLock lock(&pacer_->mu_);
+  --pacer_->unpaced_;
+}
+
+uint64_t BackgroundWritePacer::bytes_per_sec() const {
+  return static_cast<uint64_t>(limiter_->GetBytesPerSecond());
+}
+
+}  // namespace stepdb::storage
