@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/time/clock.h"
+
 namespace stepdb::storage {
 
 BackgroundWritePacer::BackgroundWritePacer(Options options)
@@ -10,7 +12,20 @@ BackgroundWritePacer::BackgroundWritePacer(Options options)
       limiter_(rocksdb::NewGenericRateLimiter(
           static_cast<int64_t>(options.max_bytes_per_sec),
           /*refill_period_us=*/100'000, /*fairness=*/10,
-          rocksdb::RateLimiter::Mode::kWritesOnly, /*auto_tuned=*/false)) {}
+          rocksdb::RateLimiter::Mode::kWritesOnly, /*auto_tuned=*/false)),
+      file_manager_(rocksdb::NewSstFileManager(
+          rocksdb::Env::Default(), /*info_log=*/nullptr, /*trash_dir=*/"",
+          static_cast<int64_t>(2 * options.max_bytes_per_sec),
+          /*delete_existing_trash=*/true, /*status=*/nullptr,
+          // Trash up to the size of the tables; past it, deleted at once.
+          /*max_trash_db_ratio=*/1.0,
+          /*bytes_max_delete_chunk=*/uint64_t{4} << 20)) {}
+
+void BackgroundWritePacer::SetLimit(uint64_t bytes_per_sec) {
+  limiter_->SetBytesPerSecond(static_cast<int64_t>(bytes_per_sec));
+  file_manager_->SetDeleteRateBytesPerSecond(
+      static_cast<int64_t>(2 * bytes_per_sec));
+}
 
 void BackgroundWritePacer::Update(absl::Time now) {
   Update(now, static_cast<uint64_t>(
@@ -22,10 +37,7 @@ void BackgroundWritePacer::Update(absl::Time now, uint64_t bytes) {
   if (last_update_ == absl::InfinitePast()) {
     last_update_ = now;
     last_bytes_ = bytes;
-    if (unpaced_ == 0) {
-      limiter_->SetBytesPerSecond(
-          static_cast<int64_t>(options_.min_bytes_per_sec));
-    }
+    if (unpaced_ == 0) SetLimit(options_.min_bytes_per_sec);
     return;
   }
   const double seconds = absl::ToDoubleSeconds(now - last_update_);
@@ -44,15 +56,14 @@ void BackgroundWritePacer::Update(absl::Time now, uint64_t bytes) {
   if (rate >= 0.9 * current) limit = std::max(limit, 2 * current);
   limit = std::clamp(limit, static_cast<double>(options_.min_bytes_per_sec),
                      static_cast<double>(options_.max_bytes_per_sec));
-  limiter_->SetBytesPerSecond(static_cast<int64_t>(limit));
+  SetLimit(static_cast<uint64_t>(limit));
 }
 
 BackgroundWritePacer::Unpaced::Unpaced(BackgroundWritePacer* pacer)
     : pacer_(pacer) {
   absl::MutexLock lock(&pacer_->mu_);
   ++pacer_->unpaced_;
-  pacer_->limiter_->SetBytesPerSecond(
-      static_cast<int64_t>(pacer_->options_.max_bytes_per_sec));
+  pacer_->SetLimit(pacer_->options_.max_bytes_per_sec);
 }
 
 // The limit stays lifted until the next Update.
@@ -61,8 +72,21 @@ BackgroundWritePacer::Unpaced::~Unpaced() {
   --pacer_->unpaced_;
 }
 
+bool BackgroundWritePacer::WaitForEmptyTrash(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (file_manager_->GetTotalTrashSize() > 0) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
+}
+
 uint64_t BackgroundWritePacer::bytes_per_sec() const {
   return static_cast<uint64_t>(limiter_->GetBytesPerSecond());
+}
+
+uint64_t BackgroundWritePacer::delete_bytes_per_sec() const {
+  return static_cast<uint64_t>(file_manager_->GetDeleteRateBytesPerSecond());
 }
 
 }  // namespace stepdb::storage

@@ -1,6 +1,6 @@
 // Paces RocksDB's memtable flushes and compactions to the rate they are
-// needed at, so that they do not take the cores and the disk from the
-// commit path in bursts.
+// needed at, and its file deletions with them, so that they do not take
+// the cores and the disk from the commit path in bursts.
 //
 // Why: at a steady ingest rate the head log's memtable (64 MiB) is flushed
 // every few seconds. Unpaced, that flush is ~0.1 CPU-s and ~50 MB of disk
@@ -13,6 +13,12 @@
 // recent average of what flushes and compactions wrote, doubled at once
 // whenever they use all of it.
 //
+// Deletions: when the write-ahead logs pass their size limit, RocksDB
+// deletes ~200 MB of log files at once, and on ext4 the next fdatasync of
+// the live log waits for the journal to free their blocks (a 50-90 ms
+// spike). Files to delete are moved to a trash and truncated 4 MiB at a
+// time in the background, at twice the write limit.
+//
 // Thread-safety: every method is thread-safe.
 #ifndef STEPDB_STORAGE_BACKGROUND_WRITES_H_
 #define STEPDB_STORAGE_BACKGROUND_WRITES_H_
@@ -23,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "rocksdb/rate_limiter.h"
+#include "rocksdb/sst_file_manager.h"
 
 namespace stepdb::storage {
 
@@ -51,6 +58,11 @@ class BackgroundWritePacer {
   const std::shared_ptr<rocksdb::RateLimiter>& limiter() const {
     return limiter_;
   }
+  // For DBOptions::sst_file_manager: deletes files (tables and logs) at
+  // the pace of the limit.
+  const std::shared_ptr<rocksdb::SstFileManager>& file_manager() const {
+    return file_manager_;
+  }
 
   // Sets the limit from the bytes flushes and compactions wrote since the
   // last call, as the limiter counted them (the first call only starts the
@@ -60,7 +72,7 @@ class BackgroundWritePacer {
   // so far (what limiter() let through).
   void Update(absl::Time now, uint64_t bytes_written) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Lifts the limit (to max_bytes_per_sec) while at least one Unpaced is
+  // Lifts the limits (to max_bytes_per_sec) while at least one Unpaced is
   // alive: for work that should finish as fast as the disk allows, such as
   // an explicit compaction, or flushing everything at shutdown.
   class Unpaced {
@@ -74,13 +86,23 @@ class BackgroundWritePacer {
     BackgroundWritePacer* const pacer_;
   };
 
-  // The current limit.
+  // Waits until the files RocksDB deleted are gone from the disk too (the
+  // trash is empty), for at most `timeout`. Returns whether they are.
+  // Deletions that must leave the disk now (erasing a run) hold an
+  // Unpaced meanwhile.
+  bool WaitForEmptyTrash(absl::Duration timeout);
+
+  // The current limit of writes, and of deletions.
   uint64_t bytes_per_sec() const;
+  uint64_t delete_bytes_per_sec() const;
 
  private:
+  void SetLimit(uint64_t bytes_per_sec);
+
   // Constant after construction.
   const Options options_;
   const std::shared_ptr<rocksdb::RateLimiter> limiter_;
+  const std::shared_ptr<rocksdb::SstFileManager> file_manager_;
 
   absl::Mutex mu_;
   absl::Time last_update_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -347,6 +347,10 @@ class LimitedEmitter {
 
 }  // namespace
 
+// How long Compact and ReclaimDeleted wait for RocksDB's deleted files to
+// leave the trash (unpaced: ~2 GiB/s).
+constexpr absl::Duration kTrashWait = absl::Minutes(1);
+
 class Engine::Impl {
  public:
   explicit Impl(EngineOptions options) : options_(std::move(options)) {}
@@ -394,15 +398,18 @@ class Engine::Impl {
     // too; our committer already batches, this helps the seal writes.
     db_options.enable_pipelined_write = false;
     db_options.max_total_wal_size = 256 << 20;
-    // Flushes and compactions at the pace they are needed at, not in bursts
-    // that the acks queue behind (storage/background_writes.h), and their
-    // files written back as they go rather than in one fsync at the end.
+    // Flushes, compactions and file deletions at the pace they are needed
+    // at, not in bursts that the acks queue behind (storage/
+    // background_writes.h), and files written back as they go rather than
+    // in one fsync at the end.
     db_options.rate_limiter = pacer_.limiter();
+    db_options.sst_file_manager = pacer_.file_manager();
     db_options.bytes_per_sync = 1 << 20;
     // Tickers only (no histograms): cheap, and they give write amplification.
     statistics_ = rocksdb::CreateDBStatistics();
     statistics_->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
     db_options.statistics = statistics_;
+    pacer_.file_manager()->SetStatisticsPtr(statistics_);
     db_options.listeners.push_back(std::make_shared<ManualRecovery>());
     db_options.info_log = OpenInfoLog(options_.data_dir);
 
@@ -907,6 +914,7 @@ class Engine::Impl {
     }
     // Old WAL files are deleted once their memtables are flushed.
     db_->FlushWAL(true).PermitUncheckedError();
+    pacer_.WaitForEmptyTrash(kTrashWait);  // else bytes_after counts it
     result.bytes_after = DirectoryBytes(options_.data_dir);
     return result;
   }
@@ -1105,6 +1113,8 @@ class Engine::Impl {
       ranges = reclaim_;
     }
     if (ranges.empty()) return absl::OkStatus();
+    // Deleted data leaves the disk when this returns, not at a pace.
+    const BackgroundWritePacer::Unpaced unpaced(&pacer_);
     // Flushing every family lets RocksDB drop the write-ahead log files
     // that still hold the deleted points.
     if (auto s = db_->Flush(rocksdb::FlushOptions(), families_); !s.ok()) {
@@ -1131,6 +1141,12 @@ class Engine::Impl {
       }
     }
     db_->FlushWAL(true).PermitUncheckedError();
+    // The files RocksDB deleted are moved to a trash first.
+    if (!pacer_.WaitForEmptyTrash(kTrashWait)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "reclaim: deleted files still in the trash after ",
+          absl::FormatDuration(kTrashWait)));
+    }
     absl::MutexLock lock(&reclaim_mu_);
     reclaim_.erase(reclaim_.begin(), reclaim_.begin() + ranges.size());
     return absl::OkStatus();

@@ -505,8 +505,10 @@ class Engine {
   // Compacts the key ranges deleted since the last call (after flushing
   // the memtables, so that no write-ahead log file keeps deleted bytes
   // either), so that the deleted bytes leave the disk now rather than
-  // whenever compaction reaches them. Returns the RocksDB error; the
-  // ranges are then kept for the next call.
+  // whenever compaction reaches them (files RocksDB deletes go through a
+  // trash; this waits until it is empty). Returns the RocksDB error, or
+  // DeadlineExceeded if the trash is not empty within a minute; the ranges
+  // are then kept for the next call.
   absl::Status ReclaimDeleted();
 
   // Meta records (see kMetaFamily in keys.h). WriteMeta applies `writes`

@@ -35,6 +35,8 @@ TEST(BackgroundWritePacerTest, UnpacedUntilTheFirstUpdateThenAtTheFloor) {
   EXPECT_EQ(pacer.bytes_per_sec(), 1024 * kMiB);  // recovery at open
   pacer.Update(absl::UnixEpoch(), 0);
   EXPECT_EQ(pacer.bytes_per_sec(), 32 * kMiB);
+  // Deletions go at twice the pace of writes.
+  EXPECT_EQ(pacer.delete_bytes_per_sec(), 64 * kMiB);
   // A need far below the floor (1 MiB/s) keeps it there.
   absl::Time now = absl::UnixEpoch();
   uint64_t written = 0;
@@ -66,6 +68,7 @@ TEST(BackgroundWritePacerTest, ANeedThatFillsTheLimitDoublesItAtOnce) {
   now += absl::Seconds(1);
   pacer.Update(now, 30 * kMiB);
   EXPECT_EQ(pacer.bytes_per_sec(), 64 * kMiB);
+  EXPECT_EQ(pacer.delete_bytes_per_sec(), 128 * kMiB);
   now += absl::Seconds(1);
   pacer.Update(now, 30 * kMiB + 60 * kMiB);
   EXPECT_EQ(pacer.bytes_per_sec(), 128 * kMiB);
@@ -82,6 +85,7 @@ TEST(BackgroundWritePacerTest, UnpacedLiftsTheLimitWhileAlive) {
   {
     const BackgroundWritePacer::Unpaced unpaced(&pacer);
     EXPECT_EQ(pacer.bytes_per_sec(), 1024 * kMiB);
+    EXPECT_EQ(pacer.delete_bytes_per_sec(), 2048 * kMiB);
     now += absl::Seconds(1);
     pacer.Update(now, 0);  // no need, but an explicit compaction runs
     EXPECT_EQ(pacer.bytes_per_sec(), 1024 * kMiB);
