@@ -431,9 +431,9 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   // A channel per stream: one HTTP/2 connection each, as separate training
-  // nodes would have. They connect before the clock starts, as an SDK does
-  // once when training starts: 64 TCP and HTTP/2 handshakes at once are not
-  // the ack latency of a write.
+  // nodes would have. They connect (one after another) before the clock
+  // starts, as an SDK does once when training starts: the TCP and HTTP/2
+  // handshakes are not the ack latency of a write.
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int s = 0; s < streams; ++s) {
     grpc::ChannelArguments own = args;
@@ -518,6 +518,10 @@ int main(int argc, char** argv) {
       }
     }
     out["warmup_seconds"] = warmup;
+    if (steady_ms.empty()) {
+      std::cerr << "loadgen: no request sent after the registrations and "
+                   "--warmup; ack_steady_* are 0\n";
+    }
     out["ack_steady_p50_ms"] = Percentile(steady_ms, 0.50);
     out["ack_steady_p99_ms"] = Percentile(steady_ms, 0.99);
     out["ack_steady_max_ms"] = Max(steady_ms);

@@ -1,7 +1,11 @@
 #include "storage/background_writes.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <system_error>
+#include <vector>
 
 #include "absl/time/clock.h"
 
@@ -41,7 +45,11 @@ void BackgroundWritePacer::Update(absl::Time now, uint64_t bytes) {
     return;
   }
   const double seconds = absl::ToDoubleSeconds(now - last_update_);
-  if (seconds <= 0) return;
+  if (seconds <= 0 || bytes < last_bytes_) {
+    last_update_ = now;
+    last_bytes_ = bytes;
+    return;
+  }
   const double rate = static_cast<double>(bytes - last_bytes_) / seconds;
   last_update_ = now;
   last_bytes_ = bytes;
@@ -72,10 +80,30 @@ BackgroundWritePacer::Unpaced::~Unpaced() {
   --pacer_->unpaced_;
 }
 
-bool BackgroundWritePacer::WaitForEmptyTrash(absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (file_manager_->GetTotalTrashSize() > 0) {
-    if (absl::Now() >= deadline) return false;
+namespace {
+
+std::vector<std::filesystem::path> TrashFiles(const std::string& dir) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    if (it->path().extension() == ".trash") files.push_back(it->path());
+  }
+  return files;
+}
+
+}  // namespace
+
+bool BackgroundWritePacer::WaitForEmptyTrash(const std::string& dir,
+                                             absl::Duration timeout) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+  while (!TrashFiles(dir).empty()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::error_code ec;
+      for (const auto& file : TrashFiles(dir)) std::filesystem::remove(file, ec);
+      return TrashFiles(dir).empty();
+    }
     absl::SleepFor(absl::Milliseconds(10));
   }
   return true;

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -66,7 +67,9 @@ class BackgroundWritePacer {
 
   // Sets the limit from the bytes flushes and compactions wrote since the
   // last call, as the limiter counted them (the first call only starts the
-  // clock and paces at the floor). Call it every few hundred milliseconds.
+  // clock and paces at the floor; a call whose clock or count went back,
+  // e.g. a wall-clock step, only restarts it). Call it every few hundred
+  // milliseconds.
   void Update(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
   // The same with the count given: `bytes_written` is the total they wrote
   // so far (what limiter() let through).
@@ -86,11 +89,12 @@ class BackgroundWritePacer {
     BackgroundWritePacer* const pacer_;
   };
 
-  // Waits until the files RocksDB deleted are gone from the disk too (the
-  // trash is empty), for at most `timeout`. Returns whether they are.
-  // Deletions that must leave the disk now (erasing a run) hold an
-  // Unpaced meanwhile.
-  bool WaitForEmptyTrash(absl::Duration timeout);
+  // Waits until the files RocksDB deleted in `dir` are gone from the disk
+  // too (no `*.trash` file is left), for at most `timeout`; then removes
+  // what is left itself (a trash file whose background deletion failed is
+  // never retried). Returns whether the trash is empty. Deletions that
+  // must leave the disk now (erasing a run) hold an Unpaced meanwhile.
+  bool WaitForEmptyTrash(const std::string& dir, absl::Duration timeout);
 
   // The current limit of writes, and of deletions.
   uint64_t bytes_per_sec() const;

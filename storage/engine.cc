@@ -356,6 +356,10 @@ class Engine::Impl {
   explicit Impl(EngineOptions options) : options_(std::move(options)) {}
 
   ~Impl() {
+    // Flushes and compactions still running finish as fast as the disk
+    // allows (closing waits for them).
+    pacer_thread_.reset();
+    const BackgroundWritePacer::Unpaced unpaced(&pacer_);
     {
       absl::MutexLock lock(&queue_mu_);
       stopping_ = true;
@@ -368,9 +372,6 @@ class Engine::Impl {
     }
     // Heads left unsealed stay durable in the head log.
     if (sealer_.joinable()) sealer_.join();
-    pacer_thread_.reset();
-    // Closing flushes every memtable: as fast as the disk allows.
-    const BackgroundWritePacer::Unpaced unpaced(&pacer_);
     if (db_ != nullptr) {
       // Series registered but never written to still keep their ids.
       std::vector<IndexRecord> records;
@@ -404,12 +405,15 @@ class Engine::Impl {
     // in one fsync at the end.
     db_options.rate_limiter = pacer_.limiter();
     db_options.sst_file_manager = pacer_.file_manager();
+    // Left 0, RocksDB would take the rate limiter's (4 GiB/s at open) as the
+    // rate writers are slowed to before a stall, which then never slows
+    // them. 16 MiB/s is RocksDB's default.
+    db_options.delayed_write_rate = 16 << 20;
     db_options.bytes_per_sync = 1 << 20;
     // Tickers only (no histograms): cheap, and they give write amplification.
     statistics_ = rocksdb::CreateDBStatistics();
     statistics_->set_stats_level(rocksdb::StatsLevel::kExceptHistogramOrTimers);
     db_options.statistics = statistics_;
-    pacer_.file_manager()->SetStatisticsPtr(statistics_);
     db_options.listeners.push_back(std::make_shared<ManualRecovery>());
     db_options.info_log = OpenInfoLog(options_.data_dir);
 
@@ -428,8 +432,10 @@ class Engine::Impl {
     // Paced flushes take longer: a family may fill its next memtable (or
     // have it switched when the WAL is full) while one is still flushing,
     // and at 2 unflushed memtables RocksDB stops every write. The write
-    // buffer manager still bounds their memory.
-    family_options.max_write_buffer_number = 4;
+    // buffer manager flushes at its budget but does not count memtables
+    // already waiting for a flush: with 3, those can add up to twice a
+    // family's write buffer (the head log's: a sixth of the budget each).
+    family_options.max_write_buffer_number = 3;
     // A family's memtable is flushed at a sixth of the budget, so that a
     // burst of series registrations in the index cannot take it all. The
     // head log gets a third: most of its records are deleted again within
@@ -648,6 +654,8 @@ class Engine::Impl {
     stats.compaction_bytes =
         statistics_->getTickerCount(rocksdb::COMPACT_WRITE_BYTES);
     stats.background_write_limit = pacer_.bytes_per_sec();
+    stats.background_bytes_paced = static_cast<uint64_t>(
+        pacer_.limiter()->GetTotalBytesThrough());
     stats.rocksdb_memtable_bytes = write_buffers_->memory_usage();
     stats.rocksdb_block_cache_bytes =
         block_cache_->GetUsage() + rollup_cache_->GetUsage();
@@ -914,7 +922,7 @@ class Engine::Impl {
     }
     // Old WAL files are deleted once their memtables are flushed.
     db_->FlushWAL(true).PermitUncheckedError();
-    pacer_.WaitForEmptyTrash(kTrashWait);  // else bytes_after counts it
+    pacer_.WaitForEmptyTrash(options_.data_dir, kTrashWait);  // else counted
     result.bytes_after = DirectoryBytes(options_.data_dir);
     return result;
   }
@@ -1142,9 +1150,10 @@ class Engine::Impl {
     }
     db_->FlushWAL(true).PermitUncheckedError();
     // The files RocksDB deleted are moved to a trash first.
-    if (!pacer_.WaitForEmptyTrash(kTrashWait)) {
+    if (!pacer_.WaitForEmptyTrash(options_.data_dir, kTrashWait)) {
       return absl::DeadlineExceededError(absl::StrCat(
-          "reclaim: deleted files still in the trash after ",
+          "reclaim: deleted files still in the trash of ", options_.data_dir,
+          " after ",
           absl::FormatDuration(kTrashWait)));
     }
     absl::MutexLock lock(&reclaim_mu_);
@@ -2505,6 +2514,8 @@ class Engine::Impl {
                      rocksdb::WriteBatch* batch, absl::string_view what) {
     if (write_failed_.load(std::memory_order_acquire)) {
       if (auto s = CheckDisk(options_.min_free_disk_bytes); !s.ok()) return s;
+      // Resume flushes; the commit path waits for it.
+      const BackgroundWritePacer::Unpaced unpaced(&pacer_);
       if (auto s = db_->Resume(); !s.ok()) {
         return FromRocks(s, absl::StrCat(what, " (resuming after a failed write)"));
       }

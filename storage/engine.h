@@ -305,6 +305,8 @@ struct EngineStats {
   // Bytes per second flushes and compactions may write now
   // (storage/background_writes.h).
   uint64_t background_write_limit = 0;
+  // Bytes flushes and compactions wrote through that limit since open.
+  uint64_t background_bytes_paced = 0;
   // How long each group commit's RocksDB write took (WAL write and, with
   // sync on, the fsync): the disk's share of ack latency.
   LatencyHistogram::Snapshot group_write_seconds;

@@ -1,6 +1,11 @@
 #include "storage/background_writes.h"
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -93,6 +98,38 @@ TEST(BackgroundWritePacerTest, UnpacedLiftsTheLimitWhileAlive) {
   now += absl::Seconds(1);
   pacer.Update(now, 0);
   EXPECT_EQ(pacer.bytes_per_sec(), 32 * kMiB);
+}
+
+TEST(BackgroundWritePacerTest, AClockOrCountGoingBackOnlyRestartsIt) {
+  BackgroundWritePacer pacer(TestOptions());
+  absl::Time now = absl::UnixEpoch() + absl::Hours(1);
+  pacer.Update(now, 100 * kMiB);
+  // A wall-clock step back, then a count below the last one (two callers
+  // out of order): neither reads as a huge or negative rate.
+  pacer.Update(now - absl::Minutes(10), 200 * kMiB);
+  EXPECT_EQ(pacer.bytes_per_sec(), 32 * kMiB);
+  pacer.Update(now - absl::Minutes(10) + absl::Seconds(1), 150 * kMiB);
+  EXPECT_EQ(pacer.bytes_per_sec(), 32 * kMiB);
+  // From there it paces again: 30 MiB in the next second fills the limit.
+  pacer.Update(now - absl::Minutes(10) + absl::Seconds(2), 180 * kMiB);
+  EXPECT_EQ(pacer.bytes_per_sec(), 64 * kMiB);
+}
+
+TEST(BackgroundWritePacerTest, WaitForEmptyTrashRemovesWhatTheSchedulerLeft) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() /
+      ("pacer-trash-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  BackgroundWritePacer pacer(TestOptions());
+  EXPECT_TRUE(pacer.WaitForEmptyTrash(dir.string(), absl::ZeroDuration()));
+  // A trash file no deletion is scheduled for (one whose deletion failed):
+  // waited for, then removed.
+  std::ofstream(dir / "000012.log.trash") << "erased points";
+  std::ofstream(dir / "000013.log") << "live log";
+  EXPECT_TRUE(pacer.WaitForEmptyTrash(dir.string(), absl::Milliseconds(50)));
+  EXPECT_FALSE(std::filesystem::exists(dir / "000012.log.trash"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "000013.log"));
+  std::filesystem::remove_all(dir);
 }
 
 // Through RocksDB's limiter: what it lets through is what Update counts.

@@ -836,6 +836,23 @@ TEST_F(EngineTest, CompactSealsEverything) {
   EXPECT_EQ(AppendRange(id, 99, 2).accepted, 1u);
 }
 
+// Flushes and compactions write through the pacer's limiter
+// (storage/background_writes.h).
+TEST_F(EngineTest, FlushesAndCompactionsGoThroughThePacer) {
+  Open(1024);
+  const SeriesId id = Resolve("train/loss");
+  AppendRange(id, 0, 5000);
+  ASSERT_TRUE(engine_->Compact().ok());
+  const EngineStats stats = engine_->Stats();
+  EXPECT_GT(stats.flush_bytes, 0u);
+  // Most of it (RocksDB does not charge every byte of a table).
+  EXPECT_LE(stats.background_bytes_paced,
+            stats.flush_bytes + stats.compaction_bytes);
+  EXPECT_GT(stats.background_bytes_paced * 4,
+            (stats.flush_bytes + stats.compaction_bytes) * 3);
+  EXPECT_GT(stats.background_write_limit, 0u);
+}
+
 TEST_F(EngineTest, InvalidKeysAreRejected) {
   Open();
   auto id = engine_->ResolveSeries({"proj", "", "loss", {}});
