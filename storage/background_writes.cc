@@ -38,22 +38,15 @@ void BackgroundWritePacer::Update(absl::Time now) {
 
 void BackgroundWritePacer::Update(absl::Time now, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
-  if (last_update_ == absl::InfinitePast()) {
-    last_update_ = now;
-    last_bytes_ = bytes;
-    if (unpaced_ == 0) SetLimit(options_.min_bytes_per_sec);
-    return;
-  }
+  const bool first = last_update_ == absl::InfinitePast();
   const double seconds = absl::ToDoubleSeconds(now - last_update_);
-  if (seconds <= 0 || bytes < last_bytes_) {
-    last_update_ = now;
-    last_bytes_ = bytes;
-    return;
-  }
-  const double rate = static_cast<double>(bytes - last_bytes_) / seconds;
+  const bool went_back = seconds <= 0 || bytes < last_bytes_;
+  const double rate =
+      went_back ? 0 : static_cast<double>(bytes - last_bytes_) / seconds;
   last_update_ = now;
   last_bytes_ = bytes;
-  if (unpaced_ > 0) return;
+  if (first && unpaced_ == 0) SetLimit(options_.min_bytes_per_sec);
+  if (first || went_back || unpaced_ > 0) return;
   const double alpha =
       1 - std::exp(-seconds / absl::ToDoubleSeconds(options_.averaging));
   average_ += alpha * (rate - average_);

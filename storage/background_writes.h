@@ -77,7 +77,7 @@ class BackgroundWritePacer {
 
   // Lifts the limits (to max_bytes_per_sec) while at least one Unpaced is
   // alive: for work that should finish as fast as the disk allows, such as
-  // an explicit compaction, or flushing everything at shutdown.
+  // an explicit compaction, or the jobs still running at shutdown.
   class Unpaced {
    public:
     explicit Unpaced(BackgroundWritePacer* pacer);

@@ -348,7 +348,7 @@ class LimitedEmitter {
 }  // namespace
 
 // How long Compact and ReclaimDeleted wait for RocksDB's deleted files to
-// leave the trash (unpaced: ~2 GiB/s).
+// leave the trash (unpaced, so in a second or two).
 constexpr absl::Duration kTrashWait = absl::Minutes(1);
 
 class Engine::Impl {

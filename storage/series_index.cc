@@ -104,9 +104,7 @@ absl::Status SeriesIndex::LoadRecord(std::string_view key,
         return absl::DataLossError(absl::StrCat("series id ", id, " repeats"));
       }
       series_by_project_[entry.project].push_back(id);
-      const std::string_view stored = identities_.Store(identity);
-      entry.identity_data = stored.data();
-      entry.identity_size = static_cast<uint32_t>(stored.size());
+      entry.SetIdentity(identities_.Store(identity));
       entries_[id - 1] = entry;
       series_.insert(id);  // hashes entries_[id - 1]
       return absl::OkStatus();
@@ -156,9 +154,10 @@ absl::StatusOr<SeriesRef> SeriesIndex::Resolve(const SeriesKey& key) {
   ref.created = true;
   pending_.push_back(
       {SeriesIndexKey(ref.project, ref.run, identity), IdValue(ref.id)});
-  const std::string_view stored = identities_.Store(identity);
-  entries_.push_back(SeriesEntry{ref.project, ref.run, stored.data(),
-                                 static_cast<uint32_t>(stored.size())});
+  SeriesEntry& entry = entries_.emplace_back();
+  entry.project = ref.project;
+  entry.run = ref.run;
+  entry.SetIdentity(identities_.Store(identity));
   series_.insert(ref.id);  // hashes entries_.back()
   series_by_project_[ref.project].push_back(ref.id);
   return ref;

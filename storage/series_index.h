@@ -104,6 +104,11 @@ class SeriesIndex {
     uint32_t identity_size = 0;
 
     std::string_view identity() const { return {identity_data, identity_size}; }
+    // Points the entry at `stored` (bytes in identities_).
+    void SetIdentity(std::string_view stored) {
+      identity_data = stored.data();
+      identity_size = static_cast<uint32_t>(stored.size());
+    }
   };
   // The identity bytes of every series, back to back in blocks that never
   // move: at a million series a std::string each took its 32 bytes plus a
