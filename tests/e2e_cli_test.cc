@@ -328,5 +328,48 @@ TEST_F(CliTest, TailPrintsPointsAsTheyAreWritten) {
   EXPECT_THAT(lines[2], HasSubstr(",3,"));
 }
 
+// The load generator's figures are only as good as its bookkeeping: every
+// point it counts must be acked and queryable, and a rerun of the same run
+// must come back as duplicates, not as new points or rejections.
+TEST_F(CliTest, LoadgenPointsAllLandAndARerunIsDuplicates) {
+  // 2 nodes x 2 GPUs x 3 metrics = 12 series of 100 steps, in 5 requests
+  // per stream, paced and spread like the documented fixed-rate runs.
+  const std::string loadgen =
+      testing::BinaryDir() + "/stepdb-loadgen --addr " + server_.address() +
+      " --project lg --run r --nodes 2 --gpus 2 --metrics 3 --steps 100"
+      " --batch-steps 20 --streams 2 --window 2 --step-rate 1000"
+      " --spread-flushes --warmup 0";
+  CommandResult first = RunCommand(loadgen);
+  ASSERT_EQ(first.exit_code, 0);
+  EXPECT_THAT(first.out, HasSubstr("\"points\":1200"));
+  EXPECT_THAT(first.out, HasSubstr("\"requests\":10"));
+  EXPECT_THAT(first.out, HasSubstr("\"series\":12"));
+  EXPECT_THAT(first.out, HasSubstr("\"errors\":0"));
+  EXPECT_THAT(first.out, HasSubstr("\"rejected_points\":0"));
+  EXPECT_THAT(first.out, HasSubstr("\"duplicate_points\":0"));
+
+  CommandResult series = RunCommand(Stepctl("series --project lg --format csv"));
+  ASSERT_EQ(series.exit_code, 0);
+  std::vector<std::string> lines = absl::StrSplit(series.out, '\n', absl::SkipEmpty());
+  EXPECT_EQ(lines.size(), 13u) << series.out;  // header + 12 series
+
+  // One rank's loss (metric m0) holds steps 0..99, in order.
+  CommandResult query = RunCommand(Stepctl(
+      "query --project lg --run r --metric m0 --label node=n1 --label gpu=0 "
+      "--format csv"));
+  ASSERT_EQ(query.exit_code, 0);
+  lines = absl::StrSplit(query.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 101u) << query.out;
+  EXPECT_EQ(lines[1].substr(0, 2), "0,");
+  EXPECT_EQ(lines[100].substr(0, 3), "99,");
+
+  CommandResult again = RunCommand(loadgen);
+  ASSERT_EQ(again.exit_code, 0);
+  EXPECT_THAT(again.out, HasSubstr("\"duplicate_points\":1200"));
+  EXPECT_THAT(again.out, HasSubstr("\"rejected_points\":0"));
+  CommandResult stats = RunCommand(Stepctl("admin stats"));
+  EXPECT_THAT(stats.out, HasSubstr("\"points\": 1200"));
+}
+
 }  // namespace
 }  // namespace stepdb
