@@ -453,14 +453,14 @@ class Engine::Impl {
     // so that chart reads do not evict the index and chunk blocks.
     rocksdb::ColumnFamilyOptions rollup_options = family_options;
     // Rollup records are floats and varints that zstd shrinks by a third;
-    // reads hit the block cache, which holds blocks uncompressed. The
-    // bottommost level, where nearly all records end up, gets zstd's level
-    // 19: 4% smaller on training telemetry (0.185 -> 0.177 bytes/point),
-    // for compaction CPU on ~0.3 bytes a point, once.
+    // reads hit the block cache, which holds blocks uncompressed. zstd's
+    // default level (3) on every level: level 19 on the bottommost level
+    // saved 4% of the rollups (0.006 bytes/point of ~2.47), but while the
+    // database is young L1 is its bottommost level, so every L0 -> L1
+    // compaction ran at level 19: 3.35 CPU-s for one 13 MB compaction at
+    // 2.5 M points/s, the ack p99's worst spike of a 60 s run
+    // (docs/BENCHMARKS.md, ingest, session 13).
     rollup_options.compression = rocksdb::kZSTD;
-    rollup_options.bottommost_compression = rocksdb::kZSTD;
-    rollup_options.bottommost_compression_opts.level = 19;
-    rollup_options.bottommost_compression_opts.enabled = true;
     rocksdb::BlockBasedTableOptions rollup_table;
     rollup_cache_ = rocksdb::NewLRUCache(options_.rollup_cache_bytes);
     rollup_table.block_cache = rollup_cache_;
