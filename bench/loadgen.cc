@@ -124,8 +124,10 @@ struct Config {
 // buffers are what an SDK sets up once when training starts, and setting
 // up 64 of them took the shared cores for the first ~0.1 s of the run.
 struct StartGate {
-  explicit StartGate(int streams) : ready(streams), start(started.get_future().share()) {}
-  std::latch ready;
+  explicit StartGate(int streams)
+      : ready(streams), start(started.get_future().share()) {}
+  std::latch ready;  // every stream counts down once
+  // Declared before `start`, which is made from it.
   std::promise<Clock::time_point> started;
   std::shared_future<Clock::time_point> start;
 };
@@ -160,7 +162,15 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
   WriteRequest req;
   for (int i = 0; i < series; ++i) req.add_series()->set_ref(i + 1);
 
+  // What `req` holds now (its steps, and whether with keys), so that a
+  // request built before the clock is not built again.
+  int64_t built_first = -1, built_n = 0;
+  bool built_keys = false;
   auto fill = [&](int64_t first, int64_t n, bool with_keys) {
+    if (first == built_first && n == built_n && with_keys == built_keys) return;
+    built_first = first;
+    built_n = n;
+    built_keys = with_keys;
     for (int r = 0; r < ranks; ++r) {
       const int rank = first_rank + r;
       for (int m = 0; m < config.metrics; ++m) {
@@ -245,7 +255,13 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
         std::unique_lock<std::mutex> lock(mu);
         window_open.wait(lock, [&] { return in_flight < config.window || broken.load(); });
       }
-      if (broken.load()) return false;
+      if (broken.load()) {
+        // Not sent: queued with the unacked ones for the next stream to
+        // send (skipped, it would be counted in `points` but never sent).
+        std::lock_guard<std::mutex> lock(mu);
+        unacked.push_back({0, first, n, Clock::now()});
+        return false;
+      }
       // The first request of a stream carries every key with its ref.
       fill(first, n, !registered);
       registered = true;
@@ -259,17 +275,23 @@ StreamResult RunStream(const std::shared_ptr<grpc::Channel>& channel,
       return stream->Write(req);
     };
     if (!waited_at_gate) {
-      // The first request, keys and all, built once here allocates what
-      // later ones reuse.
+      // The first request, keys and all, built before the clock (and what
+      // later ones reuse allocated with it).
       fill(0, std::min<int64_t>(config.batch_steps, config.steps), true);
+      const std::shared_future<Clock::time_point> gate_opens = gate.start;  // own copy
       gate.ready.count_down();
-      start = gate.start.get() + phase;
+      start = gate_opens.get() + phase;
       waited_at_gate = true;
     }
     bool ok = true;
-    for (const Sent& s : resend) {
+    for (size_t i = 0; i < resend.size(); ++i) {
       ++result.retries;
-      if (!(ok = send(s.first, s.n))) break;
+      if (!(ok = send(resend[i].first, resend[i].n))) {
+        // The rest go to the next stream too, in step order.
+        std::lock_guard<std::mutex> lock(mu);
+        unacked.insert(unacked.end(), resend.begin() + i + 1, resend.end());
+        break;
+      }
     }
     while (ok && next_step < config.steps) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
@@ -430,9 +452,10 @@ int main(int argc, char** argv) {
   }
   const int ranks = nodes * gpus;
   streams = std::min(streams, ranks);
-  if (ranks <= 0 || streams <= 0 || config.metrics <= 0 || config.batch_steps <= 0 ||
-      config.window <= 0) {
-    std::cerr << "loadgen: nodes, gpus, metrics, streams, batch_steps and window must be positive\n";
+  if (ranks <= 0 || streams <= 0 || config.metrics <= 0 || config.steps <= 0 ||
+      config.batch_steps <= 0 || config.window <= 0) {
+    std::cerr << "loadgen: nodes, gpus, metrics, streams, steps, batch_steps and window "
+                 "must be positive\n";
     return 2;
   }
   grpc::ChannelArguments args;

@@ -455,8 +455,8 @@ class Engine::Impl {
     // Rollup records are floats and varints that zstd shrinks by a third;
     // reads hit the block cache, which holds blocks uncompressed. zstd's
     // default level (3) on every level: level 19 on the bottommost level
-    // saved 4% of the rollups (0.006 bytes/point of ~2.47), but while the
-    // database is young L1 is its bottommost level, so every L0 -> L1
+    // saved 0.013 bytes/point of ~2.39 (rollups 0.164 -> 0.151), but while
+    // the database is young L1 is its bottommost level, so every L0 -> L1
     // compaction ran at level 19: 3.35 CPU-s for one 13 MB compaction at
     // 2.5 M points/s, the ack p99's worst spike of a 60 s run
     // (docs/BENCHMARKS.md, ingest, session 13).

@@ -333,20 +333,21 @@ TEST_F(CliTest, TailPrintsPointsAsTheyAreWritten) {
 // must come back as duplicates, not as new points or rejections.
 TEST_F(CliTest, LoadgenPointsAllLandAndARerunIsDuplicates) {
   // 2 nodes x 2 GPUs x 3 metrics = 12 series of 100 steps, in 5 requests
-  // per stream, paced and spread like the documented fixed-rate runs.
+  // per stream, paced and spread like the documented fixed-rate runs. A
+  // hang (a stream that never reaches the start gate) fails, not blocks.
   const std::string loadgen =
-      testing::BinaryDir() + "/stepdb-loadgen --addr " + server_.address() +
+      "timeout 60 " + testing::BinaryDir() + "/stepdb-loadgen --addr " +
+      server_.address() +
       " --project lg --run r --nodes 2 --gpus 2 --metrics 3 --steps 100"
       " --batch-steps 20 --streams 2 --window 2 --step-rate 1000"
       " --spread-flushes --warmup 0";
   CommandResult first = RunCommand(loadgen);
   ASSERT_EQ(first.exit_code, 0);
-  EXPECT_THAT(first.out, HasSubstr("\"points\":1200"));
-  EXPECT_THAT(first.out, HasSubstr("\"requests\":10"));
-  EXPECT_THAT(first.out, HasSubstr("\"series\":12"));
-  EXPECT_THAT(first.out, HasSubstr("\"errors\":0"));
-  EXPECT_THAT(first.out, HasSubstr("\"rejected_points\":0"));
-  EXPECT_THAT(first.out, HasSubstr("\"duplicate_points\":0"));
+  EXPECT_THAT(first.out, ContainsRegex("\"points\":1200[,}]"));
+  EXPECT_THAT(first.out, ContainsRegex("\"requests\":10[,}]"));
+  EXPECT_THAT(first.out, ContainsRegex("\"errors\":0[,}]"));
+  EXPECT_THAT(first.out, ContainsRegex("\"rejected_points\":0[,}]"));
+  EXPECT_THAT(first.out, ContainsRegex("\"duplicate_points\":0[,}]"));
 
   CommandResult series = RunCommand(Stepctl("series --project lg --format csv"));
   ASSERT_EQ(series.exit_code, 0);
@@ -365,10 +366,16 @@ TEST_F(CliTest, LoadgenPointsAllLandAndARerunIsDuplicates) {
 
   CommandResult again = RunCommand(loadgen);
   ASSERT_EQ(again.exit_code, 0);
-  EXPECT_THAT(again.out, HasSubstr("\"duplicate_points\":1200"));
-  EXPECT_THAT(again.out, HasSubstr("\"rejected_points\":0"));
+  EXPECT_THAT(again.out, ContainsRegex("\"duplicate_points\":1200[,}]"));
+  EXPECT_THAT(again.out, ContainsRegex("\"rejected_points\":0[,}]"));
   CommandResult stats = RunCommand(Stepctl("admin stats"));
-  EXPECT_THAT(stats.out, HasSubstr("\"points\": 1200"));
+  EXPECT_THAT(stats.out, ContainsRegex("\"points\": 1200[,\n]"));
+
+  // No steps is a usage error, not a wait for streams that never start.
+  CommandResult none = RunCommand("timeout 60 " + testing::BinaryDir() +
+                                  "/stepdb-loadgen --addr " + server_.address() +
+                                  " --steps 0");
+  EXPECT_EQ(none.exit_code, 2);
 }
 
 }  // namespace
