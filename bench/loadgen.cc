@@ -120,9 +120,10 @@ struct Config {
 };
 
 // Where every stream waits, ready to send its first request, until the
-// clock starts: a stream's thread, stub, open call, reader and request
-// buffers are what an SDK sets up once when training starts, and setting
-// up 64 of them took the shared cores for the first ~0.1 s of the run.
+// clock starts: a stream's thread, gRPC client, open call, reader and
+// request buffers are what an SDK sets up once when training starts, and
+// setting up 64 of them took the shared cores for the first ~0.1 s of the
+// run.
 struct StartGate {
   explicit StartGate(int streams)
       : ready(streams), start(started.get_future().share()) {}
